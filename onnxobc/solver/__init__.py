@@ -1,0 +1,21 @@
+"""The layer-wise solvers: pure array code (NumPy, or CuPy through backend.array_module), no ONNX.
+
+A layer problem is W (rows × cols, rows = outputs, cols = the reduction dimension) and
+H = 2/N · Σ x xᵀ (cols × cols). Make H positive definite with `prepare` (dead inputs,
+dampening), then call a solver; each returns `Result`s whose `loss` is
+tr((W − Ŵ) H (W − Ŵ)ᵀ)/2 = ‖(W − Ŵ)X‖²/N.
+
+Exact solvers take engine options: engine="deferred" (the fast path) or "eager" (the oracle),
+device="cpu"|"cuda"|"auto", dtype, flush_every, mem_bytes, progress.
+"""
+
+from .grids import UniformGrid, ValueGrid, fit_uniform_grid
+from .hessian import HessianAccumulator, inverse, layer_loss, prepare
+from .prune import prune_blocks, prune_nm, prune_unstructured, sparsity_grid
+from .quant import quantize
+from .result import Result
+
+__all__ = [
+    "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "fit_uniform_grid", "inverse", "layer_loss",
+    "prepare", "prune_blocks", "prune_nm", "prune_unstructured", "quantize", "sparsity_grid",
+]

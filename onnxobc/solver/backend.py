@@ -1,0 +1,69 @@
+"""The array-module switch: NumPy on the CPU, CuPy on a GPU, one code path for both."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError:
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+    except Exception:  # no driver, no device: CuPy is installed but unusable
+        return None
+    return cupy
+
+
+def array_module(device: str = "cpu"):
+    """The array module for `device`: 'cpu' (NumPy), 'cuda' (CuPy) or 'auto'."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return np
+    cp = _cupy()
+    if cp is None:
+        if device == "cuda":
+            raise ValueError("device 'cuda' needs CuPy and a CUDA device; none is usable here")
+        return np
+    return cp
+
+
+def xp_of(a):
+    """The array module an array belongs to."""
+    return np if isinstance(a, np.ndarray) else __import__("cupy").get_array_module(a)
+
+
+def to_host(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def sub_gram_(C, U) -> None:
+    """C[r] -= U[r]ᵀ U[r] in place for every r; C is (R, d, d) symmetric, U is (R, k, d).
+
+    On NumPy this calls BLAS gemm with beta=1 on each matrix so that no (R, d, d) temporary
+    is made (the update is memory-bound otherwise); elsewhere it is one batched matmul.
+    """
+    if isinstance(C, np.ndarray) and C.dtype in (np.float32, np.float64) and C.flags.c_contiguous:
+        from scipy.linalg import blas
+
+        gemm = blas.sgemm if C.dtype == np.float32 else blas.dgemm
+        for r in range(C.shape[0]):
+            # C[r] is symmetric, so its transpose (Fortran-ordered, no copy) is updated in place.
+            gemm(-1.0, U[r].T, U[r].T, beta=1.0, c=C[r].T, trans_b=1, overwrite_c=1)
+    else:
+        C -= xp_of(C).matmul(U.transpose(0, 2, 1), U)
+
+
+def solve_lower(L, b):
+    """Solve L x = b for lower-triangular L (d, d) and b (d,)."""
+    if isinstance(L, np.ndarray):
+        from scipy.linalg import solve_triangular
+    else:
+        from cupyx.scipy.linalg import solve_triangular
+    return solve_triangular(L, b, lower=True, check_finite=False)

@@ -1,0 +1,202 @@
+"""Greedy OBS elimination state for a batch of rows, in two interchangeable forms.
+
+Each row r of W has its own inverse Hessian, which starts as H⁻¹ (or the inverse of H restricted
+to the row's unmasked columns) and loses one column per OBS step (Lemma 1 of the OBC paper):
+
+    H⁻¹ ← H⁻¹ − H⁻¹[:, p] H⁻¹[p, :] / H⁻¹[p, p] = H⁻¹ − u uᵀ,   u = H⁻¹[:, p] / √H⁻¹[p, p]
+    w   ← w − (w_p − t) / H⁻¹[p, p] · H⁻¹[:, p],   loss += (w_p − t)² / (2 H⁻¹[p, p])
+
+`EagerState` applies every downdate at once (the reference algorithm, memory-bound): it is the
+oracle. `DeferredState` keeps the last k downdates as pending vectors U and reconstructs what a
+step needs from them: the current row H⁻¹[p, :] − U[:, p]ᵀ U and the current diagonal; every B
+steps it applies H⁻¹ −= UᵀU as one GEMM and, now and then, drops eliminated columns (compaction).
+It takes the same decisions as the oracle and its work is matrix-multiply bound.
+
+Selection policies (policies.py) drive either state through `eliminate`, `w`, `alive`, `idx`,
+`safe_diag()` and `diag_blocks()`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import sub_gram_
+
+
+class _State:
+    def __init__(self, Hinv, w, alive, idx, cols: int):
+        xp = self.xp = np if isinstance(Hinv, np.ndarray) else __import__("cupy")
+        self.Hinv = Hinv  # (R, d, d)
+        self.w = w  # (R, d) current weights at each position
+        self.alive = alive  # (R, d) not yet eliminated
+        self.idx = idx  # (R, d) original column of each position
+        self.R = w.shape[0]
+        self.ar = xp.arange(self.R)
+        self.out = xp.zeros((self.R, cols), dtype=w.dtype)
+        self.tiny = float(xp.finfo(w.dtype).eps) * float(xp.abs(xp.diagonal(Hinv, axis1=1, axis2=2)).mean())
+
+    def safe_diag(self):
+        return self.xp.maximum(self.diag, self.tiny)
+
+    def eliminate(self, p, t, active=None):
+        """Fix position p[r] of each row r at value t[r] with the optimal update of the rest;
+        rows where `active` is False are left untouched. Returns the loss increment per row."""
+        xp, ar = self.xp, self.ar
+        row = self.current_row(p)
+        dp = xp.maximum(row[ar, p], self.tiny)
+        err = self.w[ar, p] - t
+        if active is not None:
+            err = xp.where(active, err, 0)
+        self.w -= (err / dp)[:, None] * row
+        u = row / xp.sqrt(dp)[:, None]
+        if active is not None:
+            u *= active[:, None]
+            t = xp.where(active, t, self.w[ar, p])
+        self.w[ar, p] = t
+        kill = self.alive[ar, p] if active is None else self.alive[ar, p] & active
+        self.alive[ar, p] &= ~kill
+        col = self.idx[ar, p]
+        self.out[ar, col] = xp.where(kill, t, self.out[ar, col])
+        self._downdate(u)  # last: the deferred state may flush and compact positions here
+        return 0.5 * err * err / dp
+
+    def weights(self):
+        """The row batch's weights in original column order: fixed values where eliminated,
+        current values where alive, zero for columns masked from the start."""
+        out = self.out.copy()
+        r, pos = self.xp.nonzero(self.alive)
+        out[r, self.idx[r, pos]] = self.w[r, pos]
+        return out
+
+    def _block_index(self, c):
+        xp = self.xp
+        nblk = self.w.shape[1] // c
+        base = xp.arange(nblk)[:, None, None] * c
+        i = xp.arange(c)
+        return base + i[None, :, None], base + i[None, None, :]
+
+    def base_blocks(self, c):
+        I, J = self._block_index(c)
+        return self.Hinv[:, I, J]  # (R, nblk, c, c)
+
+
+class EagerState(_State):
+    """The oracle: every downdate applied to the full (R, d, d) inverse immediately."""
+
+    def __init__(self, Hinv, w, alive, idx, cols: int):
+        super().__init__(Hinv, w, alive, idx, cols)
+
+    @property
+    def diag(self):
+        return self.xp.diagonal(self.Hinv, axis1=1, axis2=2)
+
+    def current_row(self, p):
+        return self.Hinv[self.ar, p, :].copy()
+
+    def _downdate(self, u):
+        self.Hinv -= u[:, :, None] * u[:, None, :]
+
+    def diag_blocks(self, c):
+        return self.base_blocks(c)
+
+
+class DeferredState(_State):
+    """The fast path: downdates deferred into rank-B GEMM flushes, eliminated columns compacted."""
+
+    def __init__(self, Hinv, w, alive, idx, cols: int, flush_every: int = 128, compact_frac: float = 0.125):
+        super().__init__(Hinv, w, alive, idx, cols)
+        self.B = flush_every
+        self.compact_frac = compact_frac
+        self.U = self.xp.empty((self.R, self.B, w.shape[1]), dtype=w.dtype)
+        self.nb = 0
+        self.diag = self.xp.diagonal(Hinv, axis1=1, axis2=2).copy()
+
+    def current_row(self, p):
+        row = self.Hinv[self.ar, p, :]
+        if self.nb:
+            coef = self.U[self.ar, : self.nb, p]  # (R, nb)
+            row -= self.xp.matmul(coef[:, None, :], self.U[:, : self.nb, :])[:, 0, :]
+        return row
+
+    def _downdate(self, u):
+        self.diag -= u * u
+        self.U[:, self.nb, :] = u
+        self.nb += 1
+        if self.nb == self.B:
+            self.flush()
+
+    def diag_blocks(self, c):
+        D = self.base_blocks(c)
+        if self.nb:
+            nblk = self.w.shape[1] // c
+            Ub = self.U[:, : self.nb, :].reshape(self.R, self.nb, nblk, c)
+            D -= self.xp.einsum("rbki,rbkj->rkij", Ub, Ub)
+        return D
+
+    def flush(self):
+        if self.nb:
+            sub_gram_(self.Hinv, self.U[:, : self.nb, :])
+            self.nb = 0
+            self.diag = self.xp.diagonal(self.Hinv, axis1=1, axis2=2).copy()
+        d = self.w.shape[1]
+        keep_n = int(self.alive.sum(axis=1).max())
+        if d - keep_n >= max(1, int(self.compact_frac * d)):
+            self.compact(keep_n)
+
+    def compact(self, keep_n: int):
+        """Drop eliminated positions, keeping the order of the rest (so 4-blocks stay aligned).
+        Rows with fewer alive positions keep some eliminated ones as padding: their rows and
+        columns of H⁻¹ are zero, so they change nothing."""
+        xp = self.xp
+        keep = xp.sort(xp.argsort(~self.alive, axis=1, kind="stable")[:, :keep_n], axis=1)
+        Hinv = xp.empty((self.R, keep_n, keep_n), dtype=self.Hinv.dtype)
+        for r in range(self.R):
+            Hinv[r] = self.Hinv[r][xp.ix_(keep[r], keep[r])]
+        self.Hinv = Hinv
+        self.w = xp.take_along_axis(self.w, keep, axis=1)
+        self.alive = xp.take_along_axis(self.alive, keep, axis=1)
+        self.idx = xp.take_along_axis(self.idx, keep, axis=1)
+        self.diag = xp.take_along_axis(self.diag, keep, axis=1)
+        self.U = xp.empty((self.R, self.B, keep_n), dtype=self.w.dtype)
+
+
+def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32):
+    """The starting state of a row batch: (Hinv (R,d,d), w, alive, idx, loss0 per row).
+
+    Without a mask every row starts from the shared H⁻¹. With a mask (True = kept), each row's
+    pruned columns are eliminated in bulk: w_K ← w_K + (H_KK)⁻¹ H_KP w_P, the inverse becomes
+    (H_KK)⁻¹, and loss0 is that step's loss. Rows with fewer kept columns are padded with
+    eliminated identity positions, so all rows of the batch share one size.
+    """
+    R, d = W_rows.shape
+    if mask_rows is None:
+        Hb = xp.empty((R, d, d), dtype=dtype)
+        Hb[...] = xp.asarray(Hinv, dtype=dtype)[None]
+        idx = xp.broadcast_to(xp.arange(d), (R, d)).copy()
+        return Hb, xp.asarray(W_rows, dtype=dtype).copy(), xp.ones((R, d), dtype=bool), idx, np.zeros(R)
+    mask_rows = np.asarray(mask_rows, dtype=bool)
+    k = int(mask_rows.sum(axis=1).max())
+    keep = np.sort(np.argsort(~mask_rows, axis=1, kind="stable")[:, :k], axis=1)
+    alive = np.take_along_axis(mask_rows, keep, axis=1)
+    H = np.asarray(H, dtype=np.float64)
+    W64 = np.asarray(W_rows, dtype=np.float64)
+    Hsub = H[keep[:, :, None], keep[:, None, :]]  # (R, k, k)
+    pad = ~alive
+    Hsub[pad[:, :, None] | pad[:, None, :]] = 0
+    r, i = np.nonzero(pad)
+    Hsub[r, i, i] = 1
+    Hinv_sub = np.linalg.inv(Hsub)
+    Hinv_sub = (Hinv_sub + Hinv_sub.transpose(0, 2, 1)) / 2
+    # bulk elimination of the pruned columns P: w_K += (H_KK)⁻¹ H_KP w_P
+    WP = np.where(mask_rows, 0.0, W64)
+    g = np.einsum("rkd,rd->rk", H[keep], WP)
+    g[pad] = 0
+    wK = np.take_along_axis(W64, keep, axis=1) + np.einsum("rij,rj->ri", Hinv_sub, g)
+    wK[pad] = 0
+    full = np.zeros_like(W64)
+    np.put_along_axis(full, keep, wK, axis=1)
+    full[~mask_rows] = 0
+    D = W64 - full
+    loss0 = np.einsum("rd,de,re->r", D, H, D) / 2
+    return (xp.asarray(Hinv_sub, dtype=dtype), xp.asarray(wK, dtype=dtype), xp.asarray(alive),
+            xp.asarray(keep), loss0)

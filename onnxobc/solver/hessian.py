@@ -1,0 +1,88 @@
+"""Layer Hessians H = 2/N · Σ x xᵀ, their preparation (dead inputs, dampening) and the layer loss."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import check_hessian, check_weight
+
+
+class HessianAccumulator:
+    """Streams input batches X (samples × cols) into H = 2/N · XᵀX, accumulated in float64.
+
+    The result does not depend on how the samples are split into batches (up to float64
+    rounding), so memory is bounded by cols² whatever the calibration set's size.
+    """
+
+    def __init__(self, cols: int):
+        if cols < 1:
+            raise ValueError(f"a Hessian needs at least one column, got {cols}")
+        self.cols = cols
+        self._sum = np.zeros((cols, cols), dtype=np.float64)
+        self.samples = 0
+
+    def add_batch(self, X) -> None:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.cols:
+            raise ValueError(f"batch must be (samples, {self.cols}), got shape {X.shape}")
+        X = X.astype(np.float64, copy=False)
+        if not np.isfinite(X).all():
+            raise ValueError("calibration batch contains NaN or Inf")
+        self._sum += X.T @ X
+        self.samples += X.shape[0]
+
+    @property
+    def hessian(self) -> np.ndarray:
+        if self.samples == 0:
+            raise ValueError("no samples were added to the Hessian")
+        H = self._sum * (2.0 / self.samples)
+        return (H + H.T) / 2
+
+
+def prepare(W, H, damp: float = 0.01):
+    """Make a layer problem solvable: returns (W, H) as float32 / float64 copies where
+
+    - dead inputs (H_ii = 0: the input is always zero) get H_ii = 1 and W[:, i] = 0, which
+      changes no output;
+    - H += damp · mean(diag H) · I (relative dampening), so that H is positive definite.
+    """
+    W = check_weight(W).copy()
+    H = check_hessian(H, W.shape[1]).astype(np.float64, copy=True)
+    if not 0 <= damp < 1:
+        raise ValueError(f"damp must be in [0, 1), got {damp}")
+    dead = np.diag(H) == 0
+    if dead.all():
+        raise ValueError("every input of the layer is zero on the calibration data")
+    H[dead, :] = 0
+    H[:, dead] = 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H[np.diag_indices_from(H)] += damp * np.mean(np.diag(H))
+    return W, H
+
+
+def layer_loss(W, W_hat, H) -> float:
+    """‖(W − Ŵ)X‖² = tr(ΔW H ΔWᵀ)/2 for H = 2XXᵀ, computed in float64."""
+    D = np.asarray(W, dtype=np.float64) - np.asarray(W_hat, dtype=np.float64)
+    return float(np.einsum("ij,ij->", D @ np.asarray(H, dtype=np.float64), D) / 2)
+
+
+def row_losses(W, W_hat, H) -> np.ndarray:
+    D = np.asarray(W, dtype=np.float64) - np.asarray(W_hat, dtype=np.float64)
+    return np.einsum("ij,ij->i", D @ np.asarray(H, dtype=np.float64), D) / 2
+
+
+def inverse(H, dtype=np.float64) -> np.ndarray:
+    """H⁻¹ through a Cholesky factorisation in float64; a clear error if H is not positive definite."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    H = np.asarray(H, dtype=np.float64)
+    try:
+        c = cho_factor(H, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "the Hessian is not positive definite; prepare it with onnxobc.solver.prepare "
+            "(dampening) or add calibration samples"
+        ) from None
+    Hinv = cho_solve(c, np.eye(H.shape[0]), check_finite=False)
+    return ((Hinv + Hinv.T) / 2).astype(dtype)

@@ -1,0 +1,25 @@
+"""What every solver returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Result:
+    """A compressed layer: Ŵ, the loss tr((W − Ŵ) H (W − Ŵ)ᵀ)/2 against the W and H the solver
+    was given, and what was chosen: the mask (True = weight kept) and/or the grid codes."""
+
+    weight: np.ndarray  # (rows, cols) float32
+    loss: float
+    row_loss: np.ndarray  # (rows,) float64
+    mask: np.ndarray | None = None
+    codes: np.ndarray | None = None
+    grid: object | None = None
+    order: np.ndarray | None = None  # exact solvers: per row, the columns in the order they were fixed
+
+    @property
+    def sparsity(self) -> float:
+        return 0.0 if self.mask is None else float(1 - self.mask.mean())
