@@ -13,7 +13,8 @@ steps it applies H⁻¹ −= UᵀU as one GEMM and, now and then, drops eliminat
 It takes the same decisions as the oracle and its work is matrix-multiply bound.
 
 Selection policies (policies.py) drive either state through `eliminate`, `w`, `alive`, `idx`,
-`safe_diag()` and `diag_blocks()`.
+`safe_diag()` and `diag_blocks()`, and call `checkpoint()` after each whole step (the only time
+positions may move).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class EagerState(_State):
     def diag_blocks(self, c):
         return self.base_blocks(c)
 
+    def checkpoint(self):
+        pass
+
 
 class DeferredState(_State):
     """The fast path: downdates deferred into rank-B GEMM flushes, eliminated columns compacted."""
@@ -134,19 +138,23 @@ class DeferredState(_State):
         return D
 
     def flush(self):
-        if self.nb:
-            sub_gram_(self.Hinv, self.U[:, : self.nb, :])
-            self.nb = 0
-            self.diag = self.xp.diagonal(self.Hinv, axis1=1, axis2=2).copy()
+        sub_gram_(self.Hinv, self.U[:, : self.nb, :])
+        self.nb = 0
+        self.diag = self.xp.diagonal(self.Hinv, axis1=1, axis2=2).copy()
+
+    def checkpoint(self):
+        """Between whole policy steps: drop eliminated positions once they are a `compact_frac`
+        share of the stored width."""
         d = self.w.shape[1]
         keep_n = int(self.alive.sum(axis=1).max())
         if d - keep_n >= max(1, int(self.compact_frac * d)):
             self.compact(keep_n)
 
     def compact(self, keep_n: int):
-        """Drop eliminated positions, keeping the order of the rest (so 4-blocks stay aligned).
-        Rows with fewer alive positions keep some eliminated ones as padding: their rows and
-        columns of H⁻¹ are zero, so they change nothing."""
+        """Drop eliminated positions from the base inverse and the pending vectors alike (the
+        current inverse, base − UᵀU, restricts entrywise), keeping the order of the rest so that
+        blocks stay aligned. Rows with fewer alive positions keep some eliminated ones as
+        padding: their rows and columns of H⁻¹ are zero, so they change nothing."""
         xp = self.xp
         keep = xp.sort(xp.argsort(~self.alive, axis=1, kind="stable")[:, :keep_n], axis=1)
         Hinv = xp.empty((self.R, keep_n, keep_n), dtype=self.Hinv.dtype)
@@ -157,7 +165,9 @@ class DeferredState(_State):
         self.alive = xp.take_along_axis(self.alive, keep, axis=1)
         self.idx = xp.take_along_axis(self.idx, keep, axis=1)
         self.diag = xp.take_along_axis(self.diag, keep, axis=1)
-        self.U = xp.empty((self.R, self.B, keep_n), dtype=self.w.dtype)
+        U = xp.empty((self.R, self.B, keep_n), dtype=self.w.dtype)
+        U[:, : self.nb, :] = xp.take_along_axis(self.U[:, : self.nb, :], keep[:, None, :], axis=2)
+        self.U = U
 
 
 def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32):

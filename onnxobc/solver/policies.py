@@ -23,6 +23,7 @@ def prune_all(state, steps: int):
         p = _argmin(xp, score)
         order[:, k] = state.idx[ar, p]
         inc[:, k] = state.eliminate(p, xp.zeros(state.R, dtype=state.w.dtype))
+        state.checkpoint()
     return order, inc
 
 
@@ -43,6 +44,7 @@ def prune_nm(state, n: int, m: int):
         order[:, k] = col
         pruned[ar, col // m] += 1
         inc[:, k] = state.eliminate(p, xp.zeros(state.R, dtype=state.w.dtype))
+        state.checkpoint()
     return order, inc
 
 
@@ -80,6 +82,7 @@ def prune_blocks(state, c: int, steps: int):
         order[:, k] = state.idx[ar, b * c] // c
         for i in range(c):
             inc[:, k] += state.eliminate(b * c + i, zero)
+        state.checkpoint()
     return order, inc
 
 
@@ -103,4 +106,5 @@ def quantize(state, grid, outliers: bool = True):
         active = state.alive[ar, p]
         order[:, k] = xp.where(active, state.idx[ar, p], -1)
         inc[:, k] = state.eliminate(p, q[ar, p], active)
+        state.checkpoint()
     return order, inc
