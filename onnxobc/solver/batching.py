@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module, to_host
+from .backend import array_module, to_host, workspace
 from .elimination import DeferredState, EagerState, start_rows
 
 ENGINES = ("deferred", "eager")
 DEFAULT_MEM = 2 << 30  # bytes of per-row inverse Hessians held at once
 
 
-def row_batches(rows: int, d: int, itemsize: int, mem_bytes: int, copies: int):
-    per_row = max(1, copies * d * d * itemsize)
-    step = int(max(1, min(rows, mem_bytes // per_row)))
+ROW_ELEMENTS = 1 << 17  # rows × cols per batch that amortise the per-step Python overhead
+
+
+def row_batches(rows: int, d: int, itemsize: int, mem_bytes: int):
+    """Row slices: no more rows than `mem_bytes` of inverses allows, nor more than it takes to
+    keep each step's vector work large (more would only touch more memory)."""
+    per_row = max(1, d * d * itemsize)
+    step = int(max(1, min(rows, mem_bytes // per_row, max(8, ROW_ELEMENTS // d))))
     return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
@@ -25,11 +30,12 @@ def run_rows(policy, W, H, Hinv, *, mask=None, grid=None, engine="deferred", dev
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     xp = array_module(device)
     rows, cols = W.shape
-    copies = 2 if engine == "eager" else 1  # the eager downdate makes an (R, d, d) temporary
     weights = np.empty((rows, cols), dtype=np.float32)
     orders, incs, loss0 = [], [], np.zeros(rows)
-    for sl in row_batches(rows, cols, np.dtype(dtype).itemsize, mem_bytes, copies):
-        Hb, w, alive, idx, l0 = start_rows(H, Hinv, W[sl], None if mask is None else mask[sl], xp, dtype)
+    batches = row_batches(rows, cols, np.dtype(dtype).itemsize, mem_bytes)
+    buffer = workspace(xp, (batches[0].stop - batches[0].start) * cols * cols, dtype)
+    for sl in batches:
+        Hb, w, alive, idx, l0 = start_rows(H, Hinv, W[sl], None if mask is None else mask[sl], xp, dtype, buffer)
         if engine == "eager":
             state = EagerState(Hb, w, alive, idx, cols)
         else:

@@ -6,8 +6,8 @@ to the row's unmasked columns) and loses one column per OBS step (Lemma 1 of the
     H⁻¹ ← H⁻¹ − H⁻¹[:, p] H⁻¹[p, :] / H⁻¹[p, p] = H⁻¹ − u uᵀ,   u = H⁻¹[:, p] / √H⁻¹[p, p]
     w   ← w − (w_p − t) / H⁻¹[p, p] · H⁻¹[:, p],   loss += (w_p − t)² / (2 H⁻¹[p, p])
 
-`EagerState` applies every downdate at once (the reference algorithm, memory-bound): it is the
-oracle. `DeferredState` keeps the last k downdates as pending vectors U and reconstructs what a
+`EagerState` applies every downdate at once, in place (the reference algorithm, memory-bound):
+it is the oracle. `DeferredState` keeps the last k downdates as pending vectors U and reconstructs what a
 step needs from them: the current row H⁻¹[p, :] − U[:, p]ᵀ U and the current diagonal; every B
 steps it applies H⁻¹ −= UᵀU as one GEMM and, now and then, drops eliminated columns (compaction).
 It takes the same decisions as the oracle and its work is matrix-multiply bound.
@@ -95,7 +95,7 @@ class EagerState(_State):
         return self.Hinv[self.ar, p, :].copy()
 
     def _downdate(self, u):
-        self.Hinv -= u[:, :, None] * u[:, None, :]
+        sub_gram_(self.Hinv, u[:, None, :])  # rank-1, in place
 
     def diag_blocks(self, c):
         return self.base_blocks(c)
@@ -107,7 +107,7 @@ class EagerState(_State):
 class DeferredState(_State):
     """The fast path: downdates deferred into rank-B GEMM flushes, eliminated columns compacted."""
 
-    def __init__(self, Hinv, w, alive, idx, cols: int, flush_every: int = 128, compact_frac: float = 0.125):
+    def __init__(self, Hinv, w, alive, idx, cols: int, flush_every: int = 128, compact_frac: float = 0.25):
         super().__init__(Hinv, w, alive, idx, cols)
         self.B = flush_every
         self.compact_frac = compact_frac
@@ -157,10 +157,13 @@ class DeferredState(_State):
         padding: their rows and columns of H⁻¹ are zero, so they change nothing."""
         xp = self.xp
         keep = xp.sort(xp.argsort(~self.alive, axis=1, kind="stable")[:, :keep_n], axis=1)
-        Hinv = xp.empty((self.R, keep_n, keep_n), dtype=self.Hinv.dtype)
+        # in place: the compacted row r lands before old row r + 1, which is still to be read
+        flat = self.Hinv.reshape(-1) if self.Hinv.flags.c_contiguous else None
+        new = flat[: self.R * keep_n * keep_n].reshape(self.R, keep_n, keep_n) if flat is not None else \
+            xp.empty((self.R, keep_n, keep_n), dtype=self.Hinv.dtype)
         for r in range(self.R):
-            Hinv[r] = self.Hinv[r][xp.ix_(keep[r], keep[r])]
-        self.Hinv = Hinv
+            new[r] = xp.take(xp.take(self.Hinv[r], keep[r], axis=0), keep[r], axis=1)
+        self.Hinv = new
         self.w = xp.take_along_axis(self.w, keep, axis=1)
         self.alive = xp.take_along_axis(self.alive, keep, axis=1)
         self.idx = xp.take_along_axis(self.idx, keep, axis=1)
@@ -170,8 +173,10 @@ class DeferredState(_State):
         self.U = U
 
 
-def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32):
+def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32, buffer=None):
     """The starting state of a row batch: (Hinv (R,d,d), w, alive, idx, loss0 per row).
+    The per-row inverses are written into `buffer` (flat, of `dtype`) when it is big enough, so
+    that batches reuse memory instead of touching fresh pages.
 
     Without a mask every row starts from the shared H⁻¹. With a mask (True = kept), each row's
     pruned columns are eliminated in bulk: w_K ← w_K + (H_KK)⁻¹ H_KP w_P, the inverse becomes
@@ -179,8 +184,14 @@ def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32):
     eliminated identity positions, so all rows of the batch share one size.
     """
     R, d = W_rows.shape
+
+    def alloc(k):
+        if buffer is not None and buffer.size >= R * k * k:
+            return buffer[: R * k * k].reshape(R, k, k)
+        return xp.empty((R, k, k), dtype=dtype)
+
     if mask_rows is None:
-        Hb = xp.empty((R, d, d), dtype=dtype)
+        Hb = alloc(d)
         Hb[...] = xp.asarray(Hinv, dtype=dtype)[None]
         idx = xp.broadcast_to(xp.arange(d), (R, d)).copy()
         return Hb, xp.asarray(W_rows, dtype=dtype).copy(), xp.ones((R, d), dtype=bool), idx, np.zeros(R)
@@ -208,5 +219,6 @@ def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32):
     full[~mask_rows] = 0
     D = W64 - full
     loss0 = np.einsum("rd,de,re->r", D, H, D) / 2
-    return (xp.asarray(Hinv_sub, dtype=dtype), xp.asarray(wK, dtype=dtype), xp.asarray(alive),
-            xp.asarray(keep), loss0)
+    Hb = alloc(k)
+    Hb[...] = xp.asarray(Hinv_sub, dtype=dtype)
+    return Hb, xp.asarray(wK, dtype=dtype), xp.asarray(alive), xp.asarray(keep), loss0
