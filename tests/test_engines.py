@@ -11,8 +11,10 @@ from onnxobc.solver import fit_uniform_grid, layer_loss, prune_blocks, prune_nm,
 SMALL_BATCHES = 20_000  # bytes: forces several row batches on the test shapes
 
 
-def both(fn, **kw):
-    return fn(engine="eager", **kw), fn(engine="deferred", **kw)
+def fast_and_oracle(fn, **kw):
+    """(oracle, fast) pairs: the eager oracle against each fast engine."""
+    eager = fn(engine="eager", **kw)
+    return [(eager, fn(engine=e, **kw)) for e in ("deferred", "fused")]
 
 
 @pytest.mark.parametrize("ill", [False, True])
@@ -30,10 +32,10 @@ def test_same_decisions_all_families(ill, flush):
         "obq": lambda **k: quantize(W, H, grid, **k),
     }
     for name, fn in runs.items():
-        eager, fast = both(fn, **kw)
-        np.testing.assert_array_equal(eager.order, fast.order, err_msg=name)
-        np.testing.assert_allclose(fast.weight, eager.weight, rtol=1e-6, atol=1e-7, err_msg=name)
-        assert fast.loss == pytest.approx(eager.loss, rel=1e-8), name
+        for eager, fast in fast_and_oracle(fn, **kw):
+            np.testing.assert_array_equal(eager.order, fast.order, err_msg=name)
+            np.testing.assert_allclose(fast.weight, eager.weight, rtol=1e-6, atol=1e-7, err_msg=name)
+            assert fast.loss == pytest.approx(eager.loss, rel=1e-8), name
 
 
 def test_compaction_happens_and_changes_nothing():
@@ -58,10 +60,11 @@ def test_compaction_happens_and_changes_nothing():
 def test_float32_agrees_with_float64():
     W, H = make_problem(16, 96, seed=23)
     grid = fit_uniform_grid(W, 4, True)
-    lo = quantize(W, H, grid, dtype=np.float32)
     hi = quantize(W, H, grid, dtype=np.float64)
-    assert lo.loss == pytest.approx(hi.loss, rel=1e-3)
-    assert (lo.codes == hi.codes).mean() > 0.99
+    for engine in ("deferred", "fused"):
+        lo = quantize(W, H, grid, dtype=np.float32, engine=engine)
+        assert lo.loss == pytest.approx(hi.loss, rel=1e-3)
+        assert (lo.codes == hi.codes).mean() > 0.99
     p32 = prune_unstructured(W, H, [0.5])[0]
     p64 = prune_unstructured(W, H, [0.5], dtype=np.float64)[0]
     assert p32.loss == pytest.approx(p64.loss, rel=1e-3)
@@ -78,6 +81,6 @@ def test_property_fast_path_equals_oracle(rows, groups, seed, flush, bits, sym, 
     grid = fit_uniform_grid(W, bits, sym)
     for fn in (lambda **k: quantize(W, H, grid, **k), lambda **k: prune_nm(W, H, 2, 4, **k),
                lambda **k: prune_blocks(W, H, [0.5], **k)[0], lambda **k: prune_unstructured(W, H, [0.5], **k)[0]):
-        eager, fast = both(fn, **kw)
-        np.testing.assert_array_equal(eager.order, fast.order)
-        assert fast.loss == pytest.approx(eager.loss, rel=1e-7, abs=1e-12)
+        for eager, fast in fast_and_oracle(fn, **kw):
+            np.testing.assert_array_equal(eager.order, fast.order)
+            assert fast.loss == pytest.approx(eager.loss, rel=1e-7, abs=1e-12)

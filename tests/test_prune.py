@@ -8,7 +8,7 @@ from onnxobc.solver.levels import global_counts
 EXACT = dict(dtype=np.float64, flush_every=4)
 
 
-@pytest.mark.parametrize("engine", ["eager", "deferred"])
+@pytest.mark.parametrize("engine", ["eager", "deferred", "fused"])
 def test_unstructured_matches_brute_force_obs(engine):
     W, H = make_problem(5, 12, seed=1)
     order, inc = brute_unstructured(W, H)
@@ -55,7 +55,7 @@ def test_identity_hessian_gives_magnitude_pruning():
 
 
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
-@pytest.mark.parametrize("engine", ["eager", "deferred"])
+@pytest.mark.parametrize("engine", ["eager", "deferred", "fused"])
 def test_nm_matches_brute_force(n, m, engine):
     W, H = make_problem(4, 16, seed=5)
     order, inc, w = brute_nm(W, H, n, m)
@@ -68,7 +68,7 @@ def test_nm_matches_brute_force(n, m, engine):
     assert np.all(kept == n)
 
 
-@pytest.mark.parametrize("engine", ["eager", "deferred"])
+@pytest.mark.parametrize("engine", ["eager", "deferred", "fused"])
 def test_blocks_match_brute_force_group_obs(engine):
     W, H = make_problem(3, 16, seed=6)
     order, inc = brute_blocks(W, H, 4)

@@ -8,7 +8,7 @@ EXACT = dict(dtype=np.float64, flush_every=4)
 
 
 @pytest.mark.parametrize("bits,sym", [(4, True), (3, False), (2, True), (8, False)])
-@pytest.mark.parametrize("engine", ["eager", "deferred"])
+@pytest.mark.parametrize("engine", ["eager", "deferred", "fused"])
 def test_obq_matches_brute_force(bits, sym, engine):
     W, H = make_problem(4, 12, seed=bits)
     grid = fit_uniform_grid(W, bits, sym)
@@ -79,7 +79,7 @@ def test_gptq_is_fixed_order_obs():
         assert res.row_loss[r] == pytest.approx(inc.sum(), rel=1e-6)
 
 
-@pytest.mark.parametrize("engine", ["eager", "deferred"])
+@pytest.mark.parametrize("engine", ["eager", "deferred", "fused"])
 def test_compound_nm_then_quantize_keeps_mask(engine):
     W, H = make_problem(6, 16, seed=15)
     pruned = prune_nm(W, H, 2, 4, engine=engine, **EXACT)

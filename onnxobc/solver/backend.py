@@ -75,6 +75,17 @@ def sub_gram_(C, U) -> None:
         C -= xp_of(C).matmul(U.transpose(0, 2, 1), U)
 
 
+def sub_gram_upper_(C, U) -> None:
+    """As sub_gram_, but only the upper triangle of each C[r] (entries [i, j], j ≥ i) is updated,
+    with BLAS syrk at half the flops; the lower triangle is left stale. NumPy only."""
+    from scipy.linalg import blas
+
+    syrk = blas.ssyrk if C.dtype == np.float32 else blas.dsyrk
+    for r in range(C.shape[0]):
+        # the lower triangle of the Fortran-ordered transpose is C[r]'s upper triangle
+        syrk(-1.0, U[r].T, beta=1.0, c=C[r].T, lower=1, overwrite_c=1)
+
+
 def solve_lower(L, b):
     """Solve L x = b for lower-triangular L (d, d) and b (d,)."""
     if isinstance(L, np.ndarray):

@@ -1,17 +1,33 @@
-"""Run a greedy policy over a layer's rows, batch by batch, on the chosen state and device."""
+"""Run a greedy policy over a layer's rows, batch by batch, on the chosen engine and device.
+
+Engines: "fused" (compiled row-major CPU kernels, fused.py), "deferred" (elimination.DeferredState,
+NumPy or CuPy), "eager" (elimination.EagerState, the oracle); "auto" is fused on the CPU when
+numba is importable, deferred otherwise.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from . import fused, policies
 from .backend import array_module, to_host, workspace
 from .elimination import DeferredState, EagerState, start_rows
 
-ENGINES = ("deferred", "eager")
+ENGINES = ("auto", "fused", "deferred", "eager")
+DEFAULT_DTYPE = np.float32
 DEFAULT_MEM = 2 << 30  # bytes of per-row inverse Hessians held at once
-
-
 ROW_ELEMENTS = 1 << 17  # rows × cols per batch that amortise the per-step Python overhead
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str  # "prune" | "nm" | "blocks" | "quant"
+    n: int = 0
+    m: int = 0
+    block: int = 4
+    outliers: bool = True
 
 
 def row_batches(rows: int, d: int, itemsize: int, mem_bytes: int):
@@ -22,13 +38,32 @@ def row_batches(rows: int, d: int, itemsize: int, mem_bytes: int):
     return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
-def run_rows(policy, W, H, Hinv, *, mask=None, grid=None, engine="deferred", device="cpu",
-             dtype=np.float32, flush_every=128, mem_bytes=DEFAULT_MEM, progress=None):
-    """Apply `policy(state, grid_batch)` to every row batch. Returns host arrays
-    (weights, order, inc, loss0) with order/inc as the policy returned them, stacked by row."""
+def _state_policy(policy, state, grid, cols):
+    if policy.kind == "prune":
+        return policies.prune_all(state, cols)
+    if policy.kind == "nm":
+        return policies.prune_nm(state, policy.n, policy.m)
+    if policy.kind == "blocks":
+        return policies.prune_blocks(state, policy.block, cols // policy.block)
+    return policies.quantize(state, grid, policy.outliers)
+
+
+def resolve_engine(engine: str, xp) -> str:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "fused" and (xp is not np or not fused.available()):
+        raise ValueError("engine 'fused' needs numba and the CPU device")
+    if engine == "auto":
+        return "fused" if xp is np and fused.available() else "deferred"
+    return engine
+
+
+def run_rows(policy: Policy, W, H, Hinv, *, mask=None, grid=None, engine="auto", device="cpu",
+             dtype=DEFAULT_DTYPE, flush_every=128, mem_bytes=DEFAULT_MEM, progress=None):
+    """Apply `policy` to every row batch. Returns host arrays (weights, order, inc, loss0):
+    per row, the columns (or blocks) in the order they were fixed and each step's loss."""
     xp = array_module(device)
+    engine = resolve_engine(engine, xp)
     rows, cols = W.shape
     weights = np.empty((rows, cols), dtype=np.float32)
     orders, incs, loss0 = [], [], np.zeros(rows)
@@ -36,12 +71,17 @@ def run_rows(policy, W, H, Hinv, *, mask=None, grid=None, engine="deferred", dev
     buffer = workspace(xp, (batches[0].stop - batches[0].start) * cols * cols, dtype)
     for sl in batches:
         Hb, w, alive, idx, l0 = start_rows(H, Hinv, W[sl], None if mask is None else mask[sl], xp, dtype, buffer)
-        if engine == "eager":
-            state = EagerState(Hb, w, alive, idx, cols)
+        batch_grid = None if grid is None else grid.take(np.arange(rows)[sl], xp)
+        if engine == "fused":
+            out, order, inc = fused.run(policy, Hb, w, alive, idx, cols, grid=batch_grid, flush_every=flush_every)
         else:
-            state = DeferredState(Hb, w, alive, idx, cols, flush_every=flush_every)
-        order, inc = policy(state, None if grid is None else grid.take(np.arange(rows)[sl], xp))
-        weights[sl] = to_host(state.weights())
+            if engine == "eager":
+                state = EagerState(Hb, w, alive, idx, cols)
+            else:
+                state = DeferredState(Hb, w, alive, idx, cols, flush_every=flush_every)
+            order, inc = _state_policy(policy, state, batch_grid, cols)
+            out = state.weights()
+        weights[sl] = to_host(out)
         orders.append(to_host(order))
         incs.append(to_host(inc))
         loss0[sl] = l0

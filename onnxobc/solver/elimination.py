@@ -156,21 +156,28 @@ class DeferredState(_State):
         blocks stay aligned. Rows with fewer alive positions keep some eliminated ones as
         padding: their rows and columns of H⁻¹ are zero, so they change nothing."""
         xp = self.xp
-        keep = xp.sort(xp.argsort(~self.alive, axis=1, kind="stable")[:, :keep_n], axis=1)
-        # in place: the compacted row r lands before old row r + 1, which is still to be read
-        flat = self.Hinv.reshape(-1) if self.Hinv.flags.c_contiguous else None
-        new = flat[: self.R * keep_n * keep_n].reshape(self.R, keep_n, keep_n) if flat is not None else \
-            xp.empty((self.R, keep_n, keep_n), dtype=self.Hinv.dtype)
-        for r in range(self.R):
-            new[r] = xp.take(xp.take(self.Hinv[r], keep[r], axis=0), keep[r], axis=1)
-        self.Hinv = new
-        self.w = xp.take_along_axis(self.w, keep, axis=1)
-        self.alive = xp.take_along_axis(self.alive, keep, axis=1)
-        self.idx = xp.take_along_axis(self.idx, keep, axis=1)
-        self.diag = xp.take_along_axis(self.diag, keep, axis=1)
+        keep = keep_positions(xp, self.alive, keep_n)
+        self.Hinv = compact_inverse(xp, self.Hinv, keep)
+        self.w, self.alive, self.idx, self.diag = (xp.ascontiguousarray(xp.take_along_axis(a, keep, axis=1))
+                                                   for a in (self.w, self.alive, self.idx, self.diag))
         U = xp.empty((self.R, self.B, keep_n), dtype=self.w.dtype)
         U[:, : self.nb, :] = xp.take_along_axis(self.U[:, : self.nb, :], keep[:, None, :], axis=2)
         self.U = U
+
+
+def keep_positions(xp, alive, keep_n):
+    """Per row, the first `keep_n` positions with the alive ones first, in their original order."""
+    return xp.sort(xp.argsort(~alive, axis=1, kind="stable")[:, :keep_n], axis=1)
+
+
+def compact_inverse(xp, Hinv, keep):
+    """Hinv[r][keep[r]][:, keep[r]] for every r, written in place into Hinv's own memory: the
+    compacted row r lands before old row r + 1, which is still to be read."""
+    R, k = keep.shape
+    new = Hinv.reshape(-1)[: R * k * k].reshape(R, k, k)
+    for r in range(R):
+        new[r] = xp.take(xp.take(Hinv[r], keep[r], axis=0), keep[r], axis=1)
+    return new
 
 
 def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32, buffer=None):

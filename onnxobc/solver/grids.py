@@ -25,6 +25,12 @@ def _col(a, rows, xp):
     return xp.asarray(a).reshape(-1, 1)
 
 
+def _outside(v, lo, hi):
+    xp = xp_of(v)
+    lo, hi = xp.asarray(lo).astype(v.dtype).reshape(-1, 1), xp.asarray(hi).astype(v.dtype).reshape(-1, 1)
+    return (v < lo) | (v > hi)
+
+
 @dataclass
 class UniformGrid:
     """Values scale · (q − zero) for integer codes q in [qmin, qmax], one scale/zero per row."""
@@ -48,9 +54,14 @@ class UniformGrid:
         xp, s, z = self._params(v, rows)
         return s * (xp.clip(xp.rint(v / s) + z, self.qmin, self.qmax) - z)
 
+    def bounds(self, rows=None):
+        """(lo, hi) per row: values below lo or above hi are further than half a step off the grid."""
+        s = self.scale if rows is None else self.scale[rows]
+        z = self.zero if rows is None else self.zero[rows]
+        return s * (self.qmin - z) - s / 2, s * (self.qmax - z) + s / 2
+
     def outlier(self, v, rows=None):
-        xp, s, z = self._params(v, rows)
-        return xp.abs(self.project(v, rows) - v) > s / 2 * (1 + 1e-6)
+        return _outside(v, *self.bounds(rows))
 
     def dequantize(self, codes, rows=None):
         xp = xp_of(codes)
@@ -94,12 +105,13 @@ class ValueGrid:
         g = xp.asarray(self.values if rows is None else self.values[rows]).astype(v.dtype)
         return xp.take_along_axis(g, self.codes(v, rows), axis=1)
 
+    def bounds(self, rows=None):
+        """(lo, hi) per row: values below lo or above hi are further than half the end gap off the grid."""
+        g = self.values if rows is None else self.values[rows]
+        return g[:, 0] - (g[:, 1] - g[:, 0]) / 2, g[:, -1] + (g[:, -1] - g[:, -2]) / 2
+
     def outlier(self, v, rows=None):
-        xp = xp_of(v)
-        g = xp.asarray(self.values if rows is None else self.values[rows]).astype(v.dtype)
-        lo = g[:, :1] - (g[:, 1:2] - g[:, :1]) / 2
-        hi = g[:, -1:] + (g[:, -1:] - g[:, -2:-1]) / 2
-        return (v < lo) | (v > hi)
+        return _outside(v, *self.bounds(rows))
 
     def dequantize(self, codes, rows=None):
         xp = xp_of(codes)

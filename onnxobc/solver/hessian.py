@@ -74,15 +74,15 @@ def row_losses(W, W_hat, H) -> np.ndarray:
 
 def inverse(H, dtype=np.float64) -> np.ndarray:
     """H⁻¹ through a Cholesky factorisation in float64; a clear error if H is not positive definite."""
-    from scipy.linalg import cho_factor, cho_solve
+    from scipy.linalg import lapack
 
-    H = np.asarray(H, dtype=np.float64)
-    try:
-        c = cho_factor(H, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
+    c, info = lapack.dpotrf(np.asarray(H, dtype=np.float64), lower=1)
+    if info == 0:
+        Hinv, info = lapack.dpotri(c, lower=1)
+    if info != 0:
         raise ValueError(
             "the Hessian is not positive definite; prepare it with onnxobc.solver.prepare "
             "(dampening) or add calibration samples"
-        ) from None
-    Hinv = cho_solve(c, np.eye(H.shape[0]), check_finite=False)
-    return ((Hinv + Hinv.T) / 2).astype(dtype)
+        )
+    Hinv = np.tril(Hinv) + np.tril(Hinv, -1).T
+    return Hinv.astype(dtype)

@@ -29,28 +29,40 @@ def global_counts(inc: np.ndarray, ks) -> np.ndarray:
     return out
 
 
-def level_weights(W, Hinv, order, counts, unit: int = 1):
+def _factor(A):
+    """Lower Cholesky factor of A via LAPACK; None if A is not numerically positive definite."""
+    from scipy.linalg import lapack
+
+    potrf = lapack.spotrf if A.dtype == np.float32 else lapack.dpotrf
+    L, info = potrf(A, lower=1, clean=1, overwrite_a=1)
+    return L if info == 0 else None
+
+
+def level_weights(W, Hinv, order, counts, unit: int = 1, dtype=np.float32):
     """Weights and per-row losses of every level: `order` (rows, d/unit) lists each row's units
     (columns, or blocks of `unit` columns) in elimination order, `counts` (levels, rows) how many
-    units each row prunes at each level. Returns (weights (levels, rows, d), losses (levels, rows))."""
-    W = np.asarray(W, dtype=np.float64)
-    Hinv = np.asarray(Hinv, dtype=np.float64)
+    units each row prunes at each level. Works in `dtype`, a row in float64 where that fails.
+    Returns (weights (levels, rows, d), losses (levels, rows))."""
+    from scipy.linalg import solve_triangular
+
     levels, rows = counts.shape
     d = W.shape[1]
     cols = (order[:, :, None] * unit + np.arange(unit)).reshape(rows, d) if unit > 1 else order
     out = np.empty((levels, rows, d), dtype=np.float32)
     losses = np.empty((levels, rows))
-    from scipy.linalg import solve_triangular
-
+    Hinv_t = np.asarray(Hinv, dtype=dtype)
     for r in range(rows):
         perm = cols[r]
-        L = np.linalg.cholesky(Hinv[np.ix_(perm, perm)])
-        w = W[r, perm]
+        L = _factor(np.take(np.take(Hinv_t, perm, axis=0), perm, axis=1))
+        if L is None:
+            L = _factor(np.take(np.take(np.asarray(Hinv, dtype=np.float64), perm, axis=0), perm, axis=1))
+        if L is None:
+            raise ValueError("the inverse Hessian is not positive definite; dampen H more")
+        w = np.asarray(W[r, perm], dtype=L.dtype)
         c = solve_triangular(L, w, lower=True, check_finite=False)
-        csum = np.cumsum(c * c) / 2
-        lv = np.argsort(counts[:, r], kind="stable")
+        csum = np.cumsum(c.astype(np.float64) ** 2) / 2
         cur, done = w.copy(), 0
-        for j in lv:
+        for j in np.argsort(counts[:, r], kind="stable"):
             n = int(counts[j, r]) * unit
             if n > done:
                 cur -= L[:, done:n] @ c[done:n]

@@ -4,12 +4,9 @@ baselines (magnitude, SparseGPT). Every function takes W (rows × cols) and a po
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from . import policies
-from .batching import run_rows
+from .batching import DEFAULT_DTYPE, Policy, run_rows
 from .checks import check_block, check_nm, check_problem, check_sparsities
 from .fixed_order import fixed_order, sparsegpt_select
 from .hessian import inverse, row_losses
@@ -38,9 +35,9 @@ def _result(W, H, W_hat, mask, order=None, row_loss=None):
     return Result(weight=W_hat.astype(np.float32), loss=float(rl.sum()), row_loss=rl, mask=mask, order=order)
 
 
-def _levels(W, H, Hinv, order, inc, totals, unit):
+def _levels(W, H, Hinv, order, inc, totals, unit, dtype):
     counts = global_counts(inc, totals)
-    weights, losses = level_weights(W, Hinv, order, counts, unit)
+    weights, losses = level_weights(W, Hinv, order, counts, unit, dtype)
     results = []
     for j in range(len(totals)):
         mask = np.ones(W.shape, dtype=bool)
@@ -80,8 +77,8 @@ def prune_unstructured(W, H, sparsities, method: str = "exact", **engine) -> lis
             out.append(_result(W, H, W_hat, W_hat != 0, row_loss=rl))
         return out
     Hinv = inverse(H)
-    _, order, inc, _ = run_rows(lambda st, g: policies.prune_all(st, cols), W, H, Hinv, **engine)
-    return _levels(W, H, Hinv, order, inc, totals, 1)
+    _, order, inc, _ = run_rows(Policy("prune"), W, H, Hinv, **engine)
+    return _levels(W, H, Hinv, order, inc, totals, 1, engine.get("dtype", DEFAULT_DTYPE))
 
 
 def prune_nm(W, H, n: int = 2, m: int = 4, method: str = "exact", **engine) -> Result:
@@ -101,7 +98,7 @@ def prune_nm(W, H, n: int = 2, m: int = 4, method: str = "exact", **engine) -> R
         W_hat, rl = fixed_order(W, H, lambda v, c, p: np.where(p, 0.0, v), select=sparsegpt_select(nm=(n, m)))
         return _result(W, H, W_hat, W_hat != 0, row_loss=rl)
     Hinv = inverse(H)
-    W_hat, order, inc, _ = run_rows(lambda st, g: policies.prune_nm(st, n, m), W, H, Hinv, **engine)
+    W_hat, order, inc, _ = run_rows(Policy("nm", n=n, m=m), W, H, Hinv, **engine)
     mask = np.ones(W.shape, dtype=bool)
     np.put_along_axis(mask, order, False, axis=1)
     W_hat[~mask] = 0
@@ -129,10 +126,6 @@ def prune_blocks(W, H, sparsities, block: int = 4, method: str = "exact", **engi
             out.append(_result(W, H, W * mask, mask))
         return out
     Hinv = inverse(H)
-    policy = functools.partial(_blocks_policy, block=block, steps=nblk)
-    _, order, inc, _ = run_rows(policy, W, H, Hinv, **engine)
-    return _levels(W, H, Hinv, order, inc, totals, block)
+    _, order, inc, _ = run_rows(Policy("blocks", block=block), W, H, Hinv, **engine)
+    return _levels(W, H, Hinv, order, inc, totals, block, engine.get("dtype", DEFAULT_DTYPE))
 
-
-def _blocks_policy(state, grid, block, steps):
-    return policies.prune_blocks(state, block, steps)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import policies
-from .batching import run_rows
+from .batching import Policy, run_rows
 from .checks import check_problem
 from .fixed_order import act_order, fixed_order
 from .grids import UniformGrid, ValueGrid
@@ -49,7 +48,7 @@ def quantize(W, H, grid, method: str = "exact", mask=None, outliers: bool = True
         W_hat, rl = fixed_order(W, H, target, order=act_order(H) if gptq_act_order else None)
     else:
         Hinv = inverse(H)
-        W_hat, order, inc, loss0 = run_rows(lambda st, g: policies.quantize(st, g, outliers), W, H, Hinv,
+        W_hat, order, inc, loss0 = run_rows(Policy("quant", outliers=outliers), W, H, Hinv,
                                             mask=mask, grid=grid, **engine)
         rl = loss0 + inc.sum(axis=1)
     codes = grid.codes(np.asarray(W_hat, dtype=np.float64))
