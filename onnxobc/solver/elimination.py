@@ -7,10 +7,11 @@ to the row's unmasked columns) and loses one column per OBS step (Lemma 1 of the
     w   ← w − (w_p − t) / H⁻¹[p, p] · H⁻¹[:, p],   loss += (w_p − t)² / (2 H⁻¹[p, p])
 
 `EagerState` applies every downdate at once, in place (the reference algorithm, memory-bound):
-it is the oracle. `DeferredState` keeps the last k downdates as pending vectors U and reconstructs what a
-step needs from them: the current row H⁻¹[p, :] − U[:, p]ᵀ U and the current diagonal; every B
-steps it applies H⁻¹ −= UᵀU as one GEMM and, now and then, drops eliminated columns (compaction).
-It takes the same decisions as the oracle and its work is matrix-multiply bound.
+it is the oracle. `DeferredState` keeps the last downdates as pending vectors U and rebuilds what
+a step needs from them: the current row H⁻¹[p, :] − U[:, p]ᵀ U and the current diagonal; every
+B steps it applies H⁻¹ −= UᵀU as one GEMM, and between steps it drops eliminated columns once
+they are a fair share of the width (compaction). It takes the same decisions as the oracle and
+its work is matrix-multiply bound. It runs on NumPy or CuPy; fused.py is the CPU's faster form.
 
 Selection policies (policies.py) drive either state through `eliminate`, `w`, `alive`, `idx`,
 `safe_diag()` and `diag_blocks()`, and call `checkpoint()` after each whole step (the only time
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import sub_gram_
+from .backend import sub_gram_, xp_of
+from .hessian import inverse
 
 
 class _State:
     def __init__(self, Hinv, w, alive, idx, cols: int):
-        xp = self.xp = np if isinstance(Hinv, np.ndarray) else __import__("cupy")
+        xp = self.xp = xp_of(Hinv)
         self.Hinv = Hinv  # (R, d, d)
         self.w = w  # (R, d) current weights at each position
         self.alive = alive  # (R, d) not yet eliminated
@@ -58,7 +60,7 @@ class _State:
         self.alive[ar, p] &= ~kill
         col = self.idx[ar, p]
         self.out[ar, col] = xp.where(kill, t, self.out[ar, col])
-        self._downdate(u)  # last: the deferred state may flush and compact positions here
+        self._downdate(u)
         return 0.5 * err * err / dp
 
     def weights(self):
@@ -204,28 +206,23 @@ def start_rows(H, Hinv, W_rows, mask_rows=None, xp=np, dtype=np.float32, buffer=
         return Hb, xp.asarray(W_rows, dtype=dtype).copy(), xp.ones((R, d), dtype=bool), idx, np.zeros(R)
     mask_rows = np.asarray(mask_rows, dtype=bool)
     k = int(mask_rows.sum(axis=1).max())
-    keep = np.sort(np.argsort(~mask_rows, axis=1, kind="stable")[:, :k], axis=1)
+    keep = keep_positions(np, mask_rows, k)
     alive = np.take_along_axis(mask_rows, keep, axis=1)
     H = np.asarray(H, dtype=np.float64)
-    W64 = np.asarray(W_rows, dtype=np.float64)
-    Hsub = H[keep[:, :, None], keep[:, None, :]]  # (R, k, k)
-    pad = ~alive
-    Hsub[pad[:, :, None] | pad[:, None, :]] = 0
-    r, i = np.nonzero(pad)
-    Hsub[r, i, i] = 1
-    Hinv_sub = np.linalg.inv(Hsub)
-    Hinv_sub = (Hinv_sub + Hinv_sub.transpose(0, 2, 1)) / 2
-    # bulk elimination of the pruned columns P: w_K += (H_KK)⁻¹ H_KP w_P
-    WP = np.where(mask_rows, 0.0, W64)
-    g = np.einsum("rkd,rd->rk", H[keep], WP)
-    g[pad] = 0
-    wK = np.take_along_axis(W64, keep, axis=1) + np.einsum("rij,rj->ri", Hinv_sub, g)
-    wK[pad] = 0
-    full = np.zeros_like(W64)
-    np.put_along_axis(full, keep, wK, axis=1)
-    full[~mask_rows] = 0
-    D = W64 - full
-    loss0 = np.einsum("rd,de,re->r", D, H, D) / 2
     Hb = alloc(k)
-    Hb[...] = xp.asarray(Hinv_sub, dtype=dtype)
+    wK = np.zeros((R, k))
+    loss0 = np.zeros(R)
+    for r in range(R):
+        pos = np.nonzero(alive[r])[0]
+        K, P = keep[r, pos], np.nonzero(~mask_rows[r])[0]
+        w = np.asarray(W_rows[r], dtype=np.float64)
+        block = np.eye(k)
+        if len(K):
+            HKK_inv = inverse(H[np.ix_(K, K)])
+            block[np.ix_(pos, pos)] = HKK_inv
+            wK[r, pos] = w[K] + HKK_inv @ (H[np.ix_(K, P)] @ w[P])
+        Hb[r] = xp.asarray(block, dtype=dtype)
+        D = w.copy()
+        D[K] -= wK[r, pos]
+        loss0[r] = D @ H @ D / 2
     return Hb, xp.asarray(wK, dtype=dtype), xp.asarray(alive), xp.asarray(keep), loss0
