@@ -56,9 +56,16 @@ if numba is not None:
         return 0.5 * float(err) * float(err) / float(dp)
 
     @njit(cache=True, inline="always")
-    def _skip(Ur, nb):
-        for j in range(Ur.shape[1]):
-            Ur[nb, j] = 0
+    def _step(Hinv, U, w, diag, alive, idx, out, order, inc, r, s, k0, p, t, tiny, rows_buf):
+        """Record and apply step s of row r at position p (p < 0: the row is finished)."""
+        if p < 0:
+            for j in range(U.shape[2]):
+                U[r, s, j] = 0
+            order[r, k0 + s] = -1
+            return
+        order[r, k0 + s] = idx[r, p]
+        inc[r, k0 + s] = _eliminate(Hinv[r], U[r], s, w[r], diag[r], alive[r], idx[r], out[r], rows_buf[r], p, t,
+                                    tiny)
 
     @njit(cache=True, parallel=True)
     def _window_prune(Hinv, U, w, diag, alive, idx, out, order, inc, k0, nsteps, counts, m, limit, tiny, rows_buf):
@@ -73,15 +80,9 @@ if numba is not None:
                         if sc < best:
                             best = sc
                             p = j
-                if p < 0:
-                    _skip(U[r], s)
-                    order[r, k0 + s] = -1
-                    continue
-                order[r, k0 + s] = idx[r, p]
-                if m:
+                if m and p >= 0:
                     counts[r, idx[r, p] // m] += 1
-                inc[r, k0 + s] = _eliminate(Hinv[r], U[r], s, w[r], diag[r], alive[r], idx[r], out[r], rows_buf[r], p,
-                                            w.dtype.type(0), tiny)
+                _step(Hinv, U, w, diag, alive, idx, out, order, inc, r, s, k0, p, w.dtype.type(0), tiny, rows_buf)
 
     @njit(cache=True, parallel=True)
     def _window_quant(Hinv, U, w, diag, alive, idx, out, order, inc, k0, nsteps, uniform, scale, zero, qmin, qmax,
@@ -119,13 +120,7 @@ if numba is not None:
                         best = sc
                         p = j
                         tq = q
-                if p < 0:
-                    _skip(U[r], s)
-                    order[r, k0 + s] = -1
-                    continue
-                order[r, k0 + s] = idx[r, p]
-                inc[r, k0 + s] = _eliminate(Hinv[r], U[r], s, w[r], diag[r], alive[r], idx[r], out[r], rows_buf[r], p,
-                                            tq, tiny)
+                _step(Hinv, U, w, diag, alive, idx, out, order, inc, r, s, k0, p, tq, tiny, rows_buf)
 
     @njit(cache=True, parallel=True)
     def _window_blocks(Hinv, U, w, diag, alive, idx, out, order, inc, k0, nblocks, c, tiny, rows_buf):
@@ -232,9 +227,9 @@ def _grid_arrays(grid, dt, R):
     lo, hi = grid.bounds()
     lo, hi = np.asarray(lo, dtype=dt).ravel(), np.asarray(hi, dtype=dt).ravel()
     if isinstance(grid, UniformGrid):
-        one = np.zeros((R, 1), dtype=dt)
+        unused = np.zeros((R, 1), dtype=dt)  # mids and vals serve value grids only
         return (True, np.asarray(grid.scale, dtype=dt), np.asarray(grid.zero, dtype=dt), dt(grid.qmin),
-                dt(grid.qmax), one, one, lo, hi)
+                dt(grid.qmax), unused, unused, lo, hi)
     vals = np.asarray(grid.values, dtype=dt)
     mids = (vals[:, 1:] + vals[:, :-1]) / 2
     zero = np.zeros(R, dtype=dt)

@@ -9,10 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def _argmin(xp, score):
-    return xp.argmin(score, axis=1)
-
-
 def prune_all(state, steps: int):
     """Unstructured ExactOBS: prune the weight with the least w_p² / H⁻¹_pp, `steps` times."""
     xp, ar = state.xp, state.ar
@@ -20,7 +16,7 @@ def prune_all(state, steps: int):
     inc = xp.empty((state.R, steps), dtype=np.float64)
     for k in range(steps):
         score = xp.where(state.alive, state.w * state.w / state.safe_diag(), xp.inf)
-        p = _argmin(xp, score)
+        p = xp.argmin(score, axis=1)
         order[:, k] = state.idx[ar, p]
         inc[:, k] = state.eliminate(p, xp.zeros(state.R, dtype=state.w.dtype))
         state.checkpoint()
@@ -39,7 +35,7 @@ def prune_nm(state, n: int, m: int):
     for k in range(steps):
         open_group = pruned[ar[:, None], state.idx // m] < (m - n)
         score = xp.where(state.alive & open_group, state.w * state.w / state.safe_diag(), xp.inf)
-        p = _argmin(xp, score)
+        p = xp.argmin(score, axis=1)
         col = state.idx[ar, p]
         order[:, k] = col
         pruned[ar, col // m] += 1
@@ -78,7 +74,7 @@ def prune_blocks(state, c: int, steps: int):
         wb = state.w.reshape(state.R, nblk, c)
         score = quad_form_inv(state.diag_blocks(c), wb, state.tiny)
         score = xp.where(state.alive.reshape(state.R, nblk, c)[:, :, 0], score, xp.inf)
-        b = _argmin(xp, score)
+        b = xp.argmin(score, axis=1)
         order[:, k] = state.idx[ar, b * c] // c
         for i in range(c):
             inc[:, k] += state.eliminate(b * c + i, zero)
@@ -102,7 +98,7 @@ def quantize(state, grid, outliers: bool = True):
         if outliers:
             out = state.alive & grid.outlier(state.w)
             score = xp.where(out.any(axis=1)[:, None] & ~out, xp.inf, score)
-        p = _argmin(xp, score)
+        p = xp.argmin(score, axis=1)
         active = state.alive[ar, p]
         order[:, k] = xp.where(active, state.idx[ar, p], -1)
         inc[:, k] = state.eliminate(p, q[ar, p], active)
