@@ -1,0 +1,1 @@
+"""Calibration: feeding the model, capturing layer inputs with onnxruntime, unfolding them."""

@@ -1,0 +1,39 @@
+"""Small ONNX models built in the tests, for graph and capture tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset=OPSET):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_model(c_in, c_out, kernel, group=1, bias=True, seed=0, **attrs):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((c_out, c_in // group) + tuple(kernel)).astype(np.float32)
+    inits = [numpy_helper.from_array(W, "W")]
+    ins = ["x", "W"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "b"))
+        ins.append("b")
+    node = helper.make_node("Conv", ins, ["y"], name="conv", group=group, kernel_shape=list(kernel), **attrs)
+    spatial = ["s%d" % i for i in range(len(kernel))]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c_in] + spatial)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", c_out] + ["o%d" % i for i in range(len(kernel))])
+    return make_model([node], [x], [y], inits), W
+
+
+def run(model, feeds):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
