@@ -43,6 +43,41 @@ def _inspect(args) -> int:
     return 0
 
 
+def _nm(text):
+    try:
+        n, m = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--nm takes N:M such as 2:4, got {text!r}") from None
+    return n, m
+
+
+def _compress(args) -> int:
+    import pathlib
+
+    from .pipeline import Options, compress
+
+    if args.report and pathlib.Path(args.report).resolve() == pathlib.Path(args.model).resolve():
+        raise ValueError("--report must not be the input model")
+    opt = Options(sparsity=args.sparsity, nm=args.nm, wbits=args.wbits, symmetric=not args.asym, method=args.method,
+                  damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size)
+    report = compress(args.model, args.out, args.calib, opt, progress=lambda msg: print(msg, file=sys.stderr))
+    header = ("weight", "op", "matrix", "sparsity", "layer loss", "rel. layer error", "note")
+    table = [(r["weight"], r["op"], r["shape"], f"{r['sparsity']:.3f}", f"{r['layer_loss']:.4g}",
+              f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]
+    widths = [max(len(x) for x in col) for col in zip(header, *table)]
+    for line in [header] + table:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    v = report["verification"]
+    errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
+    print(f"verified: onnx.checker passed, onnxruntime ran it; relative output error on {v['samples']} held-out "
+          f"samples: {errs}")
+    print(f"wrote {args.out} in {report['seconds']:.1f} s")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="onnxobc", description="Post-training compression of ONNX models "
                                                              "with Optimal Brain Compression.")
@@ -53,6 +88,21 @@ def main(argv=None) -> int:
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,…",
                    help="fix a graph input's shape for the FLOPs count (repeatable)")
     p.set_defaults(run=_inspect)
+    c = sub.add_parser("compress", help="compress a model layer by layer from calibration data")
+    c.add_argument("model", help="the .onnx file to compress (never modified)")
+    c.add_argument("out", help="where to write the compressed model")
+    c.add_argument("--calib", required=True,
+                   help="an .npz file keyed by input name (samples first), a folder of them, or 'random'")
+    c.add_argument("--sparsity", type=float, help="unstructured sparsity per layer, e.g. 0.5")
+    c.add_argument("--nm", type=_nm, help="N:M sparsity along input channels, e.g. 2:4")
+    c.add_argument("--wbits", type=int, help="weight bits (2-8), per output channel")
+    c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
+    c.add_argument("--method", default="exact", help="exact (default), gptq, sparsegpt, magnitude or rtn")
+    c.add_argument("--damp", type=float, default=0.01, help="relative Hessian dampening (default 0.01)")
+    c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")
+    c.add_argument("--batch-size", type=int, default=8, help="calibration samples per onnxruntime run")
+    c.add_argument("--report", help="also write the summary as JSON here")
+    c.set_defaults(run=_compress)
     args = ap.parse_args(argv)
     try:
         return args.run(args)

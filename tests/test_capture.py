@@ -29,9 +29,9 @@ def small_net(seed=0):
         helper.make_node("Sigmoid", ["h"], ["h2"]),
         helper.make_node("MatMul", ["h2", "Wm"], ["z"], name="mm2"),
     ]
-    inits = [w("Wc", 6, 2, 3, 3), w("bc", 6), w("Wg", 10, 54), w("bg", 10), w("Wm", 10, 5)]
+    inits = [w("Wc", 8, 4, 3, 3), w("bc", 8), w("Wg", 12, 72), w("bg", 12), w("Wm", 12, 5)]
     vi = lambda n, s: helper.make_tensor_value_info(n, F, s)  # noqa: E731
-    return make_model(nodes, [vi("x", ["n", 4, 6, 6])], [vi("y", ["n", 5]), vi("z", ["n", 5])], inits)
+    return make_model(nodes, [vi("x", ["n", 8, 6, 6])], [vi("y", ["n", 5]), vi("z", ["n", 5])], inits)
 
 
 def with_outputs(model, names, weight=None, delta=None):
@@ -50,7 +50,7 @@ def test_hessians_match_onnxruntime_output_changes():
     model = small_net()
     layers, skipped = discover(model)
     assert not skipped and {l.weight: len(l.nodes) for l in layers} == {"Wc": 1, "Wg": 1, "Wm": 2}
-    x = np.random.default_rng(1).standard_normal((7, 4, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((7, 8, 6, 6)).astype(np.float32)
     H = capture_hessians(model, layers, {"x": x}, batch_size=3)
     rng = np.random.default_rng(2)
     for layer in layers:
@@ -71,7 +71,7 @@ def test_hessians_match_onnxruntime_output_changes():
 def test_batch_split_does_not_change_hessians():
     model = small_net()
     layers, _ = discover(model)
-    x = np.random.default_rng(3).standard_normal((5, 4, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((5, 8, 6, 6)).astype(np.float32)
     a = capture_hessians(model, layers, {"x": x}, batch_size=1)
     b = capture_hessians(model, layers, {"x": x}, batch_size=5)
     for k in a:
@@ -81,13 +81,13 @@ def test_batch_split_does_not_change_hessians():
 
 def test_calibration_sources_and_validation(tmp_path):
     model = small_net()
-    x = np.random.default_rng(4).standard_normal((6, 4, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal((6, 8, 6, 6)).astype(np.float32)
     np.savez(tmp_path / "a.npz", x=x[:4])
     folder = tmp_path / "parts"
     folder.mkdir()
     np.savez(folder / "0.npz", x=x[:2])
     np.savez(folder / "1.npz", x=x[2:])
-    assert load_calibration(tmp_path / "a.npz", model)["x"].shape == (4, 4, 6, 6)
+    assert load_calibration(tmp_path / "a.npz", model)["x"].shape == (4, 8, 6, 6)
     np.testing.assert_array_equal(load_calibration(folder, model)["x"], x)
 
     class Reader:  # the onnxruntime CalibrationDataReader protocol
@@ -99,7 +99,7 @@ def test_calibration_sources_and_validation(tmp_path):
 
     np.testing.assert_array_equal(load_calibration(Reader(), model)["x"], x)
     with pytest.warns(UserWarning, match="random"):
-        assert load_calibration("random", model, samples=3)["x"].shape == (3, 4, 6, 6)
+        assert load_calibration("random", model, samples=3)["x"].shape == (3, 8, 6, 6)
 
     bad = {"names.npz": dict(y=x), "dtype.npz": dict(x=x.astype(np.float64)), "rank.npz": dict(x=x[:, 0]),
            "shape.npz": dict(x=x[:, :, :5]), "nan.npz": dict(x=np.where(x > 1, np.nan, x).astype(np.float32))}

@@ -1,0 +1,37 @@
+"""Writing models: compressed weights back into initializers, atomic saves."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import onnx
+from onnx import numpy_helper
+
+
+def set_weights(model: onnx.ModelProto, weights: dict) -> onnx.ModelProto:
+    """A copy of `model` with the initializers named in `weights` replaced (same name, dtype, shape)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.name in weights:
+            new = numpy_helper.from_array(weights[t.name].astype(numpy_helper.to_array(t).dtype), t.name)
+            if tuple(new.dims) != tuple(t.dims):
+                raise ValueError(f"weight {t.name!r}: shape {tuple(new.dims)} does not match {tuple(t.dims)}")
+            t.CopyFrom(new)
+    return out
+
+
+def save_atomic(model: onnx.ModelProto, path) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash or a full disk leaves no
+    partial output. Models over protobuf's 2 GB limit go to external data beside the file."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise

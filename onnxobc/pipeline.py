@@ -1,0 +1,157 @@
+"""ONNX in, compressed ONNX out: the flow of DESIGN.md in readable steps.
+
+    load → discover layers → calibration capture (Hessians) → solve each layer → write weights
+    → verify (checker, onnxruntime, outputs against the dense model on held-out samples) → save
+
+Compressed weights are stored as float32 for now (pruned weights as zeros, quantized weights as
+their grid values); the runtimes' integer formats are still to come.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+
+from . import solver
+from .calib.capture import capture_hessians
+from .calib.feeds import batches, load_calibration, model_inputs
+from .graph.layers import discover, weight_array
+from .graph.model import load_model
+from .graph.write import save_atomic, set_weights
+
+METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
+
+
+@dataclasses.dataclass
+class Options:
+    sparsity: float | None = None
+    nm: tuple | None = None  # (n, m)
+    wbits: int | None = None
+    symmetric: bool = True
+    method: str = "exact"
+    damp: float = 0.01
+    skip: tuple = ()  # weight or node names left dense
+    batch_size: int = 8
+    holdout: float = 0.25  # share of calibration samples kept for verification
+
+    def check(self):
+        if self.sparsity is None and self.nm is None and self.wbits is None:
+            raise ValueError("nothing to do: give --sparsity, --nm or --wbits")
+        if self.sparsity is not None and self.nm is not None:
+            raise ValueError("--sparsity and --nm are exclusive")
+        if self.nm is not None and not 0 < self.nm[0] < self.nm[1]:
+            raise ValueError(f"--nm needs 0 < N < M, got {self.nm[0]}:{self.nm[1]}")
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}")
+        prune = self.sparsity is not None or self.nm is not None
+        if self.method in ("gptq", "rtn") and prune and self.wbits is None:
+            raise ValueError(f"--method {self.method} quantizes; use exact, sparsegpt or magnitude for pruning")
+        if self.method in ("sparsegpt", "magnitude") and self.wbits is not None:
+            raise ValueError(f"--method {self.method} prunes; use exact, gptq or rtn with --wbits")
+        if self.sparsity is not None and not 0 < self.sparsity < 1:
+            raise ValueError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+
+
+def _solve(W, H, opt: Options):
+    """One group's matrix: prune, quantize, or prune then quantize the survivors."""
+    mask = None
+    loss = 0.0
+    if opt.sparsity is not None or opt.nm is not None:
+        method = opt.method if opt.method in ("exact", "sparsegpt", "magnitude") else "exact"
+        r = (solver.prune_unstructured(W, H, [opt.sparsity], method=method)[0] if opt.sparsity is not None
+             else solver.prune_nm(W, H, *opt.nm, method=method))
+        W_hat, mask, loss = r.weight, r.mask, r.loss
+    if opt.wbits is not None:
+        method = opt.method if opt.method in ("exact", "gptq", "rtn") else "exact"
+        grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
+        r = solver.quantize(W, H, grid, method=method, mask=mask)
+        W_hat, loss = r.weight, r.loss
+    return W_hat, loss
+
+
+def _outputs(model, data: dict, batch_size: int):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    parts = [sess.run(names, feed) for feed in batches(data, model_inputs(model), batch_size)]
+    return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
+
+
+def compress(model_path, out_path, calib, options: Options, progress=print) -> dict:
+    """Compress `model_path` into `out_path`; returns the report (also what --report writes)."""
+    options.check()
+    src, dst = pathlib.Path(model_path), pathlib.Path(out_path)
+    if dst.resolve() == src.resolve():
+        raise ValueError("the output path is the input path; the input is never overwritten")
+    if not dst.parent.is_dir():
+        raise ValueError(f"{dst.parent}: the output folder does not exist")
+    t0 = time.perf_counter()
+    model = load_model(src)
+    layers, skipped = discover(model)
+    layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
+    if not layers:
+        raise ValueError(f"{src}: no compressible layer (Conv, Gemm, MatMul with a constant weight)"
+                         + (f"; skipped: {'; '.join(f'{s.name}: {s.reason}' for s in skipped)}" if skipped else ""))
+    data = load_calibration(calib, model)
+    n = len(next(iter(data.values())))
+    n_hold = int(round(n * options.holdout)) if n > 1 else 0
+    calib_part = {k: v[: n - n_hold] for k, v in data.items()}
+    held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
+    progress(f"capturing Hessians of {len(layers)} layers on {n - n_hold} samples")
+    hessians = capture_hessians(model, layers, calib_part, options.batch_size)
+    new_weights, rows = {}, []
+    for i, layer in enumerate(layers, 1):
+        w = weight_array(model, layer.weight)
+        if not np.isfinite(w).all():
+            raise ValueError(f"weight {layer.weight!r} contains NaN or Inf")
+        layer_opt, note = options, ""
+        channels = layer.weight_shape[1] if layer.op == "Conv" else layer.cols
+        if options.nm is not None and channels % options.nm[1]:
+            layer_opt = dataclasses.replace(options, nm=None)
+            note = f"{channels} input channels are not divisible by {options.nm[1]}: no N:M"
+        mats, loss = [], 0.0
+        if layer_opt.sparsity is None and layer_opt.nm is None and layer_opt.wbits is None:
+            mats = layer.matrices(w)
+        else:
+            for M, acc in zip(layer.matrices(w), hessians[layer.weight]):
+                Wp, Hp = solver.prepare(M, acc.hessian, options.damp)
+                W_hat, l = _solve(Wp, Hp, layer_opt)
+                mats.append(W_hat)
+                loss += l
+        new_weights[layer.weight] = layer.weight_from(mats)
+        dense_out = sum(float(np.einsum("ij,jk,ik->", M.astype(np.float64), acc.hessian, M.astype(np.float64))) / 2
+                        for M, acc in zip(layer.matrices(w), hessians[layer.weight]))
+        rows.append({"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
+                     "sparsity": float(np.mean(new_weights[layer.weight] == 0)), "layer_loss": loss,
+                     "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note})
+        progress(f"[{i}/{len(layers)}] {layer.weight}: loss {loss:.4g}" + (f" ({note})" if note else ""))
+    out_model = set_weights(model, new_weights)
+    report = {"input": str(src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
+              "skipped": [dataclasses.asdict(s) for s in skipped]}
+    report["verification"] = verify(model, out_model, held, options.batch_size)
+    save_atomic(out_model, dst)
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def verify(dense, compressed, data: dict, batch_size: int) -> dict:
+    """onnx.checker, an onnxruntime session, and each output's relative error against the dense
+    model, ‖y − y_dense‖ / ‖y_dense‖, on the held-out samples."""
+    import onnx
+
+    onnx.checker.check_model(compressed)
+    ref, got = _outputs(dense, data, batch_size), _outputs(compressed, data, batch_size)
+    errors = {}
+    for name in ref:
+        a, b = ref[name].astype(np.float64), got[name].astype(np.float64)
+        errors[name] = float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-30))
+        if not np.isfinite(b).all():
+            raise ValueError(f"the compressed model's output {name!r} contains NaN or Inf")
+    return {"checker": "passed", "onnxruntime": "loaded and ran", "samples": len(next(iter(data.values()))),
+            "relative_output_error": errors}
