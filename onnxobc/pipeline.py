@@ -23,6 +23,10 @@ from .graph.model import load_model
 from .graph.write import save_atomic, set_weights
 
 METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
+# for pruning then quantizing, the baselines pair up: magnitude with RTN, SparseGPT with GPTQ
+PRUNE_OF = {"exact": "exact", "sparsegpt": "sparsegpt", "magnitude": "magnitude", "gptq": "sparsegpt",
+            "rtn": "magnitude"}
+QUANT_OF = {"exact": "exact", "gptq": "gptq", "rtn": "rtn", "sparsegpt": "gptq", "magnitude": "rtn"}
 
 
 @dataclasses.dataclass
@@ -49,7 +53,7 @@ class Options:
         prune = self.sparsity is not None or self.nm is not None
         if self.method in ("gptq", "rtn") and prune and self.wbits is None:
             raise ValueError(f"--method {self.method} quantizes; use exact, sparsegpt or magnitude for pruning")
-        if self.method in ("sparsegpt", "magnitude") and self.wbits is not None:
+        if self.method in ("sparsegpt", "magnitude") and self.wbits is not None and not prune:
             raise ValueError(f"--method {self.method} prunes; use exact, gptq or rtn with --wbits")
         if self.sparsity is not None and not 0 < self.sparsity < 1:
             raise ValueError(f"--sparsity must be in (0, 1), got {self.sparsity}")
@@ -62,14 +66,13 @@ def _solve(W, H, opt: Options):
     mask = None
     loss = 0.0
     if opt.sparsity is not None or opt.nm is not None:
-        method = opt.method if opt.method in ("exact", "sparsegpt", "magnitude") else "exact"
+        method = PRUNE_OF[opt.method]
         r = (solver.prune_unstructured(W, H, [opt.sparsity], method=method)[0] if opt.sparsity is not None
              else solver.prune_nm(W, H, *opt.nm, method=method))
         W_hat, mask, loss = r.weight, r.mask, r.loss
     if opt.wbits is not None:
-        method = opt.method if opt.method in ("exact", "gptq", "rtn") else "exact"
         grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
-        r = solver.quantize(W, H, grid, method=method, mask=mask)
+        r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask)
         W_hat, loss = r.weight, r.loss
     return W_hat, loss
 
