@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -68,6 +69,9 @@ def test_cli_summary_report_and_errors(net, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "verified: onnx.checker passed" in r.stdout and "Wc" in r.stdout
     assert "4 input channels are not divisible by 8: no N:M" in r.stdout  # the conv stays dense
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "o.onnx").stat().st_mode & 0o777 == 0o666 & ~umask
     report = json.loads((tmp_path / "r.json").read_text())
     assert {l["weight"] for l in report["layers"]} == {"Wc", "Wg", "Wm"}
     before = digest(path)

@@ -31,6 +31,9 @@ def save_atomic(model: onnx.ModelProto, path) -> None:
     os.close(fd)
     try:
         onnx.save(model, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes private files; the output is an ordinary one
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
