@@ -71,7 +71,9 @@ def _compress(args) -> int:
     errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
     print(f"verified: onnx.checker passed, onnxruntime ran it; relative output error on {v['samples']} held-out "
           f"samples: {errs}")
-    print(f"wrote {args.out} in {report['seconds']:.1f} s")
+    b = report["bytes"]
+    print(f"wrote {args.out} in {report['seconds']:.1f} s: {b['output']} bytes, {b['input'] / b['output']:.2f}x "
+          f"smaller than the input's {b['input']}")
     if args.report:
         with open(args.report, "w") as f:
             json.dump(report, f, indent=2)

@@ -3,8 +3,8 @@
     load → discover layers → calibration capture (Hessians) → solve each layer → write weights
     → verify (checker, onnxruntime, outputs against the dense model on held-out samples) → save
 
-Compressed weights are stored as float32 for now (pruned weights as zeros, quantized weights as
-their grid values); the runtimes' integer formats are still to come.
+Pruned weights are stored as zeros in float32; quantized weights as integer codes behind a
+per-output-channel DequantizeLinear (graph/qdq.py), so the file shrinks.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from . import solver
 from .calib.capture import capture_hessians
 from .calib.feeds import batches, load_calibration, model_inputs
 from .graph.layers import discover, weight_array
+from .graph.qdq import ensure_opset, storage_opset, store_quantized
 from .graph.model import load_model
 from .graph.write import save_atomic, set_weights
 
@@ -62,8 +63,9 @@ class Options:
 
 
 def _solve(W, H, opt: Options):
-    """One group's matrix: prune, quantize, or prune then quantize the survivors."""
-    mask = None
+    """One group's matrix: prune, quantize, or prune then quantize the survivors.
+    Returns (Ŵ, loss, grid or None)."""
+    mask, grid = None, None
     loss = 0.0
     if opt.sparsity is not None or opt.nm is not None:
         method = PRUNE_OF[opt.method]
@@ -74,7 +76,7 @@ def _solve(W, H, opt: Options):
         grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
         r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask)
         W_hat, loss = r.weight, r.loss
-    return W_hat, loss
+    return W_hat, loss, grid
 
 
 def _outputs(model, data: dict, batch_size: int):
@@ -108,7 +110,7 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
     progress(f"capturing Hessians of {len(layers)} layers on {n - n_hold} samples")
     hessians = capture_hessians(model, layers, calib_part, options.batch_size)
-    new_weights, rows = {}, []
+    new_weights, quantized, rows = {}, {}, []
     for i, layer in enumerate(layers, 1):
         w = weight_array(model, layer.weight)
         if not np.isfinite(w).all():
@@ -118,16 +120,19 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
         if options.nm is not None and channels % options.nm[1]:
             layer_opt = dataclasses.replace(options, nm=None)
             note = f"{channels} input channels are not divisible by {options.nm[1]}: no N:M"
-        mats, loss = [], 0.0
+        mats, grids, loss = [], [], 0.0
         if layer_opt.sparsity is None and layer_opt.nm is None and layer_opt.wbits is None:
             mats = layer.matrices(w)
         else:
             for M, acc in zip(layer.matrices(w), hessians[layer.weight]):
                 Wp, Hp = solver.prepare(M, acc.hessian, options.damp)
-                W_hat, l = _solve(Wp, Hp, layer_opt)
+                W_hat, l, grid = _solve(Wp, Hp, layer_opt)
                 mats.append(W_hat)
+                grids.append(grid)
                 loss += l
         new_weights[layer.weight] = layer.weight_from(mats)
+        if options.wbits is not None:
+            quantized[layer.weight] = (layer, [g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)], grids)
         dense_out = sum(float(np.einsum("ij,jk,ik->", M.astype(np.float64), acc.hessian, M.astype(np.float64))) / 2
                         for M, acc in zip(layer.matrices(w), hessians[layer.weight]))
         rows.append({"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
@@ -135,10 +140,16 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
                      "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note})
         progress(f"[{i}/{len(layers)}] {layer.weight}: loss {loss:.4g}" + (f" ({note})" if note else ""))
     out_model = set_weights(model, new_weights)
+    if quantized:
+        out_model = ensure_opset(out_model, storage_opset(options.wbits))
+        for layer, codes, grids in quantized.values():
+            store_quantized(out_model, layer, layer.weight_from(codes), np.concatenate([g.scale for g in grids]),
+                            np.concatenate([g.zero for g in grids]), options.wbits, options.symmetric)
     report = {"input": str(src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
               "skipped": [dataclasses.asdict(s) for s in skipped]}
     report["verification"] = verify(model, out_model, held, options.batch_size)
     save_atomic(out_model, dst)
+    report["bytes"] = {"input": src.stat().st_size, "output": dst.stat().st_size}
     report["seconds"] = time.perf_counter() - t0
     return report
 

@@ -37,3 +37,13 @@ def run(model, feeds):
 
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def effective_weights(model, names, feeds):
+    """The float weights a model computes with, initializers or DequantizeLinear outputs alike,
+    read through onnxruntime by exposing them as outputs."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for n in names:
+        m.graph.output.append(onnx.ValueInfoProto(name=n))
+    return dict(zip(names, run(m, feeds)[-len(names):]))

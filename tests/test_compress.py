@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from onnx_models import effective_weights
 from test_capture import small_net
 
 from onnxobc.pipeline import Options, compress
@@ -43,14 +44,19 @@ def test_exact_beats_baseline_end_to_end(net, tmp_path, opts, baseline):
     assert digest(path) == before, "the input is never modified"
     out = onnx.load(tmp_path / "exact.onnx")
     onnx.checker.check_model(out)
-    weights = {t.name: onnx.numpy_helper.to_array(t) for t in out.graph.initializer}
+    x = np.load(calib)["x"][:2]
+    weights = effective_weights(out, ["Wc", "Wg", "Wm"], {"x": x})
     if "nm" in opts:
         W = weights["Wg"]  # Gemm transB=1: (out, in), groups of 4 along the input axis
         assert np.all((W.reshape(12, -1, 4) != 0).sum(axis=2) <= 2)
         Wc = np.moveaxis(weights["Wc"], 1, -1)  # conv groups of 4 run along input channels
         assert np.all((Wc != 0).sum(axis=-1) <= 2)
     if "wbits" in opts:
-        assert all(len(np.unique(w)) <= 2 ** opts["wbits"] for w in weights["Wm"].T)
+        dq = {n.output[0]: n for n in out.graph.node if n.op_type == "DequantizeLinear"}
+        assert set(dq) == {"Wc", "Wg", "Wm"}
+        q = next(t for t in out.graph.initializer if t.name == "Wm.q")
+        assert q.data_type == (onnx.TensorProto.INT4 if opts["wbits"] <= 4 else onnx.TensorProto.INT8)
+        assert max(o.version for o in out.opset_import if o.domain in ("", "ai.onnx")) >= 13
     for le, lb in zip(exact["layers"], base["layers"]):
         assert le["weight"] == lb["weight"] and le["layer_loss"] <= lb["layer_loss"] * (1 + 1e-6), le["weight"]
     e = sum(exact["verification"]["relative_output_error"].values())

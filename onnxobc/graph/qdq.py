@@ -1,0 +1,71 @@
+"""Weight-only integer storage: a quantized weight becomes integer codes, per-output-channel
+scales and zero points, and a DequantizeLinear node that produces the float weight under its old
+name, so the consumers are unchanged. 5–8 bits are stored as INT8/UINT8 (opset ≥ 13 for
+per-axis), 2–4 bits as INT4/UINT4 (opset ≥ 21); the model's opset is raised when needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def ensure_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """The model at opset ≥ `version` (converted by onnx's version converter when lower)."""
+    if opset(model) >= version:
+        return model
+    try:
+        converted = onnx.version_converter.convert_version(model, version)
+        onnx.checker.check_model(converted)
+    except Exception as e:
+        raise ValueError(f"the model is at opset {opset(model)} and could not be converted to opset {version}, "
+                         f"which this storage needs ({type(e).__name__}: {e})") from None
+    return converted
+
+
+def output_axis(layer) -> int:
+    """The axis of the ONNX weight tensor that indexes output channels (the view's rows)."""
+    if layer.op == "Conv" or (layer.op == "Gemm" and layer.attrs[0].get("transB", 0)):
+        return 0
+    return 1
+
+
+def storage_opset(bits: int) -> int:
+    return 21 if bits <= 4 else 13
+
+
+def store_quantized(model: onnx.ModelProto, layer, codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int,
+                    symmetric: bool) -> None:
+    """Replace the layer's float initializer by integer codes (weight-shaped) + DequantizeLinear,
+    in place; `scale` and `zero` have one entry per output channel."""
+    g = model.graph
+    name = layer.weight
+    kind = {(True, True): TensorProto.INT4, (True, False): TensorProto.UINT4,
+            (False, True): TensorProto.INT8, (False, False): TensorProto.UINT8}[(bits <= 4, symmetric)]
+    keep = [t for t in g.initializer if t.name != name]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    g.initializer.extend([
+        _integer_tensor(f"{name}.q", kind, np.asarray(codes)),
+        numpy_helper.from_array(np.asarray(scale, dtype=np.float32), f"{name}.scale"),
+        _integer_tensor(f"{name}.zero", kind, np.asarray(zero)),
+    ])
+    node = helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale", f"{name}.zero"], [name],
+                            name=f"{name}.dequantize", axis=output_axis(layer))
+    g.node.insert(0, node)
+
+
+def _integer_tensor(name: str, kind: int, values: np.ndarray) -> onnx.TensorProto:
+    """Raw little-endian storage: one byte per 8-bit value, two 4-bit values per byte (low first)."""
+    flat = np.rint(values).astype(np.int64).ravel()
+    if kind in (TensorProto.INT8, TensorProto.UINT8):
+        return numpy_helper.from_array(values.astype(np.int8 if kind == TensorProto.INT8 else np.uint8), name)
+    nibbles = (flat & 0xF).astype(np.uint8)
+    if len(nibbles) % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    packed = nibbles[0::2] | (nibbles[1::2] << 4)
+    return helper.make_tensor(name, kind, values.shape, packed.tobytes(), raw=True)
