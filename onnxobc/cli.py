@@ -59,7 +59,8 @@ def _compress(args) -> int:
     if args.report and pathlib.Path(args.report).resolve() == pathlib.Path(args.model).resolve():
         raise ValueError("--report must not be the input model")
     opt = Options(sparsity=args.sparsity, nm=args.nm, wbits=args.wbits, symmetric=not args.asym, method=args.method,
-                  damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size)
+                  damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
+                  bias_correction=not args.no_bias_correction)
     report = compress(args.model, args.out, args.calib, opt, progress=lambda msg: print(msg, file=sys.stderr))
     header = ("weight", "op", "matrix", "sparsity", "layer loss", "rel. layer error", "note")
     table = [(r["weight"], r["op"], r["shape"], f"{r['sparsity']:.3f}", f"{r['layer_loss']:.4g}",
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
     c.add_argument("--damp", type=float, default=0.01, help="relative Hessian dampening (default 0.01)")
     c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")
     c.add_argument("--batch-size", type=int, default=8, help="calibration samples per onnxruntime run")
+    c.add_argument("--no-bias-correction", action="store_true",
+                   help="do not fold each compressed layer's output mean shift into its bias")
     c.add_argument("--report", help="also write the summary as JSON here")
     c.set_defaults(run=_compress)
     args = ap.parse_args(argv)

@@ -1,7 +1,8 @@
 """ONNX in, compressed ONNX out: the flow of DESIGN.md in readable steps.
 
-    load → discover layers → calibration capture (Hessians) → solve each layer → write weights
-    → verify (checker, onnxruntime, outputs against the dense model on held-out samples) → save
+    load → discover layers → calibration capture (Hessians, input means) → solve each layer →
+    write weights, fold each layer's mean shift (W − Ŵ)·E[x] into its bias → verify (checker,
+    onnxruntime, outputs against the dense model on held-out samples) → save
 
 Pruned weights are stored as zeros in float32; quantized weights as integer codes behind a
 per-output-channel DequantizeLinear (graph/qdq.py), so the file shrinks.
@@ -18,6 +19,7 @@ import numpy as np
 from . import solver
 from .calib.capture import capture_hessians
 from .calib.feeds import batches, load_calibration, model_inputs
+from .graph.bias import add_output_shift
 from .graph.layers import discover, weight_array
 from .graph.qdq import ensure_opset, storage_opset, store_quantized
 from .graph.model import load_model
@@ -41,6 +43,7 @@ class Options:
     skip: tuple = ()  # weight or node names left dense
     batch_size: int = 8
     holdout: float = 0.25  # share of calibration samples kept for verification
+    bias_correction: bool = True  # fold (W − Ŵ)·E[x] into each compressed layer's bias
 
     def check(self):
         if self.sparsity is None and self.nm is None and self.wbits is None:
@@ -110,7 +113,7 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
     progress(f"capturing Hessians of {len(layers)} layers on {n - n_hold} samples")
     hessians = capture_hessians(model, layers, calib_part, options.batch_size)
-    new_weights, quantized, rows = {}, {}, []
+    new_weights, quantized, shifts, rows = {}, {}, {}, []
     for i, layer in enumerate(layers, 1):
         w = weight_array(model, layer.weight)
         if not np.isfinite(w).all():
@@ -121,7 +124,8 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
             layer_opt = dataclasses.replace(options, nm=None)
             note = f"{channels} input channels are not divisible by {options.nm[1]}: no N:M"
         mats, grids, loss = [], [], 0.0
-        if layer_opt.sparsity is None and layer_opt.nm is None and layer_opt.wbits is None:
+        solved = not (layer_opt.sparsity is None and layer_opt.nm is None and layer_opt.wbits is None)
+        if not solved:
             mats = layer.matrices(w)
         else:
             for M, acc in zip(layer.matrices(w), hessians[layer.weight]):
@@ -131,6 +135,10 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
                 grids.append(grid)
                 loss += l
         new_weights[layer.weight] = layer.weight_from(mats)
+        if options.bias_correction and solved:
+            shifts[layer.weight] = (layer, np.concatenate(
+                [(M.astype(np.float64) - Mh) @ acc.mean
+                 for M, Mh, acc in zip(layer.matrices(w), mats, hessians[layer.weight])]))
         if options.wbits is not None:
             quantized[layer.weight] = (layer, [g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)], grids)
         dense_out = sum(float(np.einsum("ij,jk,ik->", M.astype(np.float64), acc.hessian, M.astype(np.float64))) / 2
@@ -140,6 +148,8 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
                      "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note})
         progress(f"[{i}/{len(layers)}] {layer.weight}: loss {loss:.4g}" + (f" ({note})" if note else ""))
     out_model = set_weights(model, new_weights)
+    for layer, shift in shifts.values():
+        add_output_shift(out_model, layer, shift)
     if quantized:
         out_model = ensure_opset(out_model, storage_opset(options.wbits))
         for layer, codes, grids in quantized.values():

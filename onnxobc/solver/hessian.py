@@ -19,6 +19,7 @@ class HessianAccumulator:
             raise ValueError(f"a Hessian needs at least one column, got {cols}")
         self.cols = cols
         self._sum = np.zeros((cols, cols), dtype=np.float64)
+        self._first = np.zeros(cols, dtype=np.float64)
         self.samples = 0
 
     def add_batch(self, X) -> None:
@@ -29,7 +30,15 @@ class HessianAccumulator:
         if not np.isfinite(X).all():
             raise ValueError("calibration batch contains NaN or Inf")
         self._sum += X.T @ X
+        self._first += X.sum(axis=0)
         self.samples += X.shape[0]
+
+    @property
+    def mean(self) -> np.ndarray:
+        """E[x] over the samples: (W − Ŵ)·E[x] is the shift a compressed layer adds to its output mean."""
+        if self.samples == 0:
+            raise ValueError("no samples were added to the Hessian")
+        return self._first / self.samples
 
     @property
     def hessian(self) -> np.ndarray:

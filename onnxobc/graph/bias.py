@@ -1,0 +1,50 @@
+"""Folding a per-output-channel shift into a layer's nodes: the Conv bias, Gemm's C, or an Add
+after a MatMul (which has no bias of its own)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
+    """Add `shift` (one value per output channel) to the output of every node of `layer`, in place."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    users = {}
+    for n in g.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    by_name = {(n.name or n.output[0]): n for n in g.node}
+    for k, node_name in enumerate(layer.nodes):
+        node = by_name[node_name]
+        a = layer.attrs[k]
+        if node.op_type == "MatMul":
+            _add_after(g, node, shift, f"{layer.weight}.shift{k}")
+            continue
+        step = shift if node.op_type == "Conv" else shift * float(a.get("alpha", 1.0)) / float(a.get("beta", 1.0))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if bias is None:
+            name = f"{layer.weight}.bias{k}"
+            g.initializer.append(numpy_helper.from_array(step.astype(np.float32), name))
+            node.input.extend([name] if len(node.input) == 2 else [])
+            if len(node.input) > 2:
+                node.input[2] = name
+        elif bias in inits and users[bias] == 1:
+            old = numpy_helper.to_array(inits[bias])
+            inits[bias].CopyFrom(numpy_helper.from_array((old + step).astype(old.dtype), bias))
+        else:  # a computed or shared bias: leave it, add after
+            _add_after(g, node, step, f"{layer.weight}.shift{k}", len(layer.kernel))
+
+
+def _add_after(g, node, shift, name, spatial=0):
+    """out ← out + shift, broadcast over the output's channel axis (1 for Conv, last otherwise)."""
+    values = shift.astype(np.float32)
+    if node.op_type == "Conv":
+        values = values.reshape((-1,) + (1,) * spatial)  # (C, 1, …): broadcast over the spatial axes
+    g.initializer.append(numpy_helper.from_array(values, name))
+    out = node.output[0]
+    node.output[0] = f"{out}.before_shift"
+    idx = list(g.node).index(node)
+    g.node.insert(idx + 1, helper.make_node("Add", [node.output[0], name], [out], name=f"{name}.add"))
