@@ -46,7 +46,7 @@ def main():
             for name, opts in methods:
                 out = pathlib.Path(tmp) / "m.onnx"
                 t = time.perf_counter()
-                rep = compress(DIGITS / "mlp.onnx", out, DIGITS / "calib.npz", Options(**opts), progress=lambda m: None)
+                rep = compress(DIGITS / "mlp.onnx", out, DIGITS / "calib.npz", Options(**opts))
                 rows.append([target, name, f"{accuracy(out):.4f}",
                              f"{rep['verification']['relative_output_error']['logits']:.4f}",
                              f"{rep['bytes']['input'] / rep['bytes']['output']:.2f}x", f"{time.perf_counter() - t:.1f}"])

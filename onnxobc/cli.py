@@ -61,7 +61,9 @@ def _compress(args) -> int:
     opt = Options(sparsity=args.sparsity, nm=args.nm, wbits=args.wbits, symmetric=not args.asym, method=args.method,
                   damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                   bias_correction=not args.no_bias_correction)
-    report = compress(args.model, args.out, args.calib, opt, progress=lambda msg: print(msg, file=sys.stderr))
+    from .progress import ProgressPrinter
+
+    report = compress(args.model, args.out, args.calib, opt, progress=ProgressPrinter())
     header = ("weight", "op", "matrix", "sparsity", "layer loss", "rel. layer error", "note")
     table = [(r["weight"], r["op"], r["shape"], f"{r['sparsity']:.3f}", f"{r['layer_loss']:.4g}",
               f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]

@@ -91,8 +91,14 @@ def _outputs(model, data: dict, batch_size: int):
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
 
 
-def compress(model_path, out_path, calib, options: Options, progress=print) -> dict:
-    """Compress `model_path` into `out_path`; returns the report (also what --report writes)."""
+def _silent(stage, done, total, detail=""):
+    pass
+
+
+def compress(model_path, out_path, calib, options: Options, progress=None) -> dict:
+    """Compress `model_path` into `out_path`; returns the report (also what --report writes).
+    `progress(stage, done, total, detail)`, if given, is called as capture and solve advance."""
+    progress = progress or _silent
     options.check()
     src, dst = pathlib.Path(model_path), pathlib.Path(out_path)
     if dst.resolve() == src.resolve():
@@ -111,9 +117,16 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
     n_hold = int(round(n * options.holdout)) if n > 1 else 0
     calib_part = {k: v[: n - n_hold] for k, v in data.items()}
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
-    progress(f"capturing Hessians of {len(layers)} layers on {n - n_hold} samples")
-    hessians = capture_hessians(model, layers, calib_part, options.batch_size)
+    seen = [0]
+
+    def captured(k):
+        seen[0] += k
+        progress("capture", seen[0], n - n_hold, f"samples through {len(layers)} layers")
+
+    captured(0)
+    hessians = capture_hessians(model, layers, calib_part, options.batch_size, progress=captured)
     new_weights, quantized, shifts, rows = {}, {}, {}, []
+    progress("solve", 0, len(layers), "")
     for i, layer in enumerate(layers, 1):
         w = weight_array(model, layer.weight)
         if not np.isfinite(w).all():
@@ -146,7 +159,7 @@ def compress(model_path, out_path, calib, options: Options, progress=print) -> d
         rows.append({"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
                      "sparsity": float(np.mean(new_weights[layer.weight] == 0)), "layer_loss": loss,
                      "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note})
-        progress(f"[{i}/{len(layers)}] {layer.weight}: loss {loss:.4g}" + (f" ({note})" if note else ""))
+        progress("solve", i, len(layers), layer.weight)
     out_model = set_weights(model, new_weights)
     for layer, shift in shifts.values():
         add_output_shift(out_model, layer, shift)

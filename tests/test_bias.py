@@ -56,7 +56,7 @@ def test_output_mean_is_restored(tmp_path, kind):
     means = {}
     for flag in (True, False):
         compress(tmp_path / "m.onnx", tmp_path / f"{flag}.onnx", tmp_path / "c.npz",
-                 Options(wbits=2, method="rtn", bias_correction=flag, holdout=0.01), progress=lambda m: None)
+                 Options(wbits=2, method="rtn", bias_correction=flag, holdout=0.01))
         means[flag] = exact_run(onnx.load(tmp_path / f"{flag}.onnx"), x[: len(x) - 1])
     dense = exact_run(model, x[: len(x) - 1])
     axes = (0, 2, 3) if kind.startswith("conv") else (0,)

@@ -29,9 +29,8 @@ def test_dense_model_is_accurate():
     (dict(wbits=2), dict(wbits=2, method="rtn"), 0.80),
 ])
 def test_compressed_accuracy(tmp_path, opts, baseline, floor):
-    quiet = dict(progress=lambda m: None)
-    compress(DIGITS / "mlp.onnx", tmp_path / "a.onnx", DIGITS / "calib.npz", Options(**opts), **quiet)
-    compress(DIGITS / "mlp.onnx", tmp_path / "b.onnx", DIGITS / "calib.npz", Options(**baseline), **quiet)
+    compress(DIGITS / "mlp.onnx", tmp_path / "a.onnx", DIGITS / "calib.npz", Options(**opts))
+    compress(DIGITS / "mlp.onnx", tmp_path / "b.onnx", DIGITS / "calib.npz", Options(**baseline))
     exact, base = accuracy(tmp_path / "a.onnx"), accuracy(tmp_path / "b.onnx")
     assert exact >= floor
     assert exact >= base
@@ -40,7 +39,7 @@ def test_compressed_accuracy(tmp_path, opts, baseline, floor):
 @pytest.mark.parametrize("bits,symmetric,smaller", [(8, True, 3.5), (8, False, 3.5), (4, True, 6.0), (3, False, 6.0)])
 def test_integer_storage_shrinks_the_file(tmp_path, bits, symmetric, smaller):
     rep = compress(DIGITS / "mlp.onnx", tmp_path / "q.onnx", DIGITS / "calib.npz",
-                   Options(wbits=bits, symmetric=symmetric), progress=lambda m: None)
+                   Options(wbits=bits, symmetric=symmetric))
     assert rep["bytes"]["input"] / rep["bytes"]["output"] >= smaller
     model = onnx.load(tmp_path / "q.onnx")
     onnx.checker.check_model(model)

@@ -1,0 +1,31 @@
+"""Progress display for long stages: a bar redrawn in place on a terminal, a few milestone lines
+(0 %, every 25 %, done) when writing to a log."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressPrinter:
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = width
+        self.stage, self.start, self.shown = None, 0.0, -1
+
+    def __call__(self, stage: str, done: int, total: int, detail: str = "") -> None:
+        if stage != self.stage:
+            self.stage, self.start, self.shown = stage, time.perf_counter(), -1
+        frac = done / total if total else 1.0
+        elapsed = time.perf_counter() - self.start
+        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
+        line = f"{stage:<9} [{bar}] {done}/{total} {elapsed:6.1f} s {detail}"
+        if self.tty:
+            self.stream.write("\r" + line[:120].ljust(120) + ("\n" if done >= total else ""))
+        else:
+            quarter = int(frac * 4)
+            if quarter > self.shown:
+                self.shown = quarter
+                self.stream.write(line + "\n")
+        self.stream.flush()
