@@ -15,6 +15,7 @@ import pathlib
 import time
 
 import numpy as np
+import onnx
 
 from . import solver
 from .calib.capture import capture_hessians
@@ -91,6 +92,39 @@ def _outputs(model, data: dict, batch_size: int):
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
 
 
+def _compress_layer(layer, w, hessians, options: Options):
+    """Solve every group of one layer. Returns (new weight, summary row, bias shift or None,
+    (codes per group, grids) or None)."""
+    if not np.isfinite(w).all():
+        raise ValueError(f"weight {layer.weight!r} contains NaN or Inf")
+    opt, note = options, ""
+    channels = layer.weight_shape[1] if layer.op == "Conv" else layer.cols
+    if options.nm is not None and channels % options.nm[1]:
+        opt = dataclasses.replace(options, nm=None)
+        note = f"{channels} input channels are not divisible by {options.nm[1]}: no N:M"
+    dense = layer.matrices(w)
+    solved = not (opt.sparsity is None and opt.nm is None and opt.wbits is None)
+    mats, grids, loss = list(dense), [], 0.0
+    if solved:
+        mats = []
+        for M, acc in zip(dense, hessians):
+            W_hat, group_loss, grid = _solve(*solver.prepare(M, acc.hessian, options.damp), opt)
+            mats.append(W_hat)
+            grids.append(grid)
+            loss += group_loss
+    weight = layer.weight_from(mats)
+    shift = None
+    if options.bias_correction and solved:
+        shift = np.concatenate([(M.astype(np.float64) - Mh) @ acc.mean for M, Mh, acc in zip(dense, mats, hessians)])
+    codes = ([g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)], grids) if opt.wbits is not None else None
+    dense_out = sum(float(np.einsum("ij,jk,ik->", M.astype(np.float64), acc.hessian, M.astype(np.float64))) / 2
+                    for M, acc in zip(dense, hessians))
+    row = {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
+           "sparsity": float(np.mean(weight == 0)), "layer_loss": loss,
+           "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note}
+    return weight, row, shift, codes
+
+
 def _silent(stage, done, total, detail=""):
     pass
 
@@ -128,37 +162,14 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     new_weights, quantized, shifts, rows = {}, {}, {}, []
     progress("solve", 0, len(layers), "")
     for i, layer in enumerate(layers, 1):
-        w = weight_array(model, layer.weight)
-        if not np.isfinite(w).all():
-            raise ValueError(f"weight {layer.weight!r} contains NaN or Inf")
-        layer_opt, note = options, ""
-        channels = layer.weight_shape[1] if layer.op == "Conv" else layer.cols
-        if options.nm is not None and channels % options.nm[1]:
-            layer_opt = dataclasses.replace(options, nm=None)
-            note = f"{channels} input channels are not divisible by {options.nm[1]}: no N:M"
-        mats, grids, loss = [], [], 0.0
-        solved = not (layer_opt.sparsity is None and layer_opt.nm is None and layer_opt.wbits is None)
-        if not solved:
-            mats = layer.matrices(w)
-        else:
-            for M, acc in zip(layer.matrices(w), hessians[layer.weight]):
-                Wp, Hp = solver.prepare(M, acc.hessian, options.damp)
-                W_hat, l, grid = _solve(Wp, Hp, layer_opt)
-                mats.append(W_hat)
-                grids.append(grid)
-                loss += l
-        new_weights[layer.weight] = layer.weight_from(mats)
-        if options.bias_correction and solved:
-            shifts[layer.weight] = (layer, np.concatenate(
-                [(M.astype(np.float64) - Mh) @ acc.mean
-                 for M, Mh, acc in zip(layer.matrices(w), mats, hessians[layer.weight])]))
-        if options.wbits is not None:
-            quantized[layer.weight] = (layer, [g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)], grids)
-        dense_out = sum(float(np.einsum("ij,jk,ik->", M.astype(np.float64), acc.hessian, M.astype(np.float64))) / 2
-                        for M, acc in zip(layer.matrices(w), hessians[layer.weight]))
-        rows.append({"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
-                     "sparsity": float(np.mean(new_weights[layer.weight] == 0)), "layer_loss": loss,
-                     "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note})
+        weight, row, shift, codes = _compress_layer(layer, weight_array(model, layer.weight), hessians[layer.weight],
+                                                    options)
+        new_weights[layer.weight] = weight
+        rows.append(row)
+        if shift is not None:
+            shifts[layer.weight] = (layer, shift)
+        if codes is not None:
+            quantized[layer.weight] = (layer, *codes)
         progress("solve", i, len(layers), layer.weight)
     out_model = set_weights(model, new_weights)
     for layer, shift in shifts.values():
@@ -180,8 +191,6 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
 def verify(dense, compressed, data: dict, batch_size: int) -> dict:
     """onnx.checker, an onnxruntime session, and each output's relative error against the dense
     model, ‖y − y_dense‖ / ‖y_dense‖, on the held-out samples."""
-    import onnx
-
     onnx.checker.check_model(compressed)
     ref, got = _outputs(dense, data, batch_size), _outputs(compressed, data, batch_size)
     errors = {}
