@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxobc.pipeline import Options, compress
+from tables import print_table
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 RUNS = [
@@ -62,11 +63,8 @@ def ppocr_table():
                 rows.append([f"PP-OCRv4 {name}", target, method, f"{err:.4f}",
                              f"{rep['bytes']['input'] / rep['bytes']['output']:.2f}x", f"{time.perf_counter() - t:.0f}"])
     header = ["model", "target", "method", "rel. output error", "file smaller", "s"]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    print("\n# PP-OCRv4 from rapidocr-onnxruntime 1.4.4: 32 rendered text images (24 calibrate, 8 held out), "
-          "weights only")
-    for r in [header, ["-" * w for w in widths]] + rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print_table(header, rows, "# PP-OCRv4 from rapidocr-onnxruntime 1.4.4: 32 rendered text images (24 calibrate, "
+                "8 held out), weights only")
 
 
 def main():
@@ -81,14 +79,11 @@ def main():
                              f"{rep['verification']['relative_output_error']['logits']:.4f}",
                              f"{rep['bytes']['input'] / rep['bytes']['output']:.2f}x", f"{time.perf_counter() - t:.1f}"])
     header = ["target", "method", "test accuracy", "rel. output error", "file smaller", "s"]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     print(f"# bench/pipeline.py: models/digits/mlp.onnx ({onnx.load(DIGITS / 'mlp.onnx').graph.name}), "
           "calibration models/digits/calib.npz (384 used, 128 held out for the output error), "
           "accuracy on the 360 test digits; pruned weights stored as float32 zeros, quantized ones as "
           "integer codes + DequantizeLinear")
-    for r in [header, ["-" * w for w in widths]] + rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
-    sys.stdout.flush()
+    print_table(header, rows)
     if "--ppocr" in sys.argv[1:]:
         ppocr_table()
 

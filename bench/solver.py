@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from problems import layer_problem  # noqa: E402
+from tables import print_table  # noqa: E402
 
 from onnxobc.solver import fit_uniform_grid, prune_nm, prune_unstructured, quantize  # noqa: E402
 from onnxobc.solver.backend import array_module  # noqa: E402
@@ -36,17 +37,6 @@ def timed(fn):
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
-
-
-def table(title, header, rows):
-    print(f"\n{title}")
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
-    sys.stdout.flush()
 
 
 def main():
@@ -84,22 +74,22 @@ def main():
         label = "measured" if sub == rows else f"extrapolated from {sub} rows"
         speed.append([shape, f"{t_fast:.1f}", f"{t_eager:.1f} ({label})", f"{t_eager / t_fast:.1f}x",
                       f"{t_db:.1f}", f"{t_nm:.1f}", f"{t_touch:.1f} ({R} rows)"])
-        table("speed (so far)", ["shape", "OBQ 4-bit fast s", "OBQ 4-bit eager s", "eager/fast",
-                                 "unstructured 3 levels s", "2:4 s", "first call s"], speed)
+        print_table(["shape", "OBQ 4-bit fast s", "OBQ 4-bit eager s", "eager/fast", "unstructured 3 levels s",
+                     "2:4 s", "first call s"], speed, "speed (so far)")
         s50 = unstr[0]
         mag50 = prune_unstructured(W, H, [0.5], method="magnitude")[0]
         sg50 = prune_unstructured(W, H, [0.5], method="sparsegpt")[0]
         losses.append([shape, "50%", f"{s50.loss:.4g}", f"{mag50.loss:.4g}", f"{sg50.loss:.4g}", "",
                        f"{s50.loss / sg50.loss:.3f}"])
+        sg24 = prune_nm(W, H, 2, 4, method="sparsegpt")
         losses.append([shape, "2:4", f"{nm.loss:.4g}", f"{prune_nm(W, H, 2, 4, method='magnitude').loss:.4g}",
-                       f"{prune_nm(W, H, 2, 4, method='sparsegpt').loss:.4g}", "",
-                       f"{nm.loss / prune_nm(W, H, 2, 4, method='sparsegpt').loss:.3f}"])
+                       f"{sg24.loss:.4g}", "", f"{nm.loss / sg24.loss:.3f}"])
         for bits, q, g in [(4, q4, g4), (3, q3, g3)]:
             rtn, gptq = quantize(W, H, g, method="rtn"), quantize(W, H, g, method="gptq")
             losses.append([shape, f"{bits}-bit", f"{q.loss:.4g}", f"{rtn.loss:.4g}", "", f"{gptq.loss:.4g}",
                            f"{q.loss / gptq.loss:.3f}"])
-        table("layer loss ‖(W − Ŵ)X‖²/N (so far)", ["shape", "target", "ExactOBS/OBQ", "magnitude/RTN", "SparseGPT",
-                                                   "GPTQ", "exact / best baseline"], losses)
+        print_table(["shape", "target", "ExactOBS/OBQ", "magnitude/RTN", "SparseGPT", "GPTQ",
+                     "exact / best baseline"], losses, "layer loss ‖(W − Ŵ)X‖²/N (so far)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ import json
 import sys
 
 
+def _print_table(header, rows) -> None:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    for line in [header] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+
+
 def _inspect(args) -> int:
     from .graph.flops import macs_per_sample, output_shapes, parse_input_shapes
     from .graph.layers import discover
@@ -32,9 +38,7 @@ def _inspect(args) -> int:
     table = [(r["weight"], r["op"], str(len(r["nodes"])), f"{r['groups']} × {r['rows']} × {r['cols']}",
               str(r["params"]), "dynamic" if r["flops_per_sample"] is None else f"{r['flops_per_sample'] / 1e6:.3f}")
              for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(header, *table)]
-    for line in [header] + table:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    _print_table(header, table)
     known = [r["flops_per_sample"] for r in rows if r["flops_per_sample"] is not None]
     print(f"total: {sum(r['params'] for r in rows)} params, {sum(known) / 1e6:.3f} MFLOPs/sample"
           + (" (layers with dynamic shapes not counted)" if len(known) < len(rows) else ""))
@@ -67,9 +71,7 @@ def _compress(args) -> int:
     header = ("weight", "op", "matrix", "sparsity", "layer loss", "rel. layer error", "note")
     table = [(r["weight"], r["op"], r["shape"], f"{r['sparsity']:.3f}", f"{r['layer_loss']:.4g}",
               f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]
-    widths = [max(len(x) for x in col) for col in zip(header, *table)]
-    for line in [header] + table:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    _print_table(header, table)
     v = report["verification"]
     errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
     print(f"verified: onnx.checker passed, onnxruntime ran it; relative output error on {v['samples']} held-out "

@@ -117,8 +117,7 @@ def _compress_layer(layer, w, hessians, options: Options):
     if options.bias_correction and solved:
         shift = np.concatenate([(M.astype(np.float64) - Mh) @ acc.mean for M, Mh, acc in zip(dense, mats, hessians)])
     codes = ([g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)], grids) if opt.wbits is not None else None
-    dense_out = sum(float(np.einsum("ij,jk,ik->", M.astype(np.float64), acc.hessian, M.astype(np.float64))) / 2
-                    for M, acc in zip(dense, hessians))
+    dense_out = sum(solver.layer_loss(M, 0, acc.hessian) for M, acc in zip(dense, hessians))
     row = {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
            "sparsity": float(np.mean(weight == 0)), "layer_loss": loss,
            "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note}

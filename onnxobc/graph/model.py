@@ -6,7 +6,6 @@ from __future__ import annotations
 import pathlib
 
 import onnx
-from onnx import numpy_helper
 
 
 def load_model(path) -> onnx.ModelProto:
@@ -49,7 +48,3 @@ def constants_to_initializers(graph: onnx.GraphProto) -> int:
         del graph.node[:]
         graph.node.extend(keep)
     return moved
-
-
-def initializer_arrays(graph: onnx.GraphProto) -> dict:
-    return {t.name: numpy_helper.to_array(t) for t in graph.initializer}

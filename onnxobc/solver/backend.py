@@ -84,12 +84,3 @@ def sub_gram_upper_(C, U) -> None:
     for r in range(C.shape[0]):
         # the lower triangle of the Fortran-ordered transpose is C[r]'s upper triangle
         syrk(-1.0, U[r].T, beta=1.0, c=C[r].T, lower=1, overwrite_c=1)
-
-
-def solve_lower(L, b):
-    """Solve L x = b for lower-triangular L (d, d) and b (d,)."""
-    if isinstance(L, np.ndarray):
-        from scipy.linalg import solve_triangular
-    else:
-        from cupyx.scipy.linalg import solve_triangular
-    return solve_triangular(L, b, lower=True, check_finite=False)

@@ -72,11 +72,11 @@ def prepare(W, H, damp: float = 0.01):
 
 def layer_loss(W, W_hat, H) -> float:
     """‖(W − Ŵ)X‖² = tr(ΔW H ΔWᵀ)/2 for H = 2XXᵀ, computed in float64."""
-    D = np.asarray(W, dtype=np.float64) - np.asarray(W_hat, dtype=np.float64)
-    return float(np.einsum("ij,ij->", D @ np.asarray(H, dtype=np.float64), D) / 2)
+    return float(row_losses(W, W_hat, H).sum())
 
 
 def row_losses(W, W_hat, H) -> np.ndarray:
+    """Each row's share of layer_loss."""
     D = np.asarray(W, dtype=np.float64) - np.asarray(W_hat, dtype=np.float64)
     return np.einsum("ij,ij->i", D @ np.asarray(H, dtype=np.float64), D) / 2
 
