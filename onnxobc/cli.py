@@ -64,7 +64,7 @@ def _compress(args) -> int:
         raise ValueError("--report must not be the input model")
     opt = Options(sparsity=args.sparsity, nm=args.nm, wbits=args.wbits, symmetric=not args.asym, method=args.method,
                   damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
-                  bias_correction=not args.no_bias_correction)
+                  bias_correction=not args.no_bias_correction, abits=args.abits, runtime=args.runtime)
     from .progress import ProgressPrinter
 
     report = compress(args.model, args.out, args.calib, opt, progress=ProgressPrinter())
@@ -76,6 +76,11 @@ def _compress(args) -> int:
     errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
     print(f"verified: onnx.checker passed, onnxruntime ran it; relative output error on {v['samples']} held-out "
           f"samples: {errs}")
+    unfused = v.get("unfused_relative_output_error", {})
+    if any(k in unfused and e > 2 * unfused[k] and e > 0.01 for k, e in v["relative_output_error"].items()):
+        print("warning: onnxruntime's fused int8 kernels give a larger error than the QDQ graph run unfused ("
+              + ", ".join(f"{k}: {e:.4g}" for k, e in unfused.items()) + "); on CPUs without VNNI the U8S8 kernels "
+              "saturate: try --wbits 7", file=sys.stderr)
     b = report["bytes"]
     print(f"wrote {args.out} in {report['seconds']:.1f} s: {b['output']} bytes, {b['input'] / b['output']:.2f}x "
           f"smaller than the input's {b['input']}")
@@ -104,6 +109,10 @@ def main(argv=None) -> int:
     c.add_argument("--nm", type=_nm, help="N:M sparsity along input channels, e.g. 2:4")
     c.add_argument("--wbits", type=int, help="weight bits (2-8), per output channel")
     c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
+    c.add_argument("--abits", type=int, help="8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)")
+    c.add_argument("--runtime", default="onnxruntime",
+                   help="the runtime the QDQ form is for: onnxruntime (default; uint8 activations, fused U8S8 "
+                        "kernels) or tensorrt (symmetric int8, zero points 0)")
     c.add_argument("--method", default="exact", help="exact (default), gptq, sparsegpt, magnitude or rtn")
     c.add_argument("--damp", type=float, default=0.01, help="relative Hessian dampening (default 0.01)")
     c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")

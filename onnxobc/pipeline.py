@@ -5,7 +5,9 @@
     onnxruntime, outputs against the dense model on held-out samples) → save
 
 Pruned weights are stored as zeros in float32; quantized weights as integer codes behind a
-per-output-channel DequantizeLinear (graph/qdq.py), so the file shrinks.
+per-output-channel DequantizeLinear (graph/qdq.py), so the file shrinks. With --abits 8 the
+activations around the compressed layers are quantized too, in the QDQ form the target runtime
+fuses into int8 kernels (graph/activation_qdq.py).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import numpy as np
 import onnx
 
 from . import solver
-from .calib.capture import capture_hessians
+from .calib.capture import capture_hessians, capture_ranges
 from .calib.feeds import batches, load_calibration, model_inputs
+from .graph.activation_qdq import RUNTIMES, insert_activation_qdq, quantized_tensors
 from .graph.bias import add_output_shift
 from .graph.layers import discover, weight_array
 from .graph.qdq import ensure_opset, storage_opset, store_quantized
 from .graph.model import load_model
-from .graph.write import save_atomic, set_weights
+from .graph.write import drop_unused_initializers, save_atomic, set_weights
 
 METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
 # for pruning then quantizing, the baselines pair up: magnitude with RTN, SparseGPT with GPTQ
@@ -45,8 +48,16 @@ class Options:
     batch_size: int = 8
     holdout: float = 0.25  # share of calibration samples kept for verification
     bias_correction: bool = True  # fold (W − Ŵ)·E[x] into each compressed layer's bias
+    abits: int | None = None  # 8: static int8 activations (W8A8)
+    runtime: str = "onnxruntime"  # the QDQ flavour of --abits: onnxruntime (U8S8) or tensorrt (symmetric)
 
     def check(self):
+        if self.abits is not None and self.abits != 8:
+            raise ValueError(f"--abits supports 8 (int8 activations), got {self.abits}")
+        if self.abits is not None and self.wbits not in (7, 8):
+            raise ValueError("--abits 8 quantizes activations for int8 kernels, which need int8 weights as well: "
+                             "--wbits 8 (or 7, which avoids the saturation of onnxruntime's U8S8 kernels on "
+                             "CPUs without VNNI)")
         if self.sparsity is None and self.nm is None and self.wbits is None:
             raise ValueError("nothing to do: give --sparsity, --nm or --wbits")
         if self.sparsity is not None and self.nm is not None:
@@ -62,6 +73,10 @@ class Options:
             raise ValueError(f"--method {self.method} prunes; use exact, gptq or rtn with --wbits")
         if self.sparsity is not None and not 0 < self.sparsity < 1:
             raise ValueError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"--runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.runtime == "tensorrt" and self.abits is not None and not self.symmetric:
+            raise ValueError("TensorRT runs symmetric int8 only: drop --asym for --runtime tensorrt")
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
 
@@ -83,10 +98,13 @@ def _solve(W, H, opt: Options):
     return W_hat, loss, grid
 
 
-def _outputs(model, data: dict, batch_size: int):
+def _outputs(model, data: dict, batch_size: int, optimize: bool = True):
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     parts = [sess.run(names, feed) for feed in batches(data, model_inputs(model), batch_size)]
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
@@ -128,6 +146,18 @@ def _silent(stage, done, total, detail=""):
     pass
 
 
+def _counter(progress, stage, total, detail):
+    """A callback adding up samples for `progress`, which it calls once at 0 right away."""
+    seen = [0]
+
+    def add(k):
+        seen[0] += k
+        progress(stage, seen[0], total, detail)
+
+    add(0)
+    return add
+
+
 def compress(model_path, out_path, calib, options: Options, progress=None) -> dict:
     """Compress `model_path` into `out_path`; returns the report (also what --report writes).
     `progress(stage, done, total, detail)`, if given, is called as capture and solve advance."""
@@ -150,14 +180,14 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     n_hold = int(round(n * options.holdout)) if n > 1 else 0
     calib_part = {k: v[: n - n_hold] for k, v in data.items()}
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
-    seen = [0]
-
-    def captured(k):
-        seen[0] += k
-        progress("capture", seen[0], n - n_hold, f"samples through {len(layers)} layers")
-
-    captured(0)
-    hessians = capture_hessians(model, layers, calib_part, options.batch_size, progress=captured)
+    observe = sum(quantized_tensors(model, layers, options.runtime), []) if options.abits else []
+    hessians, ranges = capture_hessians(model, layers, calib_part, options.batch_size, observe,
+                                        progress=_counter(progress, "capture", n - n_hold,
+                                                          f"samples through {len(layers)} layers"))
+    if observe:
+        ranges = capture_ranges(model, ranges, calib_part, options.batch_size, options.runtime == "tensorrt",
+                                progress=_counter(progress, "ranges", n - n_hold,
+                                                  f"samples, histograms of {len(observe)} activations"))
     new_weights, quantized, shifts, rows = {}, {}, {}, []
     progress("solve", 0, len(layers), "")
     for i, layer in enumerate(layers, 1):
@@ -175,28 +205,42 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
         add_output_shift(out_model, layer, shift)
     if quantized:
         out_model = ensure_opset(out_model, storage_opset(options.wbits))
+        scales = {}
         for layer, codes, grids in quantized.values():
-            store_quantized(out_model, layer, layer.weight_from(codes), np.concatenate([g.scale for g in grids]),
+            scales[layer.weight] = np.concatenate([g.scale for g in grids])
+            store_quantized(out_model, layer, layer.weight_from(codes), scales[layer.weight],
                             np.concatenate([g.zero for g in grids]), options.wbits, options.symmetric)
+        if options.abits:
+            insert_activation_qdq(out_model, layers, ranges, scales, options.runtime)
+            drop_unused_initializers(out_model)
     report = {"input": str(src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
               "skipped": [dataclasses.asdict(s) for s in skipped]}
-    report["verification"] = verify(model, out_model, held, options.batch_size)
+    report["verification"] = verify(model, out_model, held, options.batch_size, bool(options.abits))
     save_atomic(out_model, dst)
     report["bytes"] = {"input": src.stat().st_size, "output": dst.stat().st_size}
     report["seconds"] = time.perf_counter() - t0
     return report
 
 
-def verify(dense, compressed, data: dict, batch_size: int) -> dict:
-    """onnx.checker, an onnxruntime session, and each output's relative error against the dense
-    model, ‖y − y_dense‖ / ‖y_dense‖, on the held-out samples."""
-    onnx.checker.check_model(compressed)
-    ref, got = _outputs(dense, data, batch_size), _outputs(compressed, data, batch_size)
+def _relative_errors(ref: dict, got: dict) -> dict:
     errors = {}
     for name in ref:
         a, b = ref[name].astype(np.float64), got[name].astype(np.float64)
-        errors[name] = float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-30))
         if not np.isfinite(b).all():
             raise ValueError(f"the compressed model's output {name!r} contains NaN or Inf")
-    return {"checker": "passed", "onnxruntime": "loaded and ran", "samples": len(next(iter(data.values()))),
-            "relative_output_error": errors}
+        errors[name] = float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-30))
+    return errors
+
+
+def verify(dense, compressed, data: dict, batch_size: int, int8_kernels: bool = False) -> dict:
+    """onnx.checker, an onnxruntime session, and each output's relative error against the dense
+    model, ‖y − y_dense‖ / ‖y_dense‖, on the held-out samples. With `int8_kernels`, also the error
+    of the QDQ graph run as written (no fusion), which the fused int8 kernels should match: a
+    much larger fused error means the kernels saturate on this CPU."""
+    onnx.checker.check_model(compressed)
+    ref = _outputs(dense, data, batch_size)
+    out = {"checker": "passed", "onnxruntime": "loaded and ran", "samples": len(next(iter(data.values()))),
+           "relative_output_error": _relative_errors(ref, _outputs(compressed, data, batch_size))}
+    if int8_kernels:
+        out["unfused_relative_output_error"] = _relative_errors(ref, _outputs(compressed, data, batch_size, False))
+    return out

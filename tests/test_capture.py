@@ -51,7 +51,7 @@ def test_hessians_match_onnxruntime_output_changes():
     layers, skipped = discover(model)
     assert not skipped and {l.weight: len(l.nodes) for l in layers} == {"Wc": 1, "Wg": 1, "Wm": 2}
     x = np.random.default_rng(1).standard_normal((7, 8, 6, 6)).astype(np.float32)
-    H = capture_hessians(model, layers, {"x": x}, batch_size=3)
+    H, _ = capture_hessians(model, layers, {"x": x}, batch_size=3)
     rng = np.random.default_rng(2)
     for layer in layers:
         w = weight_array(model, layer.weight)
@@ -72,8 +72,8 @@ def test_batch_split_does_not_change_hessians():
     model = small_net()
     layers, _ = discover(model)
     x = np.random.default_rng(3).standard_normal((5, 8, 6, 6)).astype(np.float32)
-    a = capture_hessians(model, layers, {"x": x}, batch_size=1)
-    b = capture_hessians(model, layers, {"x": x}, batch_size=5)
+    a, _ = capture_hessians(model, layers, {"x": x}, batch_size=1)
+    b, _ = capture_hessians(model, layers, {"x": x}, batch_size=5)
     for k in a:
         for p, q in zip(a[k], b[k]):
             np.testing.assert_allclose(p.hessian, q.hessian, rtol=1e-6, atol=1e-9)

@@ -53,7 +53,7 @@ def test_exact_beats_baseline_end_to_end(net, tmp_path, opts, baseline):
         assert np.all((Wc != 0).sum(axis=-1) <= 2)
     if "wbits" in opts:
         dq = {n.output[0]: n for n in out.graph.node if n.op_type == "DequantizeLinear"}
-        assert set(dq) == {"Wc", "Wg", "Wm"}
+        assert set(dq) == {"Wc", "Wg", "Wm", "Wm.dq1"}  # one DequantizeLinear per user of the shared Wm
         q = next(t for t in out.graph.initializer if t.name == "Wm.q")
         assert q.data_type == (onnx.TensorProto.INT4 if opts["wbits"] <= 4 else onnx.TensorProto.INT8)
         assert max(o.version for o in out.opset_import if o.domain in ("", "ai.onnx")) >= 13

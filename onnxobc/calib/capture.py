@@ -1,6 +1,8 @@
 """Hessians of every layer from calibration data: onnxruntime runs the model with each layer's
 activation input exposed as an output, and each batch is folded into the layer's Hessians
-(one per Conv group) right away, so memory is bounded by the Hessians, not the activations."""
+(one per Conv group) right away, so memory is bounded by the Hessians, not the activations.
+The same pass records the value range of any other tensors asked for; a second pass histograms
+them and picks each one's int8 clipping range (for activation quantization)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import onnx
 
 from ..solver import HessianAccumulator
 from .feeds import batches, model_inputs
+from .ranges import Histogram
 from .unfold import unfold
 
 
@@ -31,21 +34,45 @@ def layer_inputs(layer, x: np.ndarray) -> list:
     return [x.reshape(-1, layer.cols)]
 
 
-def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int = 8, session_options=None,
-                     progress=None) -> dict:
-    """{weight name: [HessianAccumulator per group]} summed over all nodes that use the weight."""
+def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int = 8, observe=(),
+                     session_options=None, progress=None):
+    """({weight name: [HessianAccumulator per group]} summed over all nodes that use the weight,
+    {tensor name: (min, max)} over the calibration data for each name in `observe`)."""
     import onnxruntime as ort
 
-    acts = sorted({a for l in layers for a in l.activations})
+    acts = sorted({a for l in layers for a in l.activations} | set(observe))
     sess = ort.InferenceSession(_exposing(model, acts), sess_options=session_options,
                                 providers=["CPUExecutionProvider"])
     hessians = {l.weight: [HessianAccumulator(l.cols) for _ in range(l.groups)] for l in layers}
+    ranges = {}
     for feed in batches(data, model_inputs(model), batch_size):
         values = dict(zip(acts, sess.run(acts, feed)))
         for l in layers:
             for act in l.activations:
                 for acc, X in zip(hessians[l.weight], layer_inputs(l, values[act])):
                     acc.add_batch(X)
+        for name in observe:
+            v = values[name]
+            lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+            old = ranges.get(name, (lo, hi))
+            ranges[name] = (min(old[0], lo), max(old[1], hi))
         if progress is not None:
             progress(len(next(iter(feed.values()))))
-    return hessians
+    return hessians, ranges
+
+
+def capture_ranges(model: onnx.ModelProto, ranges: dict, data: dict, batch_size: int = 8, symmetric: bool = False,
+                   progress=None) -> dict:
+    """{tensor name: (lo, hi)}: the least-squared-error 8-bit clipping range of each tensor in
+    `ranges` (its calibration min/max), from a histogram pass over `data`."""
+    import onnxruntime as ort
+
+    names = sorted(ranges)
+    sess = ort.InferenceSession(_exposing(model, names), providers=["CPUExecutionProvider"])
+    hists = {n: Histogram(*ranges[n]) for n in names}
+    for feed in batches(data, model_inputs(model), batch_size):
+        for n, v in zip(names, sess.run(names, feed)):
+            hists[n].add(v)
+        if progress is not None:
+            progress(len(next(iter(feed.values()))))
+    return {n: h.best_range(symmetric) for n, h in hists.items()}

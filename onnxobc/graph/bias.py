@@ -21,7 +21,12 @@ def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
         node = by_name[node_name]
         a = layer.attrs[k]
         if node.op_type == "MatMul":
-            _add_after(g, node, shift, f"{layer.weight}.shift{k}")
+            bias = matmul_bias(model, node, len(shift))
+            if bias is not None and users[bias] == 1:
+                old = numpy_helper.to_array(inits[bias])
+                inits[bias].CopyFrom(numpy_helper.from_array((old + shift).astype(old.dtype), bias))
+            else:
+                _add_after(g, node, shift, f"{layer.weight}.shift{k}")
             continue
         step = shift if node.op_type == "Conv" else shift * float(a.get("alpha", 1.0)) / float(a.get("beta", 1.0))
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -36,6 +41,23 @@ def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
             inits[bias].CopyFrom(numpy_helper.from_array((old + step).astype(old.dtype), bias))
         else:  # a computed or shared bias: leave it, add after
             _add_after(g, node, step, f"{layer.weight}.shift{k}", len(layer.kernel))
+
+
+def matmul_bias(model: onnx.ModelProto, node, channels: int) -> str | None:
+    """The initializer a MatMul's output is added to, when its only consumer is an Add of a
+    constant vector with one entry per output channel (a linear layer's bias)."""
+    g = model.graph
+    out = node.output[0]
+    if out in {o.name for o in g.output}:
+        return None
+    users = [n for n in g.node if out in n.input]
+    if len(users) != 1 or users[0].op_type != "Add" or len(users[0].input) != 2:
+        return None
+    other = users[0].input[1] if users[0].input[0] == out else users[0].input[0]
+    inits = {t.name: t for t in g.initializer}
+    if other not in inits or len(inits[other].dims) != 1:
+        return None
+    return other if inits[other].dims[0] == channels else None
 
 
 def _add_after(g, node, shift, name, spatial=0):

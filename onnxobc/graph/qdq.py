@@ -54,9 +54,14 @@ def store_quantized(model: onnx.ModelProto, layer, codes: np.ndarray, scale: np.
         numpy_helper.from_array(np.asarray(scale, dtype=np.float32), f"{name}.scale"),
         _integer_tensor(f"{name}.zero", kind, np.asarray(zero)),
     ])
-    node = helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale", f"{name}.zero"], [name],
-                            name=f"{name}.dequantize", axis=output_axis(layer))
-    g.node.insert(0, node)
+    # one DequantizeLinear per consumer: onnxruntime fuses a DQ into the node it alone feeds
+    users = [n for n in g.node if name in n.input]
+    for k, user in enumerate(users):
+        out = name if k == 0 else f"{name}.dq{k}"
+        for i, x in enumerate(user.input):
+            user.input[i] = out if x == name else x
+        g.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale", f"{name}.zero"], [out],
+                                          name=f"{out}.dequantize", axis=output_axis(layer)))
 
 
 def _integer_tensor(name: str, kind: int, values: np.ndarray) -> onnx.TensorProto:

@@ -23,6 +23,23 @@ def set_weights(model: onnx.ModelProto, weights: dict) -> onnx.ModelProto:
     return out
 
 
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Remove top-level initializers that no node, subgraph or graph output reads, in place."""
+    used = {o.name for o in model.graph.output}
+    stack = [model.graph]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            used.update(n.input)
+            for a in n.attribute:
+                stack.extend([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)
+    dropped = {t.name for t in model.graph.initializer} - used
+    for field in (model.graph.initializer, model.graph.input):  # old models list initializers as inputs too
+        keep = [t for t in field if t.name not in dropped]
+        del field[:]
+        field.extend(keep)
+
+
 def save_atomic(model: onnx.ModelProto, path) -> None:
     """Write to a temporary file beside `path`, then rename: a crash or a full disk leaves no
     partial output. Models over protobuf's 2 GB limit go to external data beside the file."""

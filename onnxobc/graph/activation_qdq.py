@@ -1,0 +1,160 @@
+"""Static int8 activations (W8A8) in QDQ form, for the runtime that will run the model.
+
+- onnxruntime: uint8 asymmetric activations, int8 per-channel weights, int32 biases, and a Q/DQ
+  pair on every Conv/Gemm output as well as its input: the pattern onnxruntime fuses into
+  QLinearConv / QGemm, and DQ → MatMul into MatMulIntegerToFloat (the fast U8S8 path). A Relu,
+  or a Clip from 0, that alone consumes such an output is folded into the Q: its range starts at
+  0 with zero point 0, so the Q clamps exactly as the activation did.
+- tensorrt: int8 symmetric activations with zero point 0 on the layer inputs, int8 symmetric
+  weights; biases stay float (TensorRT fuses them itself).
+
+Each tensor's range comes from its calibration histogram (calib/ranges.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..calib.ranges import activation_grid
+from .bias import matmul_bias
+from .flops import output_shapes
+
+RUNTIMES = ("onnxruntime", "tensorrt")
+
+
+def _node_name(node) -> str:
+    return node.name or node.output[0]
+
+
+def _nodes_of(model, layers):
+    names = {n for l in layers for n in l.nodes}
+    return [n for n in model.graph.node if _node_name(n) in names]
+
+
+def _clamp_from_zero(model, node) -> bool:
+    if node.op_type == "Relu":
+        return True
+    if node.op_type != "Clip":
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if "min" in attrs:  # opset < 11
+        return attrs["min"] == 0.0
+    inits = {t.name: t for t in model.graph.initializer}
+    return len(node.input) > 1 and node.input[1] in inits and numpy_helper.to_array(inits[node.input[1]]).size == 1 \
+        and float(numpy_helper.to_array(inits[node.input[1]])) == 0.0
+
+
+def _folded_activations(model, layers) -> dict:
+    """{layer output: the Relu / Clip-from-0 node that is its only consumer} (onnxruntime form)."""
+    consumers = {}
+    for n in model.graph.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    graph_outputs = {o.name for o in model.graph.output}
+    out = {}
+    for n in _nodes_of(model, layers):
+        users = consumers.get(n.output[0], [])
+        if (n.op_type in ("Conv", "Gemm") and n.output[0] not in graph_outputs and len(users) == 1
+                and users[0].input[0] == n.output[0] and _clamp_from_zero(model, users[0])):
+            out[n.output[0]] = users[0]
+    return out
+
+
+def quantized_tensors(model: onnx.ModelProto, layers, runtime: str) -> tuple:
+    """(inputs, outputs): the activation tensors that get a Q/DQ pair. Outputs (onnxruntime only)
+    are the Conv/Gemm outputs, or the outputs of the activations folded into them, that are not
+    graph outputs."""
+    inputs = sorted({a for l in layers for a in l.activations})
+    if runtime == "tensorrt":
+        return inputs, []
+    graph_outputs = {o.name for o in model.graph.output}
+    folded = _folded_activations(model, layers)
+    outputs = {folded[n.output[0]].output[0] if n.output[0] in folded else n.output[0]
+               for n in _nodes_of(model, layers) if n.op_type in ("Conv", "Gemm")}
+    return inputs, sorted(outputs - graph_outputs)
+
+
+def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_scales: dict, runtime: str) -> None:
+    """Quantize the activations around `layers` in place (weights must already be integer codes
+    behind DequantizeLinear; `weight_scales[weight]` holds their per-output-channel scales)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime must be one of {RUNTIMES}, got {runtime!r}")
+    g = model.graph
+    inputs, outputs = quantized_tensors(model, layers, runtime)
+    shapes = output_shapes(model)
+    if runtime == "onnxruntime":
+        folded = {o: n.output[0] for o, n in _folded_activations(model, layers).items()}
+        keep = [n for n in g.node if n.output[0] not in set(folded.values())]  # drop the folded activations
+        del g.node[:]
+        g.node.extend(keep)
+        for n in _nodes_of(model, layers):
+            n.output[0] = folded.get(n.output[0], n.output[0])
+    layer_nodes = {n for l in layers for n in l.nodes}
+    grids = {}
+    for t in dict.fromkeys(inputs + outputs):
+        if t not in ranges:
+            raise ValueError(f"no calibration range for activation {t!r}")
+        symmetric = runtime == "tensorrt"
+        scale, zero = activation_grid(*ranges[t], symmetric)
+        kind = TensorProto.INT8 if symmetric else TensorProto.UINT8
+        grids[t] = scale
+        g.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{t}.act_scale"),
+                              helper.make_tensor(f"{t}.act_zero", kind, [], [zero])])
+    rewired = set(outputs)
+    for n in g.node:  # every consumer of a quantized output reads it through the pair; layers read their inputs so
+        for i, x in enumerate(n.input):
+            if x in grids and (x in rewired or (_node_name(n) in layer_nodes and i == 0)):
+                n.input[i] = f"{x}.dq"
+    if runtime == "onnxruntime":
+        _quantize_biases(model, layers, grids, weight_scales, shapes)
+    pairs = {t: [helper.make_node("QuantizeLinear", [t, f"{t}.act_scale", f"{t}.act_zero"], [f"{t}.q"],
+                                  name=f"{t}.quantize"),
+                 helper.make_node("DequantizeLinear", [f"{t}.q", f"{t}.act_scale", f"{t}.act_zero"], [f"{t}.dq"],
+                                  name=f"{t}.dequantize")] for t in grids}
+    produced = {o for n in g.node for o in n.output}
+    order = [p for t, ps in pairs.items() if t not in produced for p in ps]  # graph inputs first
+    for n in g.node:
+        order.append(n)
+        order.extend(p for o in n.output if o in pairs for p in pairs[o])
+    del g.node[:]
+    g.node.extend(order)
+
+
+def _quantize_biases(model, layers, act_scales: dict, weight_scales: dict, shapes: dict) -> None:
+    """Float bias initializers of Conv, Gemm (alpha = beta = 1) and the bias Add after a MatMul
+    become int32 codes with scale = input scale × weight scale behind a DequantizeLinear, as
+    onnxruntime's fusion wants."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    by_name = {_node_name(n): n for n in g.node}
+    for l in layers:
+        if l.weight not in weight_scales:
+            continue
+        for k, node_name in enumerate(l.nodes):
+            node, a = by_name[node_name], l.attrs[k]
+            if node.op_type == "MatMul":  # only 2-D: onnxruntime's MatMulIntegerToFloat mishandles an int32 bias
+                rank = len(shapes.get(node.input[0].removesuffix(".dq")) or ())
+                bias = matmul_bias(model, node, len(weight_scales[l.weight])) if rank == 2 else None
+                user = next((n for n in g.node if node.output[0] in n.input), None)
+                slot = (user, list(user.input).index(bias)) if bias else None
+            elif len(node.input) > 2 and node.input[2] in inits and (
+                    node.op_type == "Conv" or (a.get("alpha", 1.0) == 1.0 and a.get("beta", 1.0) == 1.0)):
+                slot = (node, 2)
+            else:
+                slot = None
+            if slot is None:
+                continue
+            b = numpy_helper.to_array(inits[slot[0].input[slot[1]]]).astype(np.float64)
+            scale = act_scales[node.input[0].removesuffix(".dq")] * np.asarray(weight_scales[l.weight], np.float64)
+            if b.shape != scale.shape:
+                continue
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            codes = np.clip(np.rint(b / scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+            name = f"{slot[0].input[slot[1]]}.{node_name}"
+            g.initializer.extend([numpy_helper.from_array(codes, f"{name}.q"),
+                                  numpy_helper.from_array(scale, f"{name}.scale")])
+            g.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale"],
+                                              [f"{name}.dq"], name=f"{name}.dequantize", axis=0))
+            slot[0].input[slot[1]] = f"{name}.dq"

@@ -1,0 +1,1 @@
+"""Runtime adapters, one file each, imported lazily by whoever needs that runtime."""

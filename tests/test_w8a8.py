@@ -1,0 +1,139 @@
+"""Static int8 activations (--abits 8): ranges, the QDQ form per runtime, onnxruntime's fusion."""
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+from test_capture import small_net
+from test_compress import onnxobc
+
+from onnxobc.calib.capture import capture_hessians, capture_ranges
+from onnxobc.calib.ranges import Histogram, activation_grid
+from onnxobc.graph.layers import discover
+from onnxobc.pipeline import Options, compress
+
+
+def fake_quant(v, lo, hi, symmetric):
+    scale, zero = activation_grid(lo, hi, symmetric)
+    qmin, qmax = (-128, 127) if symmetric else (0, 255)
+    return (np.clip(np.rint(v / scale) + zero, qmin, qmax) - zero) * scale
+
+
+@pytest.mark.parametrize("lo,hi", [(-3.0, 5.0), (0.0, 6.0), (0.5, 2.0), (-7.0, -1.0), (0.0, 0.0)])
+def test_activation_grid_holds_zero_exactly_and_covers_the_range(lo, hi):
+    for symmetric in (False, True):
+        scale, zero = activation_grid(lo, hi, symmetric)
+        assert scale > 0 and (zero == 0 if symmetric else 0 <= zero <= 255)
+        assert fake_quant(np.array([0.0]), lo, hi, symmetric)[0] == 0.0
+        ends = np.array([min(lo, 0.0), max(hi, 0.0)])
+        assert np.all(np.abs(fake_quant(ends, lo, hi, symmetric) - ends) <= scale / 2 + 1e-12)
+
+
+def test_best_range_is_near_the_brute_force_optimum_on_the_raw_values():
+    rng = np.random.default_rng(0)
+    for symmetric in (False, True):
+        v = np.concatenate([rng.laplace(0.5, 1.0, 50_000), [30.0, -20.0]])  # heavy tails and two outliers
+        h = Histogram(v.min(), v.max())
+        h.add(v)
+        lo, hi = h.best_range(symmetric)
+        err = lambda a, b: np.mean((fake_quant(v, a, b, symmetric) - v) ** 2)  # noqa: E731
+        grid = np.linspace(0.05, 1.0, 60)
+        pairs = [(v.min() * f, v.max() * f) for f in grid] if symmetric else \
+            [(v.min() * a, v.max() * b) for a in grid for b in grid]
+        best = min(err(a, b) for a, b in pairs)
+        assert err(lo, hi) <= 1.1 * best and err(lo, hi) < err(v.min(), v.max())
+        u = rng.uniform(-1, 3, 100_000)
+        h = Histogram(u.min(), u.max())
+        h.add(u)
+        lo, hi = h.best_range(symmetric)
+        assert hi == pytest.approx(u.max(), rel=0.05)  # nothing to clip in a uniform tensor
+        assert symmetric or lo == pytest.approx(u.min(), rel=0.05)
+
+
+def test_capture_ranges_are_the_min_max_whatever_the_batches():
+    model = small_net()
+    layers, _ = discover(model)
+    x = np.random.default_rng(3).standard_normal((5, 8, 6, 6)).astype(np.float32)
+    _, a = capture_hessians(model, layers, {"x": x}, batch_size=1, observe=["x", "c", "h"])
+    _, b = capture_hessians(model, layers, {"x": x}, batch_size=5, observe=["x", "c", "h"])
+    assert a == b and a["x"] == (float(x.min()), float(x.max()))
+    best = capture_ranges(model, a, {"x": x}, batch_size=2)
+    assert set(best) == {"x", "c", "h"}
+    assert all(a[k][0] <= best[k][0] <= 0 <= best[k][1] <= a[k][1] or a[k][0] >= 0 for k in best)
+
+
+def fused_ops(path):
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(path) + ".opt"
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(path) + ".opt").graph.node)
+
+
+@pytest.fixture()
+def net(tmp_path):
+    path = tmp_path / "net.onnx"
+    onnx.save(small_net(), path)
+    x = np.abs(np.random.default_rng(0).standard_normal((48, 8, 6, 6))).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    return path, tmp_path / "calib.npz"
+
+
+def test_onnxruntime_form_fuses_into_int8_kernels(net, tmp_path):
+    path, calib = net
+    out = tmp_path / "w8a8.onnx"
+    rep = compress(path, out, calib, Options(wbits=7, abits=8))
+    m = onnx.load(out)
+    zeros = {t.name: t for t in m.graph.initializer if t.name.endswith(".act_zero")}
+    # both Relus are folded into the Q of the layer before them (r after the conv, h after the gemm)
+    assert set(zeros) == {f"{t}.act_zero" for t in ("x", "r", "f", "h", "h2")}
+    assert all(t.data_type == onnx.TensorProto.UINT8 for t in zeros.values())
+    assert "Relu" not in [n.op_type for n in m.graph.node]
+    biases = [t for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT32]
+    assert {t.name for t in biases} == {"bc.conv.q", "bg.gemm.q", "Wm.shift0.mm1.q", "Wm.shift1.mm2.q"}
+    ops = fused_ops(out)
+    # 2-D MatMul + bias Add become Gemm, and then QGemm: nothing runs in float
+    assert ops["QLinearConv"] == 1 and ops["QGemm"] == 3 and not ops.keys() & {"Conv", "Gemm", "MatMul"}
+    v = rep["verification"]
+    for k, e in v["relative_output_error"].items():
+        assert e < 0.05 and e == pytest.approx(v["unfused_relative_output_error"][k], rel=0.2, abs=2e-3)
+
+
+def test_tensorrt_form_is_symmetric_on_layer_inputs_only(net, tmp_path):
+    path, calib = net
+    out = tmp_path / "trt.onnx"
+    rep = compress(path, out, calib, Options(wbits=8, abits=8, runtime="tensorrt"))
+    m = onnx.load(out)
+    zeros = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer if t.name.endswith(".act_zero")}
+    assert set(zeros) == {f"{t}.act_zero" for t in ("x", "f", "h", "h2")}
+    assert all(z.dtype == np.int8 and z == 0 for z in zeros.values())
+    assert not [t for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT32]  # float biases
+    assert [n.op_type for n in m.graph.node].count("Relu") == 2
+    assert all(e < 0.05 for e in rep["verification"]["relative_output_error"].values())
+
+
+def test_digits_w8a8_keeps_accuracy(tmp_path):
+    import pathlib
+
+    digits = pathlib.Path(__file__).parents[1] / "models" / "digits"
+    out = tmp_path / "d.onnx"
+    compress(digits / "mlp.onnx", out, digits / "calib.npz", Options(wbits=7, abits=8))
+    assert fused_ops(out)["QGemm"] == 3
+    test = np.load(digits / "test.npz")
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert np.mean(sess.run(None, {"x": test["x"]})[0].argmax(1) == test["label"]) >= 0.98
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--wbits", "8", "--abits", "4"], "--abits supports 8"),
+    (["--abits", "8"], "need int8 weights"),
+    (["--wbits", "4", "--abits", "8"], "need int8 weights"),
+    (["--wbits", "8", "--abits", "8", "--asym", "--runtime", "tensorrt"], "symmetric int8 only"),
+    (["--wbits", "8", "--abits", "8", "--runtime", "deepsparse"], "--runtime must be one of"),
+])
+def test_bad_activation_options(net, tmp_path, args, message):
+    path, calib = net
+    r = onnxobc("compress", str(path), str(tmp_path / "o.onnx"), "--calib", str(calib), *args)
+    assert r.returncode == 2 and message in r.stderr and not (tmp_path / "o.onnx").exists()
