@@ -1,7 +1,10 @@
 """End-to-end compression of the shipped digits model (models/digits): task accuracy on the 360
 held-out digits and relative output error against the dense model, exact solvers vs baselines.
-With --ppocr, also PP-OCRv4 det and rec (fetched like the tests do, calibrated on rendered text):
-relative output error on held-out rendered images and file size.
+W8A8 (int8 activations) is compared with onnxruntime.quantization.quantize_static on the same
+calibration data. With --ppocr, also PP-OCRv4 det and rec (fetched like the tests do, calibrated on
+rendered text): relative output error and task agreement (rec: decoded text equal to the dense
+model's; det: text-mask IoU) on held-out rendered images, file size, and for W8A8 the latency on
+onnxruntime against the dense model and quantize_static's, timed side by side.
 
     python bench/pipeline.py [--ppocr]
 """
@@ -18,6 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxobc.pipeline import Options, compress
+from onnxobc.runtimes.onnxruntime import compare_latency, session
 from tables import print_table
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
@@ -33,6 +37,8 @@ RUNS = [
                        ("rtn", dict(wbits=2, method="rtn"))]),
     ("2:4 + 4-bit", [("exact", dict(nm=(2, 4), wbits=4)), ("sparsegpt + gptq", dict(nm=(2, 4), wbits=4, method="gptq")),
                      ("magnitude + rtn", dict(nm=(2, 4), wbits=4, method="rtn"))]),
+    ("W8A8 (int8 activations)", [("exact, w8", dict(wbits=8, abits=8)), ("exact, w7", dict(wbits=7, abits=8)),
+                                 ("rtn, w7", dict(wbits=7, abits=8, method="rtn"))]),
 ]
 
 
@@ -45,26 +51,94 @@ def accuracy(path) -> float:
 PPOCR_RUNS = [("8-bit", "exact", dict(wbits=8)), ("8-bit", "rtn", dict(wbits=8, method="rtn")),
               ("4-bit", "exact", dict(wbits=4)), ("4-bit", "gptq", dict(wbits=4, method="gptq")),
               ("4-bit", "rtn", dict(wbits=4, method="rtn"))]
+W8A8_RUNS = [("onnxobc exact, w8", dict(wbits=8, abits=8)), ("onnxobc exact, w7", dict(wbits=7, abits=8)),
+             ("onnxobc rtn, w7", dict(wbits=7, abits=8, method="rtn"))]
+PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16
 
 
-def ppocr_table():
+def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool) -> None:
+    """onnxruntime.quantization's static QDQ quantization, per channel, U8S8, its default MinMax
+    calibration, on the same calibration samples."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"x": calib[i:i + 8]} for i in range(0, len(calib), 8)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    ort_quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def ctc_text(probs: np.ndarray) -> list:
+    """Greedy CTC decoding of the rec model's output (samples, steps, classes): argmax per step,
+    repeats collapsed, blanks (class 0) dropped; character ids, not characters."""
+    out = []
+    for best in probs.argmax(axis=-1):
+        keep = np.concatenate([[True], best[1:] != best[:-1]]) & (best != 0)
+        out.append(tuple(best[keep]))
+    return out
+
+
+def task_agreement(name: str, dense: np.ndarray, got: np.ndarray) -> str:
+    """rec: share of held-out lines whose decoded text equals the dense model's; det: IoU of the
+    text masks (probability > 0.3, PP-OCR's threshold) with the dense model's."""
+    if name == "rec":
+        return f"{np.mean([a == b for a, b in zip(ctc_text(dense), ctc_text(got))]):.3f} text equal"
+    a, b = dense > 0.3, got > 0.3
+    return f"{(a & b).sum() / max((a | b).sum(), 1):.3f} mask IoU"
+
+
+def _error(ref, got) -> float:
+    return float(np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64)))
+
+
+def ppocr_tables():
     sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
     import ppocr
 
     paths = ppocr.fetch()
-    rows = []
+    rows, w8a8 = [], []
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
         for name, inputs in [("det", ppocr.det_inputs), ("rec", ppocr.rec_inputs)]:
-            np.savez(pathlib.Path(tmp) / "c.npz", x=inputs(32))
+            x = inputs(PPOCR_IMAGES)
+            calib, held = x[:-PPOCR_HELD_OUT], x[-PPOCR_HELD_OUT:]
+            np.savez(tmp / "c.npz", x=x)
+            dense = session(paths[name]).run(None, {"x": held})[0]
+            opt = dict(holdout=PPOCR_HELD_OUT / PPOCR_IMAGES)
             for target, method, opts in PPOCR_RUNS:
                 t = time.perf_counter()
-                rep = compress(paths[name], pathlib.Path(tmp) / "m.onnx", pathlib.Path(tmp) / "c.npz", Options(**opts))
+                rep = compress(paths[name], tmp / "m.onnx", tmp / "c.npz", Options(**opts, **opt))
                 (err,) = rep["verification"]["relative_output_error"].values()
-                rows.append([f"PP-OCRv4 {name}", target, method, f"{err:.4f}",
+                got = session(tmp / "m.onnx").run(None, {"x": held})[0]
+                rows.append([f"PP-OCRv4 {name}", target, method, f"{err:.4f}", task_agreement(name, dense, got),
                              f"{rep['bytes']['input'] / rep['bytes']['output']:.2f}x", f"{time.perf_counter() - t:.0f}"])
-    header = ["model", "target", "method", "rel. output error", "file smaller", "s"]
-    print_table(header, rows, "# PP-OCRv4 from rapidocr-onnxruntime 1.4.4: 32 rendered text images (24 calibrate, "
-                "8 held out), weights only")
+            models = {"dense": paths[name]}
+            for label, opts in W8A8_RUNS:
+                models[label] = tmp / f"{len(models)}.onnx"
+                compress(paths[name], models[label], tmp / "c.npz", Options(**opts, **opt))
+            for label, reduce in [("quantize_static", False), ("quantize_static reduce_range", True)]:
+                models[label] = tmp / f"{len(models)}.onnx"
+                quantize_static(paths[name], models[label], calib, reduce)
+            sessions = {k: session(p) for k, p in models.items()}
+            latency = compare_latency(sessions, {"x": held[:1]})
+            for label, sess in sessions.items():
+                got = sess.run(None, {"x": held})[0]
+                w8a8.append([f"PP-OCRv4 {name}", label, f"{_error(dense, got):.4f}", task_agreement(name, dense, got),
+                             f"{latency[label] * 1e3:.1f}", f"{latency['dense'] / latency[label]:.2f}x",
+                             f"{latency['quantize_static'] / latency[label]:.2f}x",
+                             f"{models['dense'].stat().st_size / pathlib.Path(models[label]).stat().st_size:.2f}x"])
+    header = ["model", "target", "method", "rel. output error", "task agreement with dense", "file smaller", "s"]
+    print_table(header, rows, f"# PP-OCRv4 from rapidocr-onnxruntime 1.4.4: {PPOCR_IMAGES} rendered text images "
+                f"({PPOCR_IMAGES - PPOCR_HELD_OUT} calibrate, {PPOCR_HELD_OUT} held out), weights only")
+    header = ["model", "W8A8 by", "rel. output error", "task agreement with dense", "ms / image",
+              "speed vs dense", "speed vs quantize_static", "file smaller"]
+    print_table(header, w8a8, "# W8A8 for onnxruntime CPU (U8S8 QDQ, fused int8 kernels), same calibration images; "
+                "latency: batch 1, sessions timed in turns in one process (median)")
 
 
 def main():
@@ -78,6 +152,16 @@ def main():
                 rows.append([target, name, f"{accuracy(out):.4f}",
                              f"{rep['verification']['relative_output_error']['logits']:.4f}",
                              f"{rep['bytes']['input'] / rep['bytes']['output']:.2f}x", f"{time.perf_counter() - t:.1f}"])
+        calib = np.load(DIGITS / "calib.npz")["x"]
+        dense = session(DIGITS / "mlp.onnx").run(None, {"x": calib[384:]})[0]
+        for label, reduce in [("quantize_static", False), ("quantize_static reduce_range", True)]:
+            out = pathlib.Path(tmp) / "q.onnx"
+            t = time.perf_counter()
+            quantize_static(DIGITS / "mlp.onnx", out, calib[:384], reduce)
+            err = _error(dense, session(out).run(None, {"x": calib[384:]})[0])
+            rows.append(["W8A8 (int8 activations)", label, f"{accuracy(out):.4f}", f"{err:.4f}",
+                         f"{(DIGITS / 'mlp.onnx').stat().st_size / out.stat().st_size:.2f}x",
+                         f"{time.perf_counter() - t:.1f}"])
     header = ["target", "method", "test accuracy", "rel. output error", "file smaller", "s"]
     print(f"# bench/pipeline.py: models/digits/mlp.onnx ({onnx.load(DIGITS / 'mlp.onnx').graph.name}), "
           "calibration models/digits/calib.npz (384 used, 128 held out for the output error), "
@@ -85,7 +169,7 @@ def main():
           "integer codes + DequantizeLinear")
     print_table(header, rows)
     if "--ppocr" in sys.argv[1:]:
-        ppocr_table()
+        ppocr_tables()
 
 
 if __name__ == "__main__":

@@ -62,14 +62,15 @@ def _compress(args) -> int:
 
     if args.report and pathlib.Path(args.report).resolve() == pathlib.Path(args.model).resolve():
         raise ValueError("--report must not be the input model")
-    opt = Options(sparsity=args.sparsity, nm=args.nm, wbits=args.wbits, symmetric=not args.asym, method=args.method,
+    opt = Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, symmetric=not args.asym, method=args.method,
                   damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
-                  bias_correction=not args.no_bias_correction, abits=args.abits, runtime=args.runtime)
+                  bias_correction=not args.no_bias_correction, abits=args.abits, runtime=args.runtime,
+                  matmulnbits=args.matmulnbits)
     from .progress import ProgressPrinter
 
     report = compress(args.model, args.out, args.calib, opt, progress=ProgressPrinter())
-    header = ("weight", "op", "matrix", "sparsity", "layer loss", "rel. layer error", "note")
-    table = [(r["weight"], r["op"], r["shape"], f"{r['sparsity']:.3f}", f"{r['layer_loss']:.4g}",
+    header = ("weight", "op", "matrix", "sparsity", "stored as", "layer loss", "rel. layer error", "note")
+    table = [(r["weight"], r["op"], r["shape"], f"{r['sparsity']:.3f}", r["storage"], f"{r['layer_loss']:.4g}",
               f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]
     _print_table(header, table)
     v = report["verification"]
@@ -107,9 +108,13 @@ def main(argv=None) -> int:
                    help="an .npz file keyed by input name (samples first), a folder of them, or 'random'")
     c.add_argument("--sparsity", type=float, help="unstructured sparsity per layer, e.g. 0.5")
     c.add_argument("--nm", type=_nm, help="N:M sparsity along input channels, e.g. 2:4")
+    c.add_argument("--block4", type=float, metavar="SPARSITY",
+                   help="sparsity in blocks of 4 consecutive input channels (DeepSparse's pattern), e.g. 0.8")
     c.add_argument("--wbits", type=int, help="weight bits (2-8), per output channel")
     c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
     c.add_argument("--abits", type=int, help="8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)")
+    c.add_argument("--matmulnbits", action="store_true",
+                   help="write quantized MatMul weights as onnxruntime's MatMulNBits (com.microsoft) kernels")
     c.add_argument("--runtime", default="onnxruntime",
                    help="the runtime the QDQ form is for: onnxruntime (default; uint8 activations, fused U8S8 "
                         "kernels) or tensorrt (symmetric int8, zero points 0)")

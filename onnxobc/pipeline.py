@@ -4,7 +4,8 @@
     write weights, fold each layer's mean shift (W − Ŵ)·E[x] into its bias → verify (checker,
     onnxruntime, outputs against the dense model on held-out samples) → save
 
-Pruned weights are stored as zeros in float32; quantized weights as integer codes behind a
+Pruned weights are stored as zeros in float32 (as a sparse initializer where that is smaller);
+quantized weights as integer codes behind a
 per-output-channel DequantizeLinear (graph/qdq.py), so the file shrinks. With --abits 8 the
 activations around the compressed layers are quantized too, in the QDQ form the target runtime
 fuses into int8 kernels (graph/activation_qdq.py).
@@ -25,9 +26,9 @@ from .calib.feeds import batches, load_calibration, model_inputs
 from .graph.activation_qdq import RUNTIMES, insert_activation_qdq, quantized_tensors
 from .graph.bias import add_output_shift
 from .graph.layers import discover, weight_array
-from .graph.qdq import ensure_opset, storage_opset, store_quantized
+from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
 from .graph.model import load_model
-from .graph.write import drop_unused_initializers, save_atomic, set_weights
+from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
 
 METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
 # for pruning then quantizing, the baselines pair up: magnitude with RTN, SparseGPT with GPTQ
@@ -40,6 +41,7 @@ QUANT_OF = {"exact": "exact", "gptq": "gptq", "rtn": "rtn", "sparsegpt": "gptq",
 class Options:
     sparsity: float | None = None
     nm: tuple | None = None  # (n, m)
+    block4: float | None = None  # sparsity in blocks of 4 input channels
     wbits: int | None = None
     symmetric: bool = True
     method: str = "exact"
@@ -50,6 +52,7 @@ class Options:
     bias_correction: bool = True  # fold (W − Ŵ)·E[x] into each compressed layer's bias
     abits: int | None = None  # 8: static int8 activations (W8A8)
     runtime: str = "onnxruntime"  # the QDQ flavour of --abits: onnxruntime (U8S8) or tensorrt (symmetric)
+    matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
 
     def check(self):
         if self.abits is not None and self.abits != 8:
@@ -58,21 +61,28 @@ class Options:
             raise ValueError("--abits 8 quantizes activations for int8 kernels, which need int8 weights as well: "
                              "--wbits 8 (or 7, which avoids the saturation of onnxruntime's U8S8 kernels on "
                              "CPUs without VNNI)")
-        if self.sparsity is None and self.nm is None and self.wbits is None:
-            raise ValueError("nothing to do: give --sparsity, --nm or --wbits")
-        if self.sparsity is not None and self.nm is not None:
-            raise ValueError("--sparsity and --nm are exclusive")
+        if self.sparsity is None and self.nm is None and self.block4 is None and self.wbits is None:
+            raise ValueError("nothing to do: give --sparsity, --nm, --block4 or --wbits")
+        if sum(x is not None for x in (self.sparsity, self.nm, self.block4)) > 1:
+            raise ValueError("--sparsity, --nm and --block4 are exclusive")
+        if self.block4 is not None and not 0 < self.block4 < 1:
+            raise ValueError(f"--block4 must be in (0, 1), got {self.block4}")
+        if self.block4 is not None and PRUNE_OF.get(self.method) == "sparsegpt":
+            raise ValueError(f"--block4 is solved by exact or magnitude (with rtn when quantizing), not {self.method}")
         if self.nm is not None and not 0 < self.nm[0] < self.nm[1]:
             raise ValueError(f"--nm needs 0 < N < M, got {self.nm[0]}:{self.nm[1]}")
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}")
-        prune = self.sparsity is not None or self.nm is not None
+        prune = self.sparsity is not None or self.nm is not None or self.block4 is not None
         if self.method in ("gptq", "rtn") and prune and self.wbits is None:
             raise ValueError(f"--method {self.method} quantizes; use exact, sparsegpt or magnitude for pruning")
         if self.method in ("sparsegpt", "magnitude") and self.wbits is not None and not prune:
             raise ValueError(f"--method {self.method} prunes; use exact, gptq or rtn with --wbits")
         if self.sparsity is not None and not 0 < self.sparsity < 1:
             raise ValueError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+        if self.matmulnbits and (self.wbits is None or self.abits is not None or self.runtime != "onnxruntime"):
+            raise ValueError("--matmulnbits writes weight-only quantized MatMuls for onnxruntime: it needs --wbits, "
+                             "and no --abits or other --runtime")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.runtime == "tensorrt" and self.abits is not None and not self.symmetric:
@@ -86,10 +96,14 @@ def _solve(W, H, opt: Options):
     Returns (Ŵ, loss, grid or None)."""
     mask, grid = None, None
     loss = 0.0
-    if opt.sparsity is not None or opt.nm is not None:
+    if opt.sparsity is not None or opt.nm is not None or opt.block4 is not None:
         method = PRUNE_OF[opt.method]
-        r = (solver.prune_unstructured(W, H, [opt.sparsity], method=method)[0] if opt.sparsity is not None
-             else solver.prune_nm(W, H, *opt.nm, method=method))
+        if opt.sparsity is not None:
+            r = solver.prune_unstructured(W, H, [opt.sparsity], method=method)[0]
+        elif opt.nm is not None:
+            r = solver.prune_nm(W, H, *opt.nm, method=method)
+        else:
+            r = solver.prune_blocks(W, H, [opt.block4], block=4, method=method)[0]
         W_hat, mask, loss = r.weight, r.mask, r.loss
     if opt.wbits is not None:
         grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
@@ -120,8 +134,11 @@ def _compress_layer(layer, w, hessians, options: Options):
     if options.nm is not None and channels % options.nm[1]:
         opt = dataclasses.replace(options, nm=None)
         note = f"{channels} input channels are not divisible by {options.nm[1]}: no N:M"
+    if options.block4 is not None and channels % 4:
+        opt = dataclasses.replace(options, block4=None)
+        note = f"{channels} input channels are not divisible by 4: no 4-blocks"
     dense = layer.matrices(w)
-    solved = not (opt.sparsity is None and opt.nm is None and opt.wbits is None)
+    solved = not (opt.sparsity is None and opt.nm is None and opt.block4 is None and opt.wbits is None)
     mats, grids, loss = list(dense), [], 0.0
     if solved:
         mats = []
@@ -203,16 +220,26 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     out_model = set_weights(model, new_weights)
     for layer, shift in shifts.values():
         add_output_shift(out_model, layer, shift)
-    if quantized:
+    nbits = {w for w, (layer, _, _) in quantized.items() if options.matmulnbits and layer.op == "MatMul"}
+    if set(quantized) - nbits:
         out_model = ensure_opset(out_model, storage_opset(options.wbits))
-        scales = {}
-        for layer, codes, grids in quantized.values():
-            scales[layer.weight] = np.concatenate([g.scale for g in grids])
-            store_quantized(out_model, layer, layer.weight_from(codes), scales[layer.weight],
-                            np.concatenate([g.zero for g in grids]), options.wbits, options.symmetric)
-        if options.abits:
-            insert_activation_qdq(out_model, layers, ranges, scales, options.runtime)
-            drop_unused_initializers(out_model)
+    scales = {}
+    for layer, codes, grids in quantized.values():
+        scales[layer.weight] = np.concatenate([g.scale for g in grids])
+        zero = np.concatenate([g.zero for g in grids])
+        if layer.weight in nbits:
+            store_matmulnbits(out_model, layer, codes[0], scales[layer.weight], zero, options.wbits, options.symmetric)
+        else:
+            store_quantized(out_model, layer, layer.weight_from(codes), scales[layer.weight], zero, options.wbits,
+                            options.symmetric)
+    if options.abits:
+        insert_activation_qdq(out_model, layers, ranges, scales, options.runtime)
+        drop_unused_initializers(out_model)
+    sparse = sparse_where_smaller(out_model, {l.weight for l in layers} - set(quantized))
+    for row in rows:
+        w = row["weight"]
+        row["storage"] = ("sparse" if w in sparse else f"MatMulNBits {matmulnbits_bits(options.wbits)}-bit" if w in nbits
+                          else f"int{options.wbits}" if w in quantized else "float32")
     report = {"input": str(src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
               "skipped": [dataclasses.asdict(s) for s in skipped]}
     report["verification"] = verify(model, out_model, held, options.batch_size, bool(options.abits))

@@ -132,6 +132,8 @@ def test_digits_w8a8_keeps_accuracy(tmp_path):
     (["--wbits", "4", "--abits", "8"], "need int8 weights"),
     (["--wbits", "8", "--abits", "8", "--asym", "--runtime", "tensorrt"], "symmetric int8 only"),
     (["--wbits", "8", "--abits", "8", "--runtime", "deepsparse"], "--runtime must be one of"),
+    (["--nm", "2:4", "--matmulnbits"], "--matmulnbits writes weight-only"),
+    (["--wbits", "8", "--abits", "8", "--matmulnbits"], "--matmulnbits writes weight-only"),
 ])
 def test_bad_activation_options(net, tmp_path, args, message):
     path, calib = net

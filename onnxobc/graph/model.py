@@ -1,11 +1,13 @@
 """Loading ONNX models: clear errors for what is not a model, external data from the model's
-folder, weights held in Constant nodes turned into initializers."""
+folder, weights held in Constant nodes or sparse initializers turned into ordinary initializers."""
 
 from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 
 def load_model(path) -> onnx.ModelProto:
@@ -27,7 +29,21 @@ def load_model(path) -> onnx.ModelProto:
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: its external data could not be read ({e})") from None
     constants_to_initializers(model.graph)
+    sparse_to_dense(model.graph)
     return model
+
+
+def sparse_to_dense(graph: onnx.GraphProto) -> int:
+    """Turn the graph's sparse initializers into ordinary dense ones; returns how many."""
+    for sp in graph.sparse_initializer:
+        values = numpy_helper.to_array(sp.values)
+        idx = numpy_helper.to_array(sp.indices).astype(np.int64)
+        dense = np.zeros(int(np.prod(sp.dims)), dtype=values.dtype)
+        dense[idx if idx.ndim == 1 else np.ravel_multi_index(idx.T, tuple(sp.dims))] = values
+        graph.initializer.append(numpy_helper.from_array(dense.reshape(tuple(sp.dims)), sp.values.name))
+    count = len(graph.sparse_initializer)
+    del graph.sparse_initializer[:]
+    return count
 
 
 def constants_to_initializers(graph: onnx.GraphProto) -> int:

@@ -74,3 +74,53 @@ def _integer_tensor(name: str, kind: int, values: np.ndarray) -> onnx.TensorProt
         nibbles = np.append(nibbles, np.uint8(0))
     packed = nibbles[0::2] | (nibbles[1::2] << 4)
     return helper.make_tensor(name, kind, values.shape, packed.tobytes(), raw=True)
+
+
+def matmulnbits_bits(bits: int) -> int:
+    """The MatMulNBits container for a b-bit grid: 4 bits up to 4, else 8."""
+    return 4 if bits <= 4 else 8
+
+
+def store_matmulnbits(model: onnx.ModelProto, layer, codes: np.ndarray, scale: np.ndarray, zero: np.ndarray,
+                      bits: int, symmetric: bool) -> None:
+    """Replace every MatMul of `layer` by onnxruntime's MatMulNBits (com.microsoft), in place.
+    `codes` is the (N, K) code matrix (rows = output channels), one scale/zero per row. The
+    per-channel grid is written as blocks (16 to 128 columns, whichever stores the row in the fewest
+    bytes) that repeat the row's scale and zero point; symmetric codes are offset into unsigned
+    storage with the default zero point."""
+    g = model.graph
+    n_out, k = codes.shape
+    nbits = matmulnbits_bits(bits)
+    block = min((16, 32, 64, 128), key=lambda b: -(-k // b) * (b * nbits // 8 + 4))  # fewest bytes per row
+    blocks = -(-k // block)
+    offset = 2 ** (nbits - 1) if symmetric else 0
+    pad_code = (offset if symmetric else np.asarray(zero).reshape(-1, 1))
+    stored = np.broadcast_to(pad_code, (n_out, blocks * block)).astype(np.int64).copy()
+    stored[:, :k] = np.rint(codes).astype(np.int64) + offset
+    if nbits == 4:
+        packed = (stored[:, 0::2] | (stored[:, 1::2] << 4)).astype(np.uint8)
+    else:
+        packed = stored.astype(np.uint8)
+    name = layer.weight
+    inits = [numpy_helper.from_array(packed.reshape(n_out, blocks, -1), f"{name}.nbits"),
+             numpy_helper.from_array(np.repeat(np.asarray(scale, np.float32), blocks), f"{name}.nbits_scale")]
+    inputs = [f"{name}.nbits", f"{name}.nbits_scale"]
+    if not symmetric:
+        zp = np.repeat(np.rint(zero).astype(np.int64), blocks).reshape(n_out, blocks)
+        if nbits == 4:
+            zp = np.concatenate([zp, np.zeros((n_out, blocks % 2), np.int64)], axis=1)
+            zp = zp[:, 0::2] | (zp[:, 1::2] << 4)
+        inits.append(numpy_helper.from_array(zp.astype(np.uint8).ravel(), f"{name}.nbits_zero"))
+        inputs.append(f"{name}.nbits_zero")
+    keep = [t for t in g.initializer if t.name != name]
+    del g.initializer[:]
+    g.initializer.extend(keep + inits)
+    for node in g.node:
+        if node.op_type == "MatMul" and node.input[1] == name:
+            node.op_type, node.domain = "MatMulNBits", "com.microsoft"
+            del node.input[1:]
+            node.input.extend(inputs)
+            node.attribute.extend([helper.make_attribute("K", k), helper.make_attribute("N", n_out),
+                                   helper.make_attribute("bits", nbits), helper.make_attribute("block_size", block)])
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))

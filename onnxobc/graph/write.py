@@ -6,6 +6,7 @@ import os
 import pathlib
 import tempfile
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -21,6 +22,32 @@ def set_weights(model: onnx.ModelProto, weights: dict) -> onnx.ModelProto:
                 raise ValueError(f"weight {t.name!r}: shape {tuple(new.dims)} does not match {tuple(t.dims)}")
             t.CopyFrom(new)
     return out
+
+
+def sparse_where_smaller(model: onnx.ModelProto, names) -> list:
+    """Store each named float initializer as a sparse initializer (its nonzero values and their
+    int64 flat indices) where that takes fewer bytes than the dense tensor, in place; returns the
+    names stored so. onnxruntime densifies them when it loads the model."""
+    if model.ir_version < 6:  # sparse initializers arrived with IR version 6
+        return []
+    moved, keep = [], []
+    for t in model.graph.initializer:
+        if t.name not in names or t.data_type != onnx.TensorProto.FLOAT:
+            keep.append(t)
+            continue
+        w = numpy_helper.to_array(t)
+        idx = np.flatnonzero(w)
+        if 12 * len(idx) >= 4 * w.size:  # 4-byte value + 8-byte index per nonzero against 4 bytes per entry
+            keep.append(t)
+            continue
+        values = numpy_helper.from_array(w.ravel()[idx], t.name)
+        model.graph.sparse_initializer.append(
+            onnx.helper.make_sparse_tensor(values, numpy_helper.from_array(idx.astype(np.int64), f"{t.name}.indices"),
+                                           list(w.shape)))
+        moved.append(t.name)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return moved
 
 
 def drop_unused_initializers(model: onnx.ModelProto) -> None:
