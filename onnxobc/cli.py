@@ -65,7 +65,7 @@ def _compress(args) -> int:
     opt = Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, symmetric=not args.asym, method=args.method,
                   damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                   bias_correction=not args.no_bias_correction, abits=args.abits, runtime=args.runtime,
-                  matmulnbits=args.matmulnbits)
+                  matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()))
     from .progress import ProgressPrinter
 
     report = compress(args.model, args.out, args.calib, opt, progress=ProgressPrinter())
@@ -124,6 +124,9 @@ def main(argv=None) -> int:
     c.add_argument("--batch-size", type=int, default=8, help="calibration samples per onnxruntime run")
     c.add_argument("--no-bias-correction", action="store_true",
                    help="do not fold each compressed layer's output mean shift into its bias")
+    c.add_argument("--custom-ops", action="append", metavar="LIB",
+                   help="custom-op library the model needs in onnxruntime: 'extensions' (onnxruntime-extensions) "
+                        "or a library file; only libraries named here are loaded (repeatable)")
     c.add_argument("--report", help="also write the summary as JSON here")
     c.set_defaults(run=_compress)
     args = ap.parse_args(argv)

@@ -26,9 +26,10 @@ from .calib.feeds import batches, load_calibration, model_inputs
 from .graph.activation_qdq import RUNTIMES, insert_activation_qdq, quantized_tensors
 from .graph.bias import add_output_shift
 from .graph.layers import discover, weight_array
-from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
 from .graph.model import load_model
+from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
 from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
+from .runtimes.onnxruntime import custom_op_library, session
 
 METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
 # for pruning then quantizing, the baselines pair up: magnitude with RTN, SparseGPT with GPTQ
@@ -53,6 +54,7 @@ class Options:
     abits: int | None = None  # 8: static int8 activations (W8A8)
     runtime: str = "onnxruntime"  # the QDQ flavour of --abits: onnxruntime (U8S8) or tensorrt (symmetric)
     matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
+    custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
 
     def check(self):
         if self.abits is not None and self.abits != 8:
@@ -83,6 +85,8 @@ class Options:
         if self.matmulnbits and (self.wbits is None or self.abits is not None or self.runtime != "onnxruntime"):
             raise ValueError("--matmulnbits writes weight-only quantized MatMuls for onnxruntime: it needs --wbits, "
                              "and no --abits or other --runtime")
+        for lib in self.custom_ops:
+            custom_op_library(lib)  # a clear error now rather than after calibration
         if self.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.runtime == "tensorrt" and self.abits is not None and not self.symmetric:
@@ -112,13 +116,8 @@ def _solve(W, H, opt: Options):
     return W_hat, loss, grid
 
 
-def _outputs(model, data: dict, batch_size: int, optimize: bool = True):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool = True):
+    sess = session(model, custom_ops=custom_ops, optimize=optimize)
     names = [o.name for o in sess.get_outputs()]
     parts = [sess.run(names, feed) for feed in batches(data, model_inputs(model), batch_size)]
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
@@ -198,12 +197,12 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     calib_part = {k: v[: n - n_hold] for k, v in data.items()}
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
     observe = sum(quantized_tensors(model, layers, options.runtime), []) if options.abits else []
-    hessians, ranges = capture_hessians(model, layers, calib_part, options.batch_size, observe,
+    hessians, ranges = capture_hessians(model, layers, calib_part, options.batch_size, observe, options.custom_ops,
                                         progress=_counter(progress, "capture", n - n_hold,
                                                           f"samples through {len(layers)} layers"))
     if observe:
         ranges = capture_ranges(model, ranges, calib_part, options.batch_size, options.runtime == "tensorrt",
-                                progress=_counter(progress, "ranges", n - n_hold,
+                                options.custom_ops, progress=_counter(progress, "ranges", n - n_hold,
                                                   f"samples, histograms of {len(observe)} activations"))
     new_weights, quantized, shifts, rows = {}, {}, {}, []
     progress("solve", 0, len(layers), "")
@@ -242,7 +241,8 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
                           else f"int{options.wbits}" if w in quantized else "float32")
     report = {"input": str(src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
               "skipped": [dataclasses.asdict(s) for s in skipped]}
-    report["verification"] = verify(model, out_model, held, options.batch_size, bool(options.abits))
+    report["verification"] = verify(model, out_model, held, options.batch_size, bool(options.abits),
+                                    options.custom_ops)
     save_atomic(out_model, dst)
     report["bytes"] = {"input": src.stat().st_size, "output": dst.stat().st_size}
     report["seconds"] = time.perf_counter() - t0
@@ -259,15 +259,16 @@ def _relative_errors(ref: dict, got: dict) -> dict:
     return errors
 
 
-def verify(dense, compressed, data: dict, batch_size: int, int8_kernels: bool = False) -> dict:
+def verify(dense, compressed, data: dict, batch_size: int, int8_kernels: bool = False, custom_ops=()) -> dict:
     """onnx.checker, an onnxruntime session, and each output's relative error against the dense
     model, ‖y − y_dense‖ / ‖y_dense‖, on the held-out samples. With `int8_kernels`, also the error
     of the QDQ graph run as written (no fusion), which the fused int8 kernels should match: a
     much larger fused error means the kernels saturate on this CPU."""
     onnx.checker.check_model(compressed)
-    ref = _outputs(dense, data, batch_size)
+    ref = _outputs(dense, data, batch_size, custom_ops)
     out = {"checker": "passed", "onnxruntime": "loaded and ran", "samples": len(next(iter(data.values()))),
-           "relative_output_error": _relative_errors(ref, _outputs(compressed, data, batch_size))}
+           "relative_output_error": _relative_errors(ref, _outputs(compressed, data, batch_size, custom_ops))}
     if int8_kernels:
-        out["unfused_relative_output_error"] = _relative_errors(ref, _outputs(compressed, data, batch_size, False))
+        out["unfused_relative_output_error"] = _relative_errors(ref, _outputs(compressed, data, batch_size, custom_ops,
+                                                                              optimize=False))
     return out

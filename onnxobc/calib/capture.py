@@ -9,20 +9,21 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..runtimes.onnxruntime import session
 from ..solver import HessianAccumulator
 from .feeds import batches, model_inputs
 from .ranges import Histogram
 from .unfold import unfold
 
 
-def _exposing(model: onnx.ModelProto, names) -> bytes:
+def _exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
     for n in names:
         if n not in have:
             m.graph.output.append(onnx.ValueInfoProto(name=n))
-    return m.SerializeToString()
+    return m
 
 
 def layer_inputs(layer, x: np.ndarray) -> list:
@@ -35,14 +36,11 @@ def layer_inputs(layer, x: np.ndarray) -> list:
 
 
 def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int = 8, observe=(),
-                     session_options=None, progress=None):
+                     custom_ops=(), progress=None):
     """({weight name: [HessianAccumulator per group]} summed over all nodes that use the weight,
     {tensor name: (min, max)} over the calibration data for each name in `observe`)."""
-    import onnxruntime as ort
-
     acts = sorted({a for l in layers for a in l.activations} | set(observe))
-    sess = ort.InferenceSession(_exposing(model, acts), sess_options=session_options,
-                                providers=["CPUExecutionProvider"])
+    sess = session(_exposing(model, acts), custom_ops=custom_ops)
     hessians = {l.weight: [HessianAccumulator(l.cols) for _ in range(l.groups)] for l in layers}
     ranges = {}
     for feed in batches(data, model_inputs(model), batch_size):
@@ -62,13 +60,11 @@ def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int
 
 
 def capture_ranges(model: onnx.ModelProto, ranges: dict, data: dict, batch_size: int = 8, symmetric: bool = False,
-                   progress=None) -> dict:
+                   custom_ops=(), progress=None) -> dict:
     """{tensor name: (lo, hi)}: the least-squared-error 8-bit clipping range of each tensor in
     `ranges` (its calibration min/max), from a histogram pass over `data`."""
-    import onnxruntime as ort
-
     names = sorted(ranges)
-    sess = ort.InferenceSession(_exposing(model, names), providers=["CPUExecutionProvider"])
+    sess = session(_exposing(model, names), custom_ops=custom_ops)
     hists = {n: Histogram(*ranges[n]) for n in names}
     for feed in batches(data, model_inputs(model), batch_size):
         for n, v in zip(names, sess.run(names, feed)):

@@ -82,7 +82,10 @@ def validate(data: dict, spec: dict) -> dict:
     counts = set()
     for name, (dtype, dims) in spec.items():
         a = np.asarray(data[name])
-        if a.dtype != dtype:
+        if dtype == object:  # an ONNX string input: text arrays (.npz keeps them without pickle)
+            if a.dtype.kind not in "US":
+                raise ValueError(f"calibration input {name!r} is {a.dtype}, the model takes strings")
+        elif a.dtype != dtype:
             raise ValueError(f"calibration input {name!r} is {a.dtype}, the model takes {dtype}")
         if a.ndim != len(dims):
             raise ValueError(f"calibration input {name!r} has shape {a.shape}, the model takes rank {len(dims)} "
@@ -121,6 +124,8 @@ def _random(spec, samples, seed):
         if any(d is None for d in dims[1:]):
             raise ValueError(f"--calib random needs static shapes, but input {name!r} is {_fmt(dims)}; "
                              "give calibration data instead")
+        if dtype == object:
+            raise ValueError(f"--calib random cannot make text for the string input {name!r}; give calibration data")
         shape = (samples,) + tuple(dims[1:])
         out[name] = (rng.integers(0, 2, shape) if dtype.kind in "iub" else rng.standard_normal(shape)).astype(dtype)
     return out

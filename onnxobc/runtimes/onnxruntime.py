@@ -1,11 +1,15 @@
-"""onnxruntime: sessions and latency measurement (CPU; the CUDA provider is used when
-onnxruntime-gpu is the installed package and a device is visible)."""
+"""onnxruntime: sessions (with the custom-op libraries the user named) and latency measurement.
+CPU by default; the CUDA provider is used when onnxruntime-gpu is the installed package and a
+device is visible."""
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import numpy as np
+
+CUSTOM_OP_LIBRARIES = {"extensions": "onnxruntime-extensions"}
 
 
 def providers() -> list:
@@ -15,16 +19,49 @@ def providers() -> list:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
 
 
-def session(model, threads: int | None = None):
-    """An InferenceSession for a path or a ModelProto, with all graph optimizations."""
+def custom_op_library(name: str) -> str:
+    """The shared library for a --custom-ops entry: 'extensions' (onnxruntime-extensions) or a
+    path to a library file."""
+    if name == "extensions":
+        try:
+            import onnxruntime_extensions
+        except ImportError:
+            raise ValueError("--custom-ops extensions needs onnxruntime-extensions: "
+                             "pip install onnxruntime-extensions") from None
+        return onnxruntime_extensions.get_library_path()
+    path = pathlib.Path(name)
+    if not path.is_file():
+        raise ValueError(f"--custom-ops {name}: neither 'extensions' nor a custom-op library file")
+    return str(path.resolve())
+
+
+def session(model, threads: int | None = None, custom_ops=(), optimize: bool = True):
+    """An InferenceSession for a path or a ModelProto, with the named custom-op libraries
+    registered; `optimize=False` runs the graph as written (no fusions)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
-    src = model if isinstance(model, (str, bytes)) else (str(model) if hasattr(model, "__fspath__")
-                                                         else model.SerializeToString())
-    return ort.InferenceSession(src, so, providers=providers())
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for lib in custom_ops:
+        so.register_custom_ops_library(custom_op_library(lib))
+    src = str(model) if isinstance(model, (str, pathlib.Path)) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(src, so, providers=providers())
+    except Exception as e:  # onnxruntime raises its own exception types
+        domains = sorted({o.domain for o in _model_of(model).opset_import}
+                         - {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+        hint = (f"; the model uses operators from {', '.join(domains)}: name their library with --custom-ops "
+                "(e.g. --custom-ops extensions for onnxruntime-extensions)") if domains and not custom_ops else ""
+        raise ValueError(f"onnxruntime cannot run the model: {str(e).strip()[:500]}{hint}") from None
+
+
+def _model_of(model):
+    import onnx
+
+    return onnx.load(str(model), load_external_data=False) if isinstance(model, (str, pathlib.Path)) else model
 
 
 def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int = 10, warmup: int = 3) -> dict:
