@@ -64,7 +64,8 @@ def _compress(args) -> int:
         raise ValueError("--report must not be the input model")
     opt = Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, symmetric=not args.asym, method=args.method,
                   damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
-                  bias_correction=not args.no_bias_correction, abits=args.abits, runtime=args.runtime,
+                  bias_correction=not args.no_bias_correction,
+                  variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
                   matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()))
     from .progress import ProgressPrinter
 
@@ -127,6 +128,8 @@ def main(argv=None) -> int:
     c.add_argument("--custom-ops", action="append", metavar="LIB",
                    help="custom-op library the model needs in onnxruntime: 'extensions' (onnxruntime-extensions) "
                         "or a library file; only libraries named here are loaded (repeatable)")
+    c.add_argument("--no-variance-correction", action="store_true",
+                   help="do not rescale the channels a BatchNormalization reads to the dense output variance")
     c.add_argument("--report", help="also write the summary as JSON here")
     c.set_defaults(run=_compress)
     args = ap.parse_args(argv)

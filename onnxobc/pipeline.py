@@ -1,6 +1,7 @@
 """ONNX in, compressed ONNX out: the flow of DESIGN.md in readable steps.
 
     load → discover layers → calibration capture (Hessians, input means) → solve each layer →
+    where a BatchNormalization reads a layer, rescale its channels to the dense output variance →
     write weights, fold each layer's mean shift (W − Ŵ)·E[x] into its bias → verify (checker,
     onnxruntime, outputs against the dense model on held-out samples) → save
 
@@ -24,7 +25,7 @@ from . import solver
 from .calib.capture import capture_hessians, capture_ranges
 from .calib.feeds import batches, load_calibration, model_inputs
 from .graph.activation_qdq import RUNTIMES, insert_activation_qdq, quantized_tensors
-from .graph.bias import add_output_shift
+from .graph.bias import add_output_shift, feeds_batch_norm
 from .graph.layers import discover, weight_array
 from .graph.model import load_model
 from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
@@ -51,6 +52,7 @@ class Options:
     batch_size: int = 8
     holdout: float = 0.25  # share of calibration samples kept for verification
     bias_correction: bool = True  # fold (W − Ŵ)·E[x] into each compressed layer's bias
+    variance_correction: bool = True  # rescale channels read by a BatchNormalization to the dense variance
     abits: int | None = None  # 8: static int8 activations (W8A8)
     runtime: str = "onnxruntime"  # the QDQ flavour of --abits: onnxruntime (U8S8) or tensorrt (symmetric)
     matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
@@ -123,9 +125,10 @@ def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool =
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
 
 
-def _compress_layer(layer, w, hessians, options: Options):
-    """Solve every group of one layer. Returns (new weight, summary row, bias shift or None,
-    (codes per group, grids) or None)."""
+def _compress_layer(layer, w, hessians, options: Options, normalized: bool = False):
+    """Solve every group of one layer; with `normalized` (a BatchNormalization reads its output)
+    rescale each output channel to the dense channel's variance. Returns (new weight, summary row,
+    bias shift or None, (codes per group, grids) or None)."""
     if not np.isfinite(w).all():
         raise ValueError(f"weight {layer.weight!r} contains NaN or Inf")
     opt, note = options, ""
@@ -146,6 +149,14 @@ def _compress_layer(layer, w, hessians, options: Options):
             mats.append(W_hat)
             grids.append(grid)
             loss += group_loss
+    if solved and normalized and options.variance_correction:
+        for k, (M, acc) in enumerate(zip(dense, hessians)):
+            ratio = solver.variance_ratio(M, mats[k], acc.hessian, acc.mean)
+            mats[k] = (mats[k] * ratio[:, None]).astype(np.float32)
+            if grids[k] is not None:  # the same codes on a rescaled grid
+                grids[k] = dataclasses.replace(grids[k], scale=grids[k].scale * ratio)
+        loss = sum(solver.layer_loss(M, Mh, acc.hessian) for M, Mh, acc in zip(dense, mats, hessians))
+        note = "; ".join(x for x in (note, "variance corrected (BatchNormalization follows)") if x)
     weight = layer.weight_from(mats)
     shift = None
     if options.bias_correction and solved:
@@ -208,7 +219,7 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     progress("solve", 0, len(layers), "")
     for i, layer in enumerate(layers, 1):
         weight, row, shift, codes = _compress_layer(layer, weight_array(model, layer.weight), hessians[layer.weight],
-                                                    options)
+                                                    options, feeds_batch_norm(model, layer))
         new_weights[layer.weight] = weight
         rows.append(row)
         if shift is not None:

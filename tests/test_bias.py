@@ -64,3 +64,30 @@ def test_output_mean_is_restored(tmp_path, kind):
     fixed = np.abs(means[True].mean(axis=axes) - dense.mean(axis=axes)).max() / scale
     raw = np.abs(means[False].mean(axis=axes) - dense.mean(axis=axes)).max() / scale
     assert fixed < 1e-4 and raw > 1e-2, (fixed, raw)
+
+
+@pytest.mark.parametrize("opts", [dict(wbits=2, method="rtn"), dict(sparsity=0.8, method="magnitude")])
+def test_channels_read_by_batch_norm_keep_their_variance(tmp_path, opts):
+    rng = np.random.default_rng(1)
+    arr = lambda name, *s: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn")]
+    inits = [arr("W", 8, 4, 3, 3), arr("g", 8), arr("b", 8), arr("m", 8),
+             numpy_helper.from_array(rng.uniform(1, 2, 8).astype(np.float32), "v")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", F, ["n", 4, 5, 5])],
+                       [helper.make_tensor_value_info("y", F, ["n", 8, 5, 5])], inits)
+    onnx.save(model, tmp_path / "m.onnx")
+    x = (rng.standard_normal((64, 4, 5, 5)) + 0.5).astype(np.float32)
+    np.savez(tmp_path / "c.npz", x=x)
+    y = {}
+    for flag in (True, False):
+        rep = compress(tmp_path / "m.onnx", tmp_path / f"{flag}.onnx", tmp_path / "c.npz",
+                       Options(**opts, variance_correction=flag, holdout=0.01))
+        assert ("variance corrected" in rep["layers"][0]["note"]) == flag
+        y[flag] = exact_run(onnx.load(tmp_path / f"{flag}.onnx"), x[:63])
+    dense = exact_run(model, x[:63])
+    std = lambda a: a.std(axis=(0, 2, 3))  # noqa: E731
+    fixed = np.abs(std(y[True]) / std(dense) - 1).max()
+    raw = np.abs(std(y[False]) / std(dense) - 1).max()
+    assert fixed < 1e-3 and raw > 2e-2, (fixed, raw)
+    assert np.abs(y[True].mean(axis=(0, 2, 3)) - dense.mean(axis=(0, 2, 3))).max() < 1e-3 * np.abs(dense).mean()

@@ -116,3 +116,29 @@ def test_truncated_model_is_refused(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=str(path.name)):
         load_model(path)
+
+
+def test_opset_upgrade_preserves_everything_else():
+    import pathlib
+
+    import onnxruntime as ort
+
+    from onnxobc.graph.qdq import ensure_opset, opset
+
+    digits = pathlib.Path(__file__).parents[1] / "models" / "digits"
+    m = onnx.load(digits / "mlp.onnx")
+    m.doc_string, m.producer_name, m.model_version = "doc", "maker", 7
+    helper.set_model_props(m, {"author": "someone"})
+    m.graph.node[0].doc_string = "first layer"
+    m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    up = ensure_opset(m, 21)
+    assert opset(up) == 21 and up.ir_version >= 10 and ("ai.onnx.ml", 3) in [(o.domain, o.version) for o in up.opset_import]
+    assert (up.doc_string, up.producer_name, up.model_version) == ("doc", "maker", 7)
+    assert [(p.key, p.value) for p in up.metadata_props] == [("author", "someone")]
+    assert [n.name for n in up.graph.node] == [n.name for n in m.graph.node] and up.graph.node[0].doc_string == "first layer"
+    assert [o.name for o in up.graph.output] == [o.name for o in m.graph.output] and up.graph.name == m.graph.name
+    x = np.load(digits / "test.npz")["x"][:16]
+    run = lambda model: ort.InferenceSession(model.SerializeToString(),  # noqa: E731
+                                             providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run(up), run(m), rtol=1e-6, atol=1e-6)
+    assert ensure_opset(m, 13) is m  # already new enough: untouched

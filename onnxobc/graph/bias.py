@@ -43,6 +43,21 @@ def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
             _add_after(g, node, step, f"{layer.weight}.shift{k}", len(layer.kernel))
 
 
+def feeds_batch_norm(model: onnx.ModelProto, layer) -> bool:
+    """Whether every node of `layer` feeds only a BatchNormalization (directly, as its input):
+    inference-mode BN normalizes with fixed statistics, so a compressed channel's variance
+    change would pass through it."""
+    names = set(layer.nodes)
+    outs = [n.output[0] for n in model.graph.node if (n.name or n.output[0]) in names]
+    graph_outputs = {o.name for o in model.graph.output}
+    for out in outs:
+        users = [n for n in model.graph.node if out in n.input]
+        if out in graph_outputs or not users or any(u.op_type != "BatchNormalization" or u.input[0] != out
+                                                    for u in users):
+            return False
+    return bool(outs)
+
+
 def matmul_bias(model: onnx.ModelProto, node, channels: int) -> str | None:
     """The initializer a MatMul's output is added to, when its only consumer is an Add of a
     constant vector with one entry per output channel (a linear layer's bias)."""

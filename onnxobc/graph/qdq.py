@@ -15,11 +15,13 @@ def opset(model: onnx.ModelProto) -> int:
 
 
 def ensure_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
-    """The model at opset ≥ `version` (converted by onnx's version converter when lower)."""
+    """The model at opset ≥ `version` (converted by onnx's version converter when lower, with the
+    IR version that opset needs); names, doc strings, metadata and other domains' imports stay."""
     if opset(model) >= version:
         return model
     try:
         converted = onnx.version_converter.convert_version(model, version)
+        converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(converted.opset_import))
         onnx.checker.check_model(converted)
     except Exception as e:
         raise ValueError(f"the model is at opset {opset(model)} and could not be converted to opset {version}, "

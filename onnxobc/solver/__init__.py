@@ -10,12 +10,12 @@ device="cpu"|"cuda"|"auto", dtype, flush_every, mem_bytes, progress.
 """
 
 from .grids import UniformGrid, ValueGrid, fit_uniform_grid
-from .hessian import HessianAccumulator, inverse, layer_loss, prepare
+from .hessian import HessianAccumulator, inverse, layer_loss, prepare, variance_ratio
 from .prune import prune_blocks, prune_nm, prune_unstructured, sparsity_grid
 from .quant import quantize
 from .result import Result
 
 __all__ = [
     "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "fit_uniform_grid", "inverse", "layer_loss",
-    "prepare", "prune_blocks", "prune_nm", "prune_unstructured", "quantize", "sparsity_grid",
+    "prepare", "prune_blocks", "prune_nm", "prune_unstructured", "quantize", "sparsity_grid", "variance_ratio",
 ]

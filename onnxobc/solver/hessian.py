@@ -81,6 +81,18 @@ def row_losses(W, W_hat, H) -> np.ndarray:
     return np.einsum("ij,ij->i", D @ np.asarray(H, dtype=np.float64), D) / 2
 
 
+def variance_ratio(W, W_hat, H, mean) -> np.ndarray:
+    """Per row, std(w·x) / std(ŵ·x) over the calibration inputs, from the second moment
+    E[xxᵀ] = H/2 and the mean: multiplying row i of Ŵ by it restores the output channel's
+    variance (1 where the compressed channel is constant)."""
+    cov = np.asarray(H, np.float64) / 2 - np.outer(mean, mean)
+    W, W_hat = np.asarray(W, np.float64), np.asarray(W_hat, np.float64)
+    dense = np.einsum("ij,jk,ik->i", W, cov, W)
+    comp = np.einsum("ij,jk,ik->i", W_hat, cov, W_hat)
+    ok = (comp > 1e-12 * np.maximum(dense, 1e-300)) & (dense > 0)
+    return np.where(ok, np.sqrt(np.where(ok, dense, 1.0) / np.where(ok, comp, 1.0)), 1.0)
+
+
 def inverse(H, dtype=np.float64) -> np.ndarray:
     """H⁻¹ through a Cholesky factorisation in float64; a clear error if H is not positive definite."""
     from scipy.linalg import lapack
