@@ -1,0 +1,63 @@
+"""Choosing one compression level per layer under a budget (the knapsack-style DP of the
+OBC paper, after AdaQuant/SPDY): minimise Σ loss[l][k] subject to Σ cost[l][k] ≤ budget.
+Pure: lists of numbers in, one level index per layer out.
+
+Costs are discretised into `buckets` steps of budget / buckets, rounded up, so a plan that fits
+in buckets always fits the real budget; finer buckets lose less to the rounding. O(layers ×
+levels × buckets) time, O(layers × buckets) memory for the back-pointers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class InfeasibleBudget(ValueError):
+    """No choice of levels fits the budget; `best` is the least total cost any choice reaches."""
+
+    def __init__(self, budget: float, best: float):
+        self.budget, self.best = budget, best
+        super().__init__(f"no choice of levels fits the budget {budget:.6g}: the cheapest reaches {best:.6g}")
+
+
+def solve(losses, costs, budget: float, buckets: int = 10_000) -> list[int]:
+    """The level index per layer of least total loss whose total cost is within `budget`.
+    `losses[l][k]`, `costs[l][k]`: per layer l and level k (layers may have different numbers
+    of levels). Raises InfeasibleBudget when even the cheapest levels exceed the budget."""
+    if len(losses) != len(costs) or any(len(a) != len(b) or not len(a) for a, b in zip(losses, costs)):
+        raise ValueError("losses and costs need the same, non-empty, number of levels for every layer")
+    if any(c < 0 or not np.isfinite(c) for cs in costs for c in cs) or any(not np.isfinite(e) for es in losses
+                                                                          for e in es):
+        raise ValueError("costs must be finite and ≥ 0, losses finite")
+    if not budget > 0 or buckets < 1:
+        raise ValueError(f"the budget must be > 0 and buckets ≥ 1, got {budget} and {buckets}")
+    cheapest = float(sum(min(c) for c in costs))
+    if cheapest > budget * (1 + 1e-12):
+        raise InfeasibleBudget(budget, cheapest)
+    unit = budget / buckets
+    inf = np.inf
+    best = np.full(buckets + 1, inf)  # best[b]: least loss with discretised cost exactly b
+    best[0] = 0.0
+    back = []
+    for loss, cost in zip(losses, costs):
+        steps = np.ceil(np.asarray(cost, np.float64) / unit - 1e-9).astype(np.int64)
+        new = np.full(buckets + 1, inf)
+        arg = np.full(buckets + 1, -1, np.int64)
+        for k, (e, s) in enumerate(zip(loss, steps)):
+            if s > buckets:
+                continue
+            cand = np.full(buckets + 1, inf)
+            cand[s:] = best[: buckets + 1 - s] + e
+            better = cand < new
+            new[better], arg[better] = cand[better], k
+        best = new
+        back.append(arg)
+    if not np.isfinite(best).any():
+        raise InfeasibleBudget(budget, cheapest)  # fits in reals, not after rounding up: more buckets
+    b = int(np.argmin(best))
+    choice = []
+    for l in range(len(losses) - 1, -1, -1):
+        k = int(back[l][b])
+        choice.append(k)
+        b -= int(np.ceil(costs[l][k] / unit - 1e-9))
+    return choice[::-1]
