@@ -185,17 +185,26 @@ def _counter(progress, stage, total, detail):
     return add
 
 
-def compress(model_path, out_path, calib, options: Options, progress=None) -> dict:
-    """Compress `model_path` into `out_path`; returns the report (also what --report writes).
-    `progress(stage, done, total, detail)`, if given, is called as capture and solve advance."""
+@dataclasses.dataclass
+class Prepared:
+    """A loaded model with its layers and calibration statistics, ready for solving."""
+
+    src: pathlib.Path
+    model: onnx.ModelProto
+    layers: list
+    skipped: list
+    calib: dict  # the samples that calibrate
+    held: dict  # the samples that verify
+    hessians: dict  # weight → [HessianAccumulator per group]
+    ranges: dict  # activation → (lo, hi), for int8 activations
+
+
+def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None) -> Prepared:
+    """Load, discover, split the calibration data, capture Hessians (and activation ranges when
+    `activation_ranges`, by default when options.abits)."""
     progress = progress or _silent
     options.check()
-    src, dst = pathlib.Path(model_path), pathlib.Path(out_path)
-    if dst.resolve() == src.resolve():
-        raise ValueError("the output path is the input path; the input is never overwritten")
-    if not dst.parent.is_dir():
-        raise ValueError(f"{dst.parent}: the output folder does not exist")
-    t0 = time.perf_counter()
+    src = pathlib.Path(model_path)
     model = load_model(src)
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
@@ -207,57 +216,115 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     n_hold = int(round(n * options.holdout)) if n > 1 else 0
     calib_part = {k: v[: n - n_hold] for k, v in data.items()}
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
-    observe = sum(quantized_tensors(model, layers, options.runtime), []) if options.abits else []
+    wanted = bool(options.abits) if activation_ranges is None else activation_ranges
+    observe = sum(quantized_tensors(model, layers, options.runtime), []) if wanted else []
     hessians, ranges = capture_hessians(model, layers, calib_part, options.batch_size, observe, options.custom_ops,
                                         progress=_counter(progress, "capture", n - n_hold,
                                                           f"samples through {len(layers)} layers"))
     if observe:
         ranges = capture_ranges(model, ranges, calib_part, options.batch_size, options.runtime == "tensorrt",
                                 options.custom_ops, progress=_counter(progress, "ranges", n - n_hold,
-                                                  f"samples, histograms of {len(observe)} activations"))
-    new_weights, quantized, shifts, rows = {}, {}, {}, []
-    progress("solve", 0, len(layers), "")
-    for i, layer in enumerate(layers, 1):
-        weight, row, shift, codes = _compress_layer(layer, weight_array(model, layer.weight), hessians[layer.weight],
-                                                    options, feeds_batch_norm(model, layer))
-        new_weights[layer.weight] = weight
-        rows.append(row)
-        if shift is not None:
-            shifts[layer.weight] = (layer, shift)
-        if codes is not None:
-            quantized[layer.weight] = (layer, *codes)
-        progress("solve", i, len(layers), layer.weight)
-    out_model = set_weights(model, new_weights)
-    for layer, shift in shifts.values():
-        add_output_shift(out_model, layer, shift)
-    nbits = {w for w, (layer, _, _) in quantized.items() if options.matmulnbits and layer.op == "MatMul"}
-    if set(quantized) - nbits:
-        out_model = ensure_opset(out_model, storage_opset(options.wbits))
+                                                                      f"samples, histograms of {len(observe)} "
+                                                                      "activations"))
+    return Prepared(src, model, layers, skipped, calib_part, held, hessians, ranges)
+
+
+@dataclasses.dataclass
+class Solved:
+    """One layer compressed at one setting."""
+
+    weight: np.ndarray  # Ŵ in the ONNX weight's layout
+    row: dict  # the summary row
+    shift: np.ndarray | None  # output mean shift to fold into the bias
+    codes: list | None  # integer codes per group, when quantized
+    grids: list | None
+
+
+def solve_layer(prep: Prepared, layer, options: Options) -> Solved:
+    weight, row, shift, codes = _compress_layer(layer, weight_array(prep.model, layer.weight),
+                                                prep.hessians[layer.weight], options,
+                                                feeds_batch_norm(prep.model, layer))
+    return Solved(weight, row, shift, *(codes if codes is not None else (None, None)))
+
+
+def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
+    """The compressed model: `solved[weight]` written for each layer in the format its
+    `options[weight]` asks for (layers not in `solved` stay as they are). Fills each summary
+    row's "storage"."""
+    layers = [l for l in prep.layers if l.weight in solved]
+    out = set_weights(prep.model, {l.weight: solved[l.weight].weight for l in layers})
+    for l in layers:
+        if solved[l.weight].shift is not None:
+            add_output_shift(out, l, solved[l.weight].shift)
+    quantized = [l for l in layers if solved[l.weight].codes is not None]
+    nbits = {l.weight for l in quantized if options[l.weight].matmulnbits and l.op == "MatMul"}
+    bits = [options[l.weight].wbits for l in quantized if l.weight not in nbits]
+    if bits:
+        out = ensure_opset(out, max(storage_opset(b) for b in bits))
     scales = {}
-    for layer, codes, grids in quantized.values():
-        scales[layer.weight] = np.concatenate([g.scale for g in grids])
-        zero = np.concatenate([g.zero for g in grids])
-        if layer.weight in nbits:
-            store_matmulnbits(out_model, layer, codes[0], scales[layer.weight], zero, options.wbits, options.symmetric)
+    for l in quantized:
+        s, opt = solved[l.weight], options[l.weight]
+        scales[l.weight] = np.concatenate([g.scale for g in s.grids])
+        zero = np.concatenate([g.zero for g in s.grids])
+        if l.weight in nbits:
+            store_matmulnbits(out, l, s.codes[0], scales[l.weight], zero, opt.wbits, opt.symmetric)
         else:
-            store_quantized(out_model, layer, layer.weight_from(codes), scales[layer.weight], zero, options.wbits,
-                            options.symmetric)
-    if options.abits:
-        insert_activation_qdq(out_model, layers, ranges, scales, options.runtime)
-        drop_unused_initializers(out_model)
-    sparse = sparse_where_smaller(out_model, {l.weight for l in layers} - set(quantized))
-    for row in rows:
-        w = row["weight"]
-        row["storage"] = ("sparse" if w in sparse else f"MatMulNBits {matmulnbits_bits(options.wbits)}-bit" if w in nbits
-                          else f"int{options.wbits}" if w in quantized else "float32")
-    report = {"input": str(src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
-              "skipped": [dataclasses.asdict(s) for s in skipped]}
-    report["verification"] = verify(model, out_model, held, options.batch_size, bool(options.abits),
+            store_quantized(out, l, l.weight_from(s.codes), scales[l.weight], zero, opt.wbits, opt.symmetric)
+    int8 = [l for l in quantized if options[l.weight].abits]
+    for runtime in sorted({options[l.weight].runtime for l in int8}):
+        insert_activation_qdq(out, [l for l in int8 if options[l.weight].runtime == runtime], prep.ranges, scales,
+                              runtime)
+    if int8:
+        drop_unused_initializers(out)
+    sparse = sparse_where_smaller(out, {l.weight for l in layers} - {l.weight for l in quantized})
+    for l in layers:
+        wb = options[l.weight].wbits
+        solved[l.weight].row["storage"] = (
+            "sparse" if l.weight in sparse else f"MatMulNBits {matmulnbits_bits(wb)}-bit" if l.weight in nbits
+            else f"int{wb}" if solved[l.weight].codes is not None else "float32")
+    return out
+
+
+def _check_paths(src, dst):
+    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    if dst.resolve() == src.resolve():
+        raise ValueError("the output path is the input path; the input is never overwritten")
+    if not dst.parent.is_dir():
+        raise ValueError(f"{dst.parent}: the output folder does not exist")
+    return src, dst
+
+
+def finish(prep: Prepared, out_model: onnx.ModelProto, dst, rows: list, options: Options, t0: float,
+           extra: dict | None = None) -> dict:
+    """Verify `out_model` against the dense model on the held-out samples, save it atomically,
+    and return the report."""
+    report = {"input": str(prep.src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
+              "skipped": [dataclasses.asdict(s) for s in prep.skipped], **(extra or {})}
+    report["verification"] = verify(prep.model, out_model, prep.held, options.batch_size,
+                                    any("QuantizeLinear" == n.op_type for n in out_model.graph.node),
                                     options.custom_ops)
     save_atomic(out_model, dst)
-    report["bytes"] = {"input": src.stat().st_size, "output": dst.stat().st_size}
+    report["bytes"] = {"input": prep.src.stat().st_size, "output": pathlib.Path(dst).stat().st_size}
     report["seconds"] = time.perf_counter() - t0
     return report
+
+
+def compress(model_path, out_path, calib, options: Options, progress=None) -> dict:
+    """Compress `model_path` into `out_path`, every layer with `options`; returns the report (also
+    what --report writes). `progress(stage, done, total, detail)`, if given, is called as
+    capture and solve advance."""
+    progress = progress or _silent
+    options.check()
+    src, dst = _check_paths(model_path, out_path)
+    t0 = time.perf_counter()
+    prep = prepare(src, calib, options, progress)
+    solved = {}
+    progress("solve", 0, len(prep.layers), "")
+    for i, layer in enumerate(prep.layers, 1):
+        solved[layer.weight] = solve_layer(prep, layer, options)
+        progress("solve", i, len(prep.layers), layer.weight)
+    out_model = write(prep, solved, {l.weight: options for l in prep.layers})
+    return finish(prep, out_model, dst, [s.row for s in solved.values()], options, t0)
 
 
 def _relative_errors(ref: dict, got: dict) -> dict:

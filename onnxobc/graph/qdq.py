@@ -21,7 +21,8 @@ def ensure_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
         return model
     try:
         converted = onnx.version_converter.convert_version(model, version)
-        converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(converted.opset_import))
+        default = [o for o in converted.opset_import if o.domain in ("", "ai.onnx")]
+        converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(default))
         onnx.checker.check_model(converted)
     except Exception as e:
         raise ValueError(f"the model is at opset {opset(model)} and could not be converted to opset {version}, "

@@ -1,0 +1,1 @@
+"""The model database: every (layer, level) compressed and its losses, on disk, resumable."""

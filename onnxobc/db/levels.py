@@ -1,0 +1,113 @@
+"""Compression levels with canonical names, and the level set each runtime and budget uses.
+
+A name is "dense", or a sparsity part and/or a quantization part joined by "+":
+    s0.500        unstructured sparsity (the paper's grid s = 1 − 0.9^i, up to 0.99)
+    2:4           N:M sparsity along input channels
+    b4-0.700      sparsity in blocks of 4 input channels (up to 0.95)
+    w8, w4, …     weight-only quantization to b bits (per output channel, symmetric)
+    w8a8          int8 weights and int8 activations
+e.g. "2:4+w8a8", "s0.500+w4", "b4-0.800+w8a8". New kinds (low-rank, codebooks) add parts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..solver import sparsity_grid
+
+
+@dataclass(frozen=True)
+class Level:
+    sparsity: float | None = None
+    nm: tuple | None = None
+    block4: float | None = None
+    wbits: int | None = None
+    abits: int | None = None
+
+    @property
+    def name(self) -> str:
+        parts = []
+        if self.sparsity is not None:
+            parts.append(f"s{self.sparsity:.3f}")
+        if self.nm is not None:
+            parts.append(f"{self.nm[0]}:{self.nm[1]}")
+        if self.block4 is not None:
+            parts.append(f"b4-{self.block4:.3f}")
+        if self.wbits is not None:
+            parts.append(f"w{self.wbits}" + (f"a{self.abits}" if self.abits else ""))
+        return "+".join(parts) or "dense"
+
+    @property
+    def dense(self) -> bool:
+        return self.name == "dense"
+
+    def options(self) -> dict:
+        """The pipeline Options fields this level sets."""
+        return {"sparsity": self.sparsity, "nm": self.nm, "block4": self.block4, "wbits": self.wbits,
+                "abits": self.abits}
+
+
+_PART = re.compile(r"^(?:s(?P<s>0\.\d+)|(?P<n>\d+):(?P<m>\d+)|b4-(?P<b>0\.\d+)|w(?P<w>\d)(?:a(?P<a>8))?)$")
+
+
+def parse(name: str) -> Level:
+    """The Level named `name` (see the module doc); ValueError for anything else."""
+    if name == "dense":
+        return Level()
+    fields: dict = {}
+    for part in name.split("+"):
+        m = _PART.match(part)
+        if not m:
+            raise ValueError(f"unknown level {name!r}: parts are s<sparsity>, N:M, b4-<sparsity>, w<bits>[a8]")
+        key = "quant" if m["w"] else "sparse"
+        if key in fields:
+            raise ValueError(f"level {name!r} has two {key} parts")
+        if m["s"]:
+            fields[key] = {"sparsity": round(float(m["s"]), 3)}
+        elif m["n"]:
+            fields[key] = {"nm": (int(m["n"]), int(m["m"]))}
+        elif m["b"]:
+            fields[key] = {"block4": round(float(m["b"]), 3)}
+        else:
+            fields[key] = {"wbits": int(m["w"]), "abits": int(m["a"]) if m["a"] else None}
+    level = Level(**{k: v for part in fields.values() for k, v in part.items()})
+    if level.name != name:
+        raise ValueError(f"level {name!r} is not in canonical form; write {level.name!r}")
+    return level
+
+
+def unstructured() -> list[Level]:
+    return [Level(sparsity=round(s, 3)) for s in sparsity_grid()]
+
+
+def blocks() -> list[Level]:
+    return [Level(block4=round(s, 3)) for s in sparsity_grid() if s <= 0.95 + 1e-9] + [Level(block4=0.95)]
+
+
+LATENCY_SETS = {
+    # what each runtime runs faster than dense
+    "onnxruntime": lambda: [Level(), Level(wbits=8, abits=8), Level(wbits=4)],
+    "tensorrt": lambda: [Level(), Level(nm=(2, 4)), Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8),
+                         Level(wbits=4)],
+    "deepsparse": lambda: [Level(), Level(wbits=8, abits=8)] + [l for l in blocks() if l.block4 >= 0.7]
+    + [Level(block4=l.block4, wbits=8, abits=8) for l in blocks() if l.block4 >= 0.7],
+}
+
+
+def level_set(cost: str, runtime: str = "onnxruntime") -> list[Level]:
+    """The levels a budget on `cost` chooses from: latency uses what `runtime` runs fast; size,
+    FLOPs and BOPs use everything whose analytic cost differs."""
+    if cost == "latency":
+        if runtime not in LATENCY_SETS:
+            raise ValueError(f"no latency levels for runtime {runtime!r}; choose one of {sorted(LATENCY_SETS)}")
+        return LATENCY_SETS[runtime]()
+    sparse = unstructured() + [Level(nm=(2, 4))]
+    if cost == "flops":
+        return [Level()] + sparse + blocks()
+    quant = [Level(wbits=b) for b in (8, 4, 3, 2)]
+    if cost == "size":
+        return [Level()] + sparse + quant + [Level(nm=(2, 4), wbits=b) for b in (8, 4)]
+    if cost == "bops":
+        return [Level()] + sparse + quant + [Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8)]
+    raise ValueError(f"unknown cost {cost!r}: latency, size, flops or bops")
