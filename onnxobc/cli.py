@@ -55,24 +55,43 @@ def _nm(text):
     return n, m
 
 
+def _options(args):
+    from .pipeline import Options
+
+    if not args.calib:
+        raise ValueError("--calib is required (on the command line or in --config)")
+    return Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, symmetric=not args.asym,
+                   method=args.method, damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
+                   bias_correction=not args.no_bias_correction,
+                   variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
+                   matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()))
+
+
+BUDGETS = ("speedup", "size", "flops", "bops")
+
+
 def _compress(args) -> int:
     import pathlib
 
-    from .pipeline import Options, compress
+    from .pipeline import compress
+    from .progress import ProgressPrinter
 
     if args.report and pathlib.Path(args.report).resolve() == pathlib.Path(args.model).resolve():
         raise ValueError("--report must not be the input model")
-    opt = Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, symmetric=not args.asym, method=args.method,
-                  damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
-                  bias_correction=not args.no_bias_correction,
-                  variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
-                  matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()))
-    from .progress import ProgressPrinter
+    budgets = [b for b in BUDGETS if getattr(args, b) is not None]
+    if len(budgets) > 1:
+        raise ValueError(f"give one budget, not {' and '.join('--' + b for b in budgets)}")
+    opt = _options(args)
+    if budgets:
+        from .budget import compress_to_budget, parse_levels
 
-    report = compress(args.model, args.out, args.calib, opt, progress=ProgressPrinter())
-    header = ("weight", "op", "matrix", "sparsity", "stored as", "layer loss", "rel. layer error", "note")
-    table = [(r["weight"], r["op"], r["shape"], f"{r['sparsity']:.3f}", r["storage"], f"{r['layer_loss']:.4g}",
-              f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]
+        report = compress_to_budget(args.model, args.out, args.calib, opt, budgets[0], getattr(args, budgets[0]),
+                                    args.db, args.best_effort, parse_levels(args.levels), ProgressPrinter())
+    else:
+        report = compress(args.model, args.out, args.calib, opt, progress=ProgressPrinter())
+    header = ("weight", "op", "matrix", "level", "sparsity", "stored as", "layer loss", "rel. layer error", "note")
+    table = [(r["weight"], r["op"], r["shape"], r.get("level", ""), f"{r['sparsity']:.3f}", r["storage"],
+              f"{r['layer_loss']:.4g}", f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]
     _print_table(header, table)
     v = report["verification"]
     errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
@@ -83,13 +102,108 @@ def _compress(args) -> int:
         print("warning: onnxruntime's fused int8 kernels give a larger error than the QDQ graph run unfused ("
               + ", ".join(f"{k}: {e:.4g}" for k, e in unfused.items()) + "); on CPUs without VNNI the U8S8 kernels "
               "saturate: try --wbits 7", file=sys.stderr)
+    if "budget" in report:
+        _print_budget(report["budget"])
     b = report["bytes"]
     print(f"wrote {args.out} in {report['seconds']:.1f} s: {b['output']} bytes, {b['input'] / b['output']:.2f}x "
           f"smaller than the input's {b['input']}")
     if args.report:
         with open(args.report, "w") as f:
-            json.dump(report, f, indent=2)
+            json.dump(report, f, indent=2, default=str)
     return 0
+
+
+def _print_budget(b: dict) -> None:
+    if b["cost"] == "latency":
+        print(f"speedup on {b.get('runtime', 'onnxruntime')}: predicted {b['predicted_speedup']:.2f}x, measured "
+              f"{b['measured_speedup']:.2f}x (dense {b['dense_model_seconds'] * 1e3:.3f} ms, output "
+              f"{b['output_model_seconds'] * 1e3:.3f} ms per batch; the layers alone sum to "
+              f"{b['layer_sum_over_model']:.2f}x the dense model's time)")
+    elif b["cost"] == "size":
+        print(f"size: target {b['target']} of the input, reached {b['measured_share']:.3f}")
+    else:
+        print(f"{b['cost']}: target {b['target']}, the chosen levels reduce the layers' {b['cost']} "
+              f"{b['predicted_reduction']:.2f}x")
+
+
+def _db_build(args) -> int:
+    from .budget import parse_levels
+    from .db.build import build
+    from .db.levels import level_set
+    from .db.store import Database
+    from .pipeline import prepare
+    from .progress import ProgressPrinter
+
+    opt = _options(args)
+    opt.check(planned=True)
+    levels = parse_levels(args.levels) or level_set(args.cost, opt.runtime)
+    progress = ProgressPrinter()
+    prep = prepare(args.model, args.calib, opt, progress, activation_ranges=any(lv.abits for lv in levels))
+    with Database(args.db) as db:
+        r = build(prep, db, args.model, levels, opt, progress)
+    print(f"{args.db}: {r['computed']} (layer, level) results computed, {r['reused']} already there; "
+          f"model {r['model']}, settings {r['settings']}")
+    return 0
+
+
+def _db_ls(args) -> int:
+    import pathlib
+
+    from .db.store import Database
+
+    if not (pathlib.Path(args.db) / "index.sqlite").is_file():
+        raise ValueError(f"{args.db}: no database there")
+    with Database(args.db) as db:
+        rows = db.entries()
+    table = [(e["model"], e["settings"], e["layer"], e["level"], f"{e['layer_loss']:.4g}", f"{e['calib_loss']:.4g}",
+              f"{e['bytes']:.0f}", "?" if e["flops"] is None else f"{e['flops']:.4g}") for e in rows]
+    _print_table(("model", "settings", "layer", "level", "layer loss", "calib loss", "bytes", "FLOPs/sample"), table)
+    print(f"{len(rows)} entries")
+    return 0
+
+
+def _add_solver_options(c) -> None:
+    c.add_argument("--calib", help="an .npz file keyed by input name (samples first), a folder of them, or "
+                                   "'random' (required, here or in --config)")
+    c.add_argument("--method", default="exact", help="exact (default), gptq, sparsegpt, magnitude or rtn")
+    c.add_argument("--damp", type=float, default=0.01, help="relative Hessian dampening (default 0.01)")
+    c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")
+    c.add_argument("--batch-size", type=int, default=8,
+                   help="calibration samples per onnxruntime run, and the batch latencies are measured at")
+    c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
+    c.add_argument("--runtime", default="onnxruntime",
+                   help="the runtime the output is for: onnxruntime (default; uint8 activations, fused U8S8 "
+                        "kernels) or tensorrt (symmetric int8, zero points 0)")
+    c.add_argument("--no-bias-correction", action="store_true",
+                   help="do not fold each compressed layer's output mean shift into its bias")
+    c.add_argument("--no-variance-correction", action="store_true",
+                   help="do not rescale the channels a BatchNormalization reads to the dense output variance")
+    c.add_argument("--custom-ops", action="append", metavar="LIB",
+                   help="custom-op library the model needs in onnxruntime: 'extensions' (onnxruntime-extensions) "
+                        "or a library file; only libraries named here are loaded (repeatable)")
+    c.add_argument("--levels", nargs="*", metavar="LEVEL",
+                   help="the levels a budget chooses from (default: the set for the budget and runtime), "
+                        "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8")
+    for name in ("sparsity", "nm", "block4", "wbits", "abits", "matmulnbits"):
+        c.set_defaults(**{name: None})
+    c.set_defaults(matmulnbits=False)
+
+
+def _config_defaults(argv) -> dict:
+    """Options from --config FILE (TOML, keys as the long options with _ for -); the command
+    line overrides them."""
+    import tomllib
+
+    if "--config" not in argv:
+        return {}
+    i = argv.index("--config")
+    if i + 1 >= len(argv):
+        raise ValueError("--config needs a file")
+    try:
+        with open(argv[i + 1], "rb") as f:
+            return {k.replace("-", "_"): v for k, v in tomllib.load(f).items()}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"--config {argv[i + 1]}: {e}") from None
 
 
 def main(argv=None) -> int:
@@ -105,37 +219,53 @@ def main(argv=None) -> int:
     c = sub.add_parser("compress", help="compress a model layer by layer from calibration data")
     c.add_argument("model", help="the .onnx file to compress (never modified)")
     c.add_argument("out", help="where to write the compressed model")
-    c.add_argument("--calib", required=True,
-                   help="an .npz file keyed by input name (samples first), a folder of them, or 'random'")
+    _add_solver_options(c)
     c.add_argument("--sparsity", type=float, help="unstructured sparsity per layer, e.g. 0.5")
     c.add_argument("--nm", type=_nm, help="N:M sparsity along input channels, e.g. 2:4")
     c.add_argument("--block4", type=float, metavar="SPARSITY",
                    help="sparsity in blocks of 4 consecutive input channels (DeepSparse's pattern), e.g. 0.8")
     c.add_argument("--wbits", type=int, help="weight bits (2-8), per output channel")
-    c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
     c.add_argument("--abits", type=int, help="8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)")
     c.add_argument("--matmulnbits", action="store_true",
                    help="write quantized MatMul weights as onnxruntime's MatMulNBits (com.microsoft) kernels")
-    c.add_argument("--runtime", default="onnxruntime",
-                   help="the runtime the QDQ form is for: onnxruntime (default; uint8 activations, fused U8S8 "
-                        "kernels) or tensorrt (symmetric int8, zero points 0)")
-    c.add_argument("--method", default="exact", help="exact (default), gptq, sparsegpt, magnitude or rtn")
-    c.add_argument("--damp", type=float, default=0.01, help="relative Hessian dampening (default 0.01)")
-    c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")
-    c.add_argument("--batch-size", type=int, default=8, help="calibration samples per onnxruntime run")
-    c.add_argument("--no-bias-correction", action="store_true",
-                   help="do not fold each compressed layer's output mean shift into its bias")
-    c.add_argument("--custom-ops", action="append", metavar="LIB",
-                   help="custom-op library the model needs in onnxruntime: 'extensions' (onnxruntime-extensions) "
-                        "or a library file; only libraries named here are loaded (repeatable)")
-    c.add_argument("--no-variance-correction", action="store_true",
-                   help="do not rescale the channels a BatchNormalization reads to the dense output variance")
+    c.add_argument("--speedup", metavar="FACTOR", help="a budget: measured speedup on --runtime, e.g. 2x")
+    c.add_argument("--size", metavar="SHARE", help="a budget: output bytes as a share of the input's, e.g. 0.25")
+    c.add_argument("--flops", metavar="FACTOR", help="a budget: the layers' FLOPs reduced, e.g. 3x")
+    c.add_argument("--bops", metavar="FACTOR", help="a budget: the layers' bit-operations reduced, e.g. 8x")
+    c.add_argument("--db", metavar="DIR", help="the database a budget builds and reuses (default: OUT.db)")
+    c.add_argument("--best-effort", action="store_true",
+                   help="when the budget cannot be met, write the closest model instead of failing")
     c.add_argument("--report", help="also write the summary as JSON here")
+    c.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
     c.set_defaults(run=_compress)
-    args = ap.parse_args(argv)
+    d = sub.add_parser("db", help="the database of compressed layers")
+    dsub = d.add_subparsers(dest="db_command", required=True)
+    b = dsub.add_parser("build", help="solve every layer at every level of a budget's set, resuming what is stored")
+    b.add_argument("model", help="the .onnx file")
+    b.add_argument("--db", required=True, metavar="DIR", help="the database folder (made if missing)")
+    b.add_argument("--cost", default="latency", choices=["latency", "size", "flops", "bops"],
+                   help="the budget whose level set to build (default latency)")
+    _add_solver_options(b)
+    b.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    b.set_defaults(run=_db_build)
+    ls = dsub.add_parser("ls", help="list the database's entries")
+    ls.add_argument("--db", required=True, metavar="DIR")
+    ls.set_defaults(run=_db_ls)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        defaults = _config_defaults(argv)
+        if defaults:
+            known = {a.dest for sp in (c, b) for a in sp._actions}
+            unknown = sorted(set(defaults) - known)
+            if unknown:
+                raise ValueError(f"--config: unknown options {unknown}")
+            c.set_defaults(**defaults)
+            b.set_defaults(**{k: v for k, v in defaults.items() if k in {a.dest for a in b._actions}})
+        args = ap.parse_args(argv)
+        if isinstance(getattr(args, "nm", None), str):
+            args.nm = _nm(args.nm)
         return args.run(args)
-    except ValueError as e:
+    except (ValueError, argparse.ArgumentTypeError) as e:
         print(f"onnxobc: error: {e}", file=sys.stderr)
         return 2
 

@@ -58,14 +58,19 @@ class Options:
     matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
     custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
 
-    def check(self):
+    def check(self, planned: bool = False):
+        """Raise ValueError on a bad combination. `planned`: a budget picks the levels, so the
+        options must not pick any themselves."""
+        if planned and any(v is not None for v in (self.sparsity, self.nm, self.block4, self.wbits, self.abits)):
+            raise ValueError("a budget (--speedup, --size, --flops, --bops) chooses each layer's level itself: "
+                             "drop --sparsity, --nm, --block4, --wbits and --abits")
         if self.abits is not None and self.abits != 8:
             raise ValueError(f"--abits supports 8 (int8 activations), got {self.abits}")
         if self.abits is not None and self.wbits not in (7, 8):
             raise ValueError("--abits 8 quantizes activations for int8 kernels, which need int8 weights as well: "
                              "--wbits 8 (or 7, which avoids the saturation of onnxruntime's U8S8 kernels on "
                              "CPUs without VNNI)")
-        if self.sparsity is None and self.nm is None and self.block4 is None and self.wbits is None:
+        if not planned and self.sparsity is None and self.nm is None and self.block4 is None and self.wbits is None:
             raise ValueError("nothing to do: give --sparsity, --nm, --block4 or --wbits")
         if sum(x is not None for x in (self.sparsity, self.nm, self.block4)) > 1:
             raise ValueError("--sparsity, --nm and --block4 are exclusive")
@@ -97,14 +102,17 @@ class Options:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
 
 
-def _solve(W, H, opt: Options):
-    """One group's matrix: prune, quantize, or prune then quantize the survivors.
+def _solve(W, H, opt: Options, pruned=None):
+    """One group's matrix: prune, quantize, or prune then quantize the survivors; `pruned`, a
+    pruning Result computed already (one level of a many-level pass), replaces the pruning step.
     Returns (Ŵ, loss, grid or None)."""
     mask, grid = None, None
     loss = 0.0
     if opt.sparsity is not None or opt.nm is not None or opt.block4 is not None:
         method = PRUNE_OF[opt.method]
-        if opt.sparsity is not None:
+        if pruned is not None:
+            r = pruned
+        elif opt.sparsity is not None:
             r = solver.prune_unstructured(W, H, [opt.sparsity], method=method)[0]
         elif opt.nm is not None:
             r = solver.prune_nm(W, H, *opt.nm, method=method)
@@ -125,7 +133,7 @@ def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool =
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
 
 
-def _compress_layer(layer, w, hessians, options: Options, normalized: bool = False):
+def _compress_layer(layer, w, hessians, options: Options, normalized: bool = False, pruned=None):
     """Solve every group of one layer; with `normalized` (a BatchNormalization reads its output)
     rescale each output channel to the dense channel's variance. Returns (new weight, summary row,
     bias shift or None, (codes per group, grids) or None)."""
@@ -144,8 +152,9 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
     mats, grids, loss = list(dense), [], 0.0
     if solved:
         mats = []
-        for M, acc in zip(dense, hessians):
-            W_hat, group_loss, grid = _solve(*solver.prepare(M, acc.hessian, options.damp), opt)
+        for g, (M, acc) in enumerate(zip(dense, hessians)):
+            W_hat, group_loss, grid = _solve(*solver.prepare(M, acc.hessian, options.damp), opt,
+                                             None if pruned is None else pruned[g])
             mats.append(W_hat)
             grids.append(grid)
             loss += group_loss
@@ -203,7 +212,6 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     """Load, discover, split the calibration data, capture Hessians (and activation ranges when
     `activation_ranges`, by default when options.abits)."""
     progress = progress or _silent
-    options.check()
     src = pathlib.Path(model_path)
     model = load_model(src)
     layers, skipped = discover(model)
@@ -240,11 +248,25 @@ class Solved:
     grids: list | None
 
 
-def solve_layer(prep: Prepared, layer, options: Options) -> Solved:
+def solve_layer(prep: Prepared, layer, options: Options, pruned=None) -> Solved:
+    """`layer` compressed as `options` say; `pruned` (a pruning Result per group) reuses a
+    many-level pruning pass."""
     weight, row, shift, codes = _compress_layer(layer, weight_array(prep.model, layer.weight),
                                                 prep.hessians[layer.weight], options,
-                                                feeds_batch_norm(prep.model, layer))
+                                                feeds_batch_norm(prep.model, layer), pruned)
     return Solved(weight, row, shift, *(codes if codes is not None else (None, None)))
+
+
+def pruning_pass(prep: Prepared, layer, options: Options, kind: str, sparsities: list) -> list:
+    """One greedy pass giving every sparsity level at once (kind "sparsity": unstructured,
+    "block4": 4-blocks): for each level, the pruning Result of each group, for solve_layer."""
+    per_group = []
+    for M, acc in zip(layer.matrices(weight_array(prep.model, layer.weight)), prep.hessians[layer.weight]):
+        W, H = solver.prepare(M, acc.hessian, options.damp)
+        method = PRUNE_OF[options.method]
+        per_group.append(solver.prune_unstructured(W, H, sparsities, method=method) if kind == "sparsity"
+                         else solver.prune_blocks(W, H, sparsities, block=4, method=method))
+    return [[g[i] for g in per_group] for i in range(len(sparsities))]
 
 
 def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:

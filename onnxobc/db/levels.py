@@ -72,6 +72,12 @@ def parse(name: str) -> Level:
         else:
             fields[key] = {"wbits": int(m["w"]), "abits": int(m["a"]) if m["a"] else None}
     level = Level(**{k: v for part in fields.values() for k, v in part.items()})
+    if level.wbits is not None and not 2 <= level.wbits <= 8:
+        raise ValueError(f"level {name!r}: weight bits must be 2 to 8")
+    if level.nm is not None and not 0 < level.nm[0] < level.nm[1]:
+        raise ValueError(f"level {name!r}: N:M needs 0 < N < M")
+    if level.abits and level.wbits not in (7, 8):
+        raise ValueError(f"level {name!r}: int8 activations need 7- or 8-bit weights")
     if level.name != name:
         raise ValueError(f"level {name!r} is not in canonical form; write {level.name!r}")
     return level

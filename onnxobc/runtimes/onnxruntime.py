@@ -78,3 +78,9 @@ def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int =
                 s.run(None, feed)
                 times[k].append(time.perf_counter() - t)
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def latency(model, feed: dict, repeats: int = 30, warmup: int = 5, custom_ops=()) -> float:
+    """Median seconds per run of `model` (a path or ModelProto) on `feed`."""
+    return compare_latency({"m": session(model, custom_ops=custom_ops)}, feed, rounds=1, repeats=repeats,
+                           warmup=warmup)["m"]

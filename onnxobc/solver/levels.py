@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+STEP = 64
 
 def global_counts(inc: np.ndarray, ks) -> np.ndarray:
     """For each total k in `ks`, how many units each row prunes under the global OBS mask.
@@ -61,13 +62,16 @@ def level_weights(W, Hinv, order, counts, unit: int = 1, dtype=np.float32):
         w = np.asarray(W[r, perm], dtype=L.dtype)
         c = solve_triangular(L, w, lower=True, check_finite=False)
         csum = np.cumsum(c.astype(np.float64) ** 2) / 2
-        cur, done = w.copy(), 0
+        # w⁽ⁿ⁾ = prefix at the last multiple of STEP below n, minus the rest: the prefix advances in
+        # fixed blocks, so a level's weights do not depend on which other levels are asked for
+        prefix, done = w.copy(), 0
         for j in np.argsort(counts[:, r], kind="stable"):
             n = int(counts[j, r]) * unit
-            if n > done:
-                cur -= L[:, done:n] @ c[done:n]
-                done = n
-            wr = cur.copy()
+            base = n // STEP * STEP
+            for i in range(done, base, STEP):
+                prefix -= L[:, i:i + STEP] @ c[i:i + STEP]
+            done = max(done, base)
+            wr = prefix - L[:, base:n] @ c[base:n] if n > base else prefix.copy()
             wr[:n] = 0
             out[j, r, perm] = wr
             losses[j, r] = csum[n - 1] if n else 0.0

@@ -1,0 +1,201 @@
+"""Compression under a budget (the OBC paper's workflow): build the database of every layer at
+every level, cost each (layer, level) — measured latency on the target runtime, or analytic
+bytes, FLOPs, BOPs — let the DP pick one level per layer with the least summed calibration
+loss within the budget, stitch the choice into one model, correct, verify, and measure the
+real end-to-end speedup against the dense model.
+
+Budgets: `speedup` and `flops`/`bops` are reduction factors ("2x"); `size` is the output's
+share of the input file's bytes ("0.25"). Latency budgets cover the whole model: the time of
+what no level changes (the dense model's measured time minus its layers' summed times, when
+positive) stays, and the layers share the rest of the target time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+from . import dp
+from .calib.feeds import batches, model_inputs
+from .db.build import build, from_arrays, model_key, settings_key
+from .db.levels import Level, level_set, parse
+from .db.profile import activation_shapes, layer_latency, signature
+from .db.store import Database
+from .pipeline import Options, _check_paths, finish, prepare, write
+
+COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}
+
+
+def parse_factor(text: str, what: str) -> float:
+    """'2x', '2', '2.5X' → 2.0 (> 1)."""
+    try:
+        v = float(str(text).lower().removesuffix("x"))
+    except ValueError:
+        raise ValueError(f"--{what} takes a factor such as 2x, got {text!r}") from None
+    if not v > 1:
+        raise ValueError(f"--{what} must be more than 1x, got {text!r}")
+    return v
+
+
+def parse_share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"--size takes the output's share of the input's bytes, e.g. 0.25, got {text!r}") from None
+    if not 0 < v < 1:
+        raise ValueError(f"--size must be in (0, 1), got {text!r}")
+    return v
+
+
+@dataclasses.dataclass
+class Table:
+    """Per layer: the levels, their calibration losses and costs."""
+
+    layers: list
+    levels: list  # [[Level]] per layer
+    losses: list
+    costs: list
+
+
+def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str, options: Options,
+               batch_size: int, progress=None) -> Table:
+    from .runtimes import onnxruntime as runtime
+
+    progress = progress or (lambda *a: None)
+    shapes = activation_shapes(prep, options) if cost == "latency" else {}
+    rows_levels, losses, costs = [], [], []
+    total, done = len(prep.layers) * len(levels), 0
+    for layer in prep.layers:
+        have, ls, cs = [], [], []
+        for lv in levels:
+            arrays, meta = db.get(mkey, skey, layer.weight, lv.name)
+            if cost == "latency":
+                shape = (batch_size,) + tuple(shapes[layer.activations[0]])
+                sig = signature(layer, shape)
+                sec = db.latency(options.runtime, sig, lv.name)
+                if sec is None:
+                    sec = layer_latency(prep, layer, lv, from_arrays(arrays, meta), options, shape, runtime)
+                    db.put_latency(options.runtime, sig, lv.name, sec)
+                c = sec * len(layer.nodes)
+            else:
+                c = meta[{"size": "bytes", "flops": "flops", "bops": "bops"}[cost]]
+            done += 1
+            progress("costs", done, total, f"{layer.weight} {lv.name}")
+            if c is None:
+                continue  # FLOPs unknown (dynamic shapes): only levels with a cost compete
+            have.append(lv)
+            ls.append(meta["calib_loss"])
+            cs.append(c)
+        if not have:
+            raise ValueError(f"layer {layer.weight!r} has no level with a known {cost} cost "
+                             "(fix symbolic input shapes, or use --speedup or --size)")
+        rows_levels.append(have)
+        losses.append(ls)
+        costs.append(cs)
+    return Table(prep.layers, rows_levels, losses, costs)
+
+
+def compress_to_budget(model_path, out_path, calib, options: Options, kind: str, target: str, db_dir=None,
+                       best_effort: bool = False, levels: list | None = None, progress=None) -> dict:
+    """The whole workflow for one budget; returns the report (the plan, predicted and measured
+    figures, verification)."""
+    progress = progress or (lambda *a: None)
+    if kind not in COSTS:
+        raise ValueError(f"unknown budget {kind!r}: {', '.join(COSTS)}")
+    factor = parse_share(target) if kind == "size" else parse_factor(target, kind)
+    options.check(planned=True)
+    src, dst = _check_paths(model_path, out_path)
+    t0 = time.perf_counter()
+    cost = COSTS[kind]
+    levels = levels or level_set(cost, options.runtime)
+    prep = prepare(src, calib, options, progress, activation_ranges=any(lv.abits for lv in levels))
+    db_dir = pathlib.Path(db_dir) if db_dir else dst.parent / f"{dst.name}.db"
+    with Database(db_dir) as db:
+        built = build(prep, db, src, levels, options, progress)
+        mkey, skey = model_key(src), settings_key(prep, options)
+        batch = len(next(iter(_feed(prep, options).values())))
+        table = cost_table(prep, db, mkey, skey, levels, cost, options, batch, progress)
+        dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
+        dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
+        fixed, dense_model_s = 0.0, None
+        if cost == "latency":
+            dense_model_s = _model_latency(prep.model, prep, options)
+            fixed = max(0.0, dense_model_s - dense_layers)  # 0 when per-run overheads make the layer sum larger
+            budget = (fixed + dense_layers) / factor - fixed
+        elif cost == "size":
+            budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
+        else:
+            budget = dense_layers / factor
+        try:
+            choice = dp.solve(table.losses, table.costs, budget) if budget > 0 else None
+            if choice is None:
+                raise dp.InfeasibleBudget(budget, sum(min(c) for c in table.costs))
+        except dp.InfeasibleBudget as e:
+            reach = _reachable(kind, e.best, fixed, dense_model_s, dense_layers, src)
+            if not best_effort:
+                raise ValueError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
+                                 "(--best-effort writes that)") from None
+            choice = [min(range(len(c)), key=c.__getitem__) for c in table.costs]
+        plan = {l.weight: lvs[k] for l, lvs, k in zip(table.layers, table.levels, choice)}
+        predicted = sum(c[k] for c, k in zip(table.costs, choice))
+        solved, opts = {}, {}
+        for l in prep.layers:
+            lv = plan[l.weight]
+            if lv.dense:
+                continue
+            arrays, meta = db.get(mkey, skey, l.weight, lv.name)
+            solved[l.weight] = from_arrays(arrays, meta)
+            opts[l.weight] = dataclasses.replace(options, **lv.options())
+    out_model = write(prep, solved, opts)
+    rows = [dict(solved[l.weight].row, level=plan[l.weight].name) if l.weight in solved
+            else {"weight": l.weight, "op": l.op, "shape": f"{l.groups}×{l.rows}×{l.cols}", "level": "dense",
+                  "storage": "float32", "sparsity": 0.0, "layer_loss": 0.0, "relative_layer_error": 0.0,
+                  "note": ""} for l in prep.layers]
+    extra = {"budget": {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
+                        "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers},
+             "plan": {w: lv.name for w, lv in plan.items()}, "database": {"path": str(db_dir), **built}}
+    report = finish(prep, out_model, dst, rows, options, t0, extra)
+    if cost == "latency":
+        measured = _measure(prep, dst, options)
+        report["budget"].update(
+            dense_model_seconds=measured["dense"], output_model_seconds=measured["out"],
+            measured_speedup=measured["dense"] / measured["out"],
+            predicted_speedup=(fixed + dense_layers) / (fixed + predicted),
+            layer_sum_over_model=dense_layers / dense_model_s)
+    elif cost == "size":
+        report["budget"]["measured_share"] = report["bytes"]["output"] / report["bytes"]["input"]
+    else:
+        report["budget"]["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
+    return report
+
+
+def _reachable(kind, best, fixed, dense_model_s, dense_layers, src) -> str:
+    if kind == "speedup":
+        return f"{(fixed + dense_layers) / (fixed + best):.2f}x"
+    if kind == "size":
+        return f"{(best + src.stat().st_size - dense_layers) / src.stat().st_size:.3f} of the input"
+    return f"{dense_layers / best:.2f}x" if best else "unbounded"
+
+
+def _feed(prep, options) -> dict:
+    """One calibration batch, the batch every latency is measured at."""
+    return next(batches(prep.calib, model_inputs(prep.model), options.batch_size))
+
+
+def _model_latency(model, prep, options) -> float:
+    from .runtimes import onnxruntime as runtime
+
+    return runtime.latency(model, _feed(prep, options), custom_ops=options.custom_ops)
+
+
+def _measure(prep, out_path, options) -> dict:
+    from .runtimes.onnxruntime import compare_latency, session
+
+    sessions = {"dense": session(prep.model, custom_ops=options.custom_ops),
+                "out": session(out_path, custom_ops=options.custom_ops)}
+    return compare_latency(sessions, _feed(prep, options))
+
+
+def parse_levels(names) -> list | None:
+    return [parse(n) for n in names] if names else None

@@ -1,0 +1,121 @@
+"""Building the database: every layer at every level, solved once and stored with its losses
+and analytic costs; a rerun skips what is stored (so a killed build resumes)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..graph.flops import macs_per_sample, output_shapes
+from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer
+from ..solver import UniformGrid
+from .levels import Level
+from .probe import LossProbe
+from .store import Database, fingerprint
+
+
+def settings_key(prep: Prepared, options: Options) -> str:
+    """What the stored results depend on besides model, layer and level."""
+    o = options
+    return fingerprint("v1", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
+                       o.holdout, *[prep.calib[k] for k in sorted(prep.calib)])
+
+
+def model_key(path) -> str:
+    with open(path, "rb") as f:
+        return fingerprint(f.read())
+
+
+def level_options(options: Options, level: Level) -> Options:
+    return dataclasses.replace(options, **level.options())
+
+
+def to_arrays(s: Solved) -> tuple:
+    """(arrays, grid meta) for the store."""
+    arrays = {"weight": s.weight}
+    if s.shift is not None:
+        arrays["shift"] = s.shift
+    meta = {}
+    if s.codes is not None:
+        for g, (c, grid) in enumerate(zip(s.codes, s.grids)):
+            arrays[f"codes{g}"], arrays[f"scale{g}"], arrays[f"zero{g}"] = c.astype(np.int8), grid.scale, grid.zero
+        grid = s.grids[0]
+        meta = {"groups": len(s.codes), "qmin": grid.qmin, "qmax": grid.qmax, "bits": grid.bits,
+                "symmetric": grid.symmetric}
+    return arrays, meta
+
+
+def from_arrays(arrays: dict, meta: dict) -> Solved:
+    codes = grids = None
+    if "groups" in meta:
+        codes = [arrays[f"codes{g}"].astype(np.int32) for g in range(meta["groups"])]
+        grids = [UniformGrid(arrays[f"scale{g}"], arrays[f"zero{g}"], meta["qmin"], meta["qmax"], meta["bits"],
+                             meta["symmetric"]) for g in range(meta["groups"])]
+    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids)
+
+
+def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dict:
+    """FLOPs and BOPs per sample (MACs × 2, MACs × weight bits × activation bits, both scaled by
+    the kept share of weights) and the bytes of the stored weight."""
+    n = solved.weight.size
+    density = float(np.count_nonzero(solved.weight)) / n
+    wbits = level.wbits or 32
+    abits = level.abits or 32
+    if level.wbits:
+        nbytes = n * (1 if level.wbits > 4 else 0.5) + 8 * layer.rows * layer.groups
+    else:
+        nbytes = min(4 * n, 12 * np.count_nonzero(solved.weight))  # float32, or sparse where smaller
+    return {"flops": None if macs is None else 2 * macs * density,
+            "bops": None if macs is None else macs * wbits * abits * density, "bytes": float(nbytes),
+            "density": density}
+
+
+def build(prep: Prepared, db: Database, model_path, levels: list, options: Options, progress=None) -> dict:
+    """Solve and store every (layer, level) not stored yet; returns counts."""
+    progress = progress or (lambda *a: None)
+    mkey, skey = model_key(model_path), settings_key(prep, options)
+    shapes = output_shapes(prep.model)
+    outputs = {n.name or n.output[0]: n.output[0] for n in prep.model.graph.node}
+    probe = LossProbe(prep, options)
+    done = skipped = 0
+    total = len(prep.layers) * len(levels)
+    progress("database", 0, total, "")
+    for layer in prep.layers:
+        todo = [lv for lv in levels if not db.has(mkey, skey, layer.weight, lv.name)]
+        skipped += len(levels) - len(todo)
+        macs = macs_per_sample(layer, [outputs[n] for n in layer.nodes], shapes)
+        passes = _shared_passes(prep, layer, options, todo)
+        for lv in todo:
+            opt = level_options(options, lv)
+            s = solve_layer(prep, layer, opt, passes.get(lv.name)) if not lv.dense else _dense(prep, layer)
+            arrays, meta = to_arrays(s)
+            meta.update(row=s.row, layer_loss=s.row["layer_loss"], calib_loss=probe.loss(layer, s),
+                        **analytic_costs(layer, lv, macs, s))
+            db.put(mkey, skey, layer.weight, lv.name, arrays, meta)
+            done += 1
+            progress("database", done + skipped, total, f"{layer.weight} {lv.name}")
+    return {"model": mkey, "settings": skey, "computed": done, "reused": skipped}
+
+
+def _shared_passes(prep, layer, options, levels) -> dict:
+    """level name → per-group pruning Results, from one pass per family (unstructured, 4-blocks)."""
+    out = {}
+    channels = layer.weight_shape[1] if layer.op == "Conv" else layer.cols
+    for kind in ("sparsity", "block4"):
+        members = [lv for lv in levels if getattr(lv, kind) is not None]
+        if len(members) < 2 or (kind == "block4" and channels % 4):
+            continue
+        values = sorted({getattr(lv, kind) for lv in members})
+        results = dict(zip(values, pruning_pass(prep, layer, options, kind, values)))
+        out.update({lv.name: results[getattr(lv, kind)] for lv in members})
+    return out
+
+
+def _dense(prep, layer) -> Solved:
+    from ..graph.layers import weight_array
+
+    w = weight_array(prep.model, layer.weight)
+    row = {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
+           "sparsity": float(np.mean(w == 0)), "layer_loss": 0.0, "relative_layer_error": 0.0, "note": "dense"}
+    return Solved(w, row, None, None, None)

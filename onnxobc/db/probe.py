@@ -1,0 +1,45 @@
+"""The calibration loss of the whole model with only one layer compressed (the OBC paper's
+per-level loss): Σ over outputs of ‖y − y_dense‖² / ‖y_dense‖² on calibration samples, from one
+onnxruntime session of the probe model (graph/probe.py), where a swap is a different feed.
+For int8-activation levels only the weights (and bias shift) are swapped: the activation
+rounding is not in this loss."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..calib.feeds import batches, model_inputs
+from ..graph.layers import weight_array
+from ..graph.probe import probe_model, shift_input
+from ..runtimes.onnxruntime import session
+
+MAX_SAMPLES = 64
+
+
+class LossProbe:
+    def __init__(self, prep, options):
+        self.prep, self.options = prep, options
+        self.sess = session(probe_model(prep.model, prep.layers), custom_ops=options.custom_ops)
+        n = len(next(iter(prep.calib.values())))
+        self.data = {k: v[: min(n, MAX_SAMPLES)] for k, v in prep.calib.items()}
+        self.base = {}
+        for l in prep.layers:
+            self.base[l.weight] = weight_array(prep.model, l.weight)
+            for k in range(len(l.nodes)):
+                shape = (l.rows * l.groups,) + (1,) * len(l.kernel) if l.op == "Conv" else (l.rows,)
+                self.base[shift_input(l, k)] = np.zeros(shape, np.float32)
+        self.dense = self._run({})
+
+    def _run(self, swap: dict) -> list:
+        feeds = {**self.base, **swap}
+        outs = [self.sess.run(None, {**b, **feeds}) for b in batches(self.data, model_inputs(self.prep.model),
+                                                                       self.options.batch_size)]
+        return [np.concatenate([o[i] for o in outs]).astype(np.float64) for i in range(len(outs[0]))]
+
+    def loss(self, layer, solved) -> float:
+        swap = {layer.weight: solved.weight.astype(np.float32)}
+        if solved.shift is not None:
+            for k in range(len(layer.nodes)):
+                swap[shift_input(layer, k)] = solved.shift.astype(np.float32).reshape(self.base[shift_input(layer, k)].shape)
+        got = self._run(swap)
+        return float(sum(np.sum((g - d) ** 2) / max(np.sum(d ** 2), 1e-30) for g, d in zip(got, self.dense)))

@@ -1,0 +1,43 @@
+"""Latency of every (layer, level) on the target runtime: each layer alone, at its real input
+shape and the batch size asked for, written in the level's export format, timed (warm-up, then
+the median of repeats) and cached in the database by a signature of the layer's shape and
+attributes, so layers alike are timed once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..calib.capture import _exposing
+from ..graph.single import single_layer_model
+from ..pipeline import Prepared, write
+from .build import level_options
+from .store import fingerprint
+
+
+def activation_shapes(prep: Prepared, options) -> dict:
+    """Per-sample shape of every layer's activation input (one calibration sample run)."""
+    from ..runtimes.onnxruntime import session
+
+    acts = sorted({a for l in prep.layers for a in l.activations})
+    sess = session(_exposing(prep.model, acts), custom_ops=options.custom_ops)
+    sample = {k: v[:1] for k, v in prep.calib.items()}
+    return {a: v.shape[1:] for a, v in zip(acts, sess.run(acts, sample))}
+
+
+def signature(layer, input_shape) -> str:
+    return fingerprint(layer.op, layer.weight_shape, layer.groups, layer.attrs[0], list(input_shape))
+
+
+def layer_latency(prep: Prepared, layer, level, solved, options, input_shape, runtime) -> float:
+    """Seconds per run of `layer` alone at `level`, on `runtime` (an adapter module)."""
+    model, view = single_layer_model(prep.model, layer, input_shape)
+    node = model.graph.node[0]
+    alone = dataclasses.replace(prep, model=model, layers=[view],
+                                ranges={node.input[0]: (-1.0, 1.0), node.output[0]: (-1.0, 1.0)})
+    if not level.dense:
+        model = write(alone, {layer.weight: dataclasses.replace(solved, row=dict(solved.row))},
+                      {layer.weight: level_options(options, level)})
+    x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+    return runtime.latency(model, {node.input[0]: x})

@@ -1,0 +1,132 @@
+"""The database and budgets: resumable builds (also after kill -9), size and latency budgets
+end to end on the shipped digits model, clear errors for budgets that cannot be met."""
+
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from test_compress import onnxobc
+
+from onnxobc.db.levels import Level, level_set, parse
+from onnxobc.db.store import Database
+
+DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
+MODEL, CALIB = str(DIGITS / "mlp.onnx"), str(DIGITS / "calib.npz")
+LEVELS = ["dense", "s0.500", "s0.750", "2:4", "w8", "w4", "2:4+w4"]
+
+
+def test_level_names_round_trip_and_bad_names_fail():
+    for cost in ("latency", "size", "flops", "bops"):
+        for lv in level_set(cost):
+            assert parse(lv.name) == lv
+    assert parse("2:4+w8a8") == Level(nm=(2, 4), wbits=8, abits=8)
+    for bad in ("w9x", "s0.5", "s0.500+s0.600", "w8+2:4", "fast"):
+        with pytest.raises(ValueError):
+            parse(bad)
+
+
+def snapshot(db_dir):
+    with Database(db_dir) as db:
+        out = {}
+        for e in db.entries():
+            arrays, meta = db.get(e["model"], e["settings"], e["layer"], e["level"])
+            out[(e["layer"], e["level"])] = ({k: v.tobytes() for k, v in arrays.items()}, meta["calib_loss"])
+    return out
+
+
+def test_build_resumes_after_kill_9_with_an_identical_result(tmp_path):
+    args = [sys.executable, "-m", "onnxobc", "db", "build", MODEL, "--calib", CALIB, "--db", str(tmp_path / "db"),
+            "--levels", *LEVELS]
+    clean = subprocess.run(args[:-len(LEVELS) - 3] + ["--db", str(tmp_path / "clean"), "--levels", *LEVELS],
+                           capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    expected = snapshot(tmp_path / "clean")
+    assert len(expected) == 3 * len(LEVELS)
+    killed_at = []
+    for delay in (1.5, 2.5, 3.5):  # kill at different points of the build
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        killed_at.append(len(snapshot(tmp_path / "db")) if (tmp_path / "db" / "index.sqlite").exists() else 0)
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    computed = int(r.stdout.split(":")[1].split()[0])
+    assert computed == 3 * len(LEVELS) - killed_at[-1]  # nothing finished was recomputed
+    assert snapshot(tmp_path / "db") == expected
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.startswith(f"{tmp_path / 'db'}: 0 ")
+
+
+def test_size_budget_end_to_end(tmp_path):
+    out = tmp_path / "d.obc.onnx"
+    r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--size", "0.2", "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["budget"]["predicted_layer_cost"] <= rep["budget"]["layer_budget"]
+    assert out.stat().st_size <= 0.2 * pathlib.Path(MODEL).stat().st_size
+    assert set(rep["plan"]) == {"fc0.weight", "fc1.weight", "fc2.weight"}
+    assert rep["verification"]["relative_output_error"]["logits"] < 0.1
+    assert (tmp_path / "d.obc.onnx.db" / "index.sqlite").is_file()
+    onnx.checker.check_model(onnx.load(out))
+    # a tighter budget reuses the database and compresses more
+    r2 = onnxobc("compress", MODEL, str(tmp_path / "e.onnx"), "--calib", CALIB, "--size", "0.1", "--db",
+                 str(tmp_path / "d.obc.onnx.db"), "--report", str(tmp_path / "r2.json"))
+    assert r2.returncode == 0, r2.stderr
+    rep2 = json.loads((tmp_path / "r2.json").read_text())
+    assert rep2["database"]["computed"] == 0 and rep2["database"]["reused"] > 0
+    assert (tmp_path / "e.onnx").stat().st_size < out.stat().st_size
+
+
+def test_unreachable_budget_states_the_best_and_best_effort_writes_it(tmp_path):
+    out = tmp_path / "x.onnx"
+    r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--size", "0.01", "--levels", "dense", "w8")
+    assert r.returncode == 2 and "cannot be met: the best reachable is" in r.stderr and not out.exists()
+    r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--size", "0.01", "--levels", "dense", "w8",
+                "--best-effort")
+    assert r.returncode == 0, r.stderr
+    assert "reached" in r.stdout and out.exists()
+
+
+def test_speedup_budget_reports_predicted_and_measured(tmp_path):
+    out = tmp_path / "s.onnx"
+    r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--speedup", "1.01x", "--best-effort", "--report",
+                str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    b = json.loads((tmp_path / "r.json").read_text())["budget"]
+    assert b["measured_speedup"] > 0 and b["predicted_speedup"] > 0 and b["layer_sum_over_model"] > 0
+    assert "predicted" in r.stdout and "measured" in r.stdout
+    with Database(tmp_path / "s.onnx.db") as db:
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 3 * len(level_set("latency"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--speedup", "2x", "--wbits", "4"], "chooses each layer's level itself"),
+    (["--speedup", "2x", "--size", "0.5"], "give one budget"),
+    (["--speedup", "0.5x"], "more than 1x"),
+    (["--size", "2"], "--size must be in (0, 1)"),
+    (["--flops", "fast"], "takes a factor"),
+    (["--speedup", "2x", "--levels", "w9"], "weight bits must be 2 to 8"),
+    (["--speedup", "2x", "--levels", "fast"], "unknown level"),
+])
+def test_bad_budget_options(tmp_path, args, message):
+    r = onnxobc("compress", MODEL, str(tmp_path / "o.onnx"), "--calib", CALIB, *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_config_file_holds_the_options(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('calib = "%s"\nsize = "0.2"\nlevels = ["dense", "w8", "w4"]\n' % CALIB)
+    r = onnxobc("compress", MODEL, str(tmp_path / "o.onnx"), "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "size: target 0.2" in r.stdout
+    cfg.write_text('calib = "%s"\nspeed = "2x"\n' % CALIB)
+    r = onnxobc("compress", MODEL, str(tmp_path / "p.onnx"), "--config", str(cfg))
+    assert r.returncode == 2 and "unknown options ['speed']" in r.stderr
