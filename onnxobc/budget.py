@@ -60,9 +60,10 @@ class Table:
 
 def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str, options: Options,
                batch_size: int, progress=None) -> Table:
-    from .runtimes import onnxruntime as runtime
+    from . import runtimes
 
     progress = progress or (lambda *a: None)
+    runtime = runtimes.load(options.runtime)
     shapes = activation_shapes(prep, options) if cost == "latency" else {}
     rows_levels, losses, costs = [], [], []
     total, done = len(prep.layers) * len(levels), 0
@@ -108,6 +109,12 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     src, dst = _check_paths(model_path, out_path)
     t0 = time.perf_counter()
     cost = COSTS[kind]
+    if cost == "latency":
+        from . import runtimes
+
+        reason = getattr(runtimes.load(options.runtime), "available", lambda: None)()
+        if reason:
+            raise ValueError(f"--runtime {options.runtime}: {reason}")
     levels = levels or level_set(cost, options.runtime)
     prep = prepare(src, calib, options, progress, activation_ranges=any(lv.abits for lv in levels))
     db_dir = pathlib.Path(db_dir) if db_dir else dst.parent / f"{dst.name}.db"
@@ -184,17 +191,23 @@ def _feed(prep, options) -> dict:
 
 
 def _model_latency(model, prep, options) -> float:
-    from .runtimes import onnxruntime as runtime
+    from . import runtimes
 
-    return runtime.latency(model, _feed(prep, options), custom_ops=options.custom_ops)
+    return runtimes.load(options.runtime).latency(model, _feed(prep, options), custom_ops=options.custom_ops)
 
 
 def _measure(prep, out_path, options) -> dict:
+    """The dense and the output model timed in turns (onnxruntime), or one after the other."""
+    from . import runtimes
     from .runtimes.onnxruntime import compare_latency, session
 
-    sessions = {"dense": session(prep.model, custom_ops=options.custom_ops),
-                "out": session(out_path, custom_ops=options.custom_ops)}
-    return compare_latency(sessions, _feed(prep, options))
+    feed = _feed(prep, options)
+    if options.runtime == "onnxruntime":
+        sessions = {"dense": session(prep.model, custom_ops=options.custom_ops),
+                    "out": session(out_path, custom_ops=options.custom_ops)}
+        return compare_latency(sessions, feed)
+    adapter = runtimes.load(options.runtime)
+    return {"dense": adapter.latency(prep.model, feed), "out": adapter.latency(out_path, feed)}
 
 
 def parse_levels(names) -> list | None:

@@ -130,3 +130,14 @@ def test_config_file_holds_the_options(tmp_path):
     cfg.write_text('calib = "%s"\nspeed = "2x"\n' % CALIB)
     r = onnxobc("compress", MODEL, str(tmp_path / "p.onnx"), "--config", str(cfg))
     assert r.returncode == 2 and "unknown options ['speed']" in r.stderr
+
+
+def test_tensorrt_budget_without_tensorrt_is_a_clear_error(tmp_path):
+    from onnxobc.runtimes import tensorrt
+
+    if tensorrt.available() is None:
+        pytest.skip("TensorRT is available here: the latency path runs instead")
+    r = onnxobc("compress", MODEL, str(tmp_path / "o.onnx"), "--calib", CALIB, "--speedup", "2x",
+                "--runtime", "tensorrt")
+    assert r.returncode == 2 and "TensorRT execution provider is not available" in r.stderr
+    assert not (tmp_path / "o.onnx").exists()

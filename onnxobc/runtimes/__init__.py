@@ -1,1 +1,15 @@
-"""Runtime adapters, one file each, imported lazily by whoever needs that runtime."""
+"""Runtime adapters, one file each, imported lazily by whoever needs that runtime. Each has
+`latency(model, feed, …)` → median seconds per run."""
+
+from __future__ import annotations
+
+import importlib
+
+ADAPTERS = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
+
+
+def load(name: str):
+    """The adapter module for runtime `name`; ValueError naming the choices otherwise."""
+    if name not in ADAPTERS:
+        raise ValueError(f"no runtime adapter {name!r}; choose one of {sorted(ADAPTERS)}")
+    return importlib.import_module(f"{__name__}.{ADAPTERS[name]}")
