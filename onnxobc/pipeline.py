@@ -94,8 +94,11 @@ class Options:
                              "and no --abits or other --runtime")
         for lib in self.custom_ops:
             custom_op_library(lib)  # a clear error now rather than after calibration
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"--runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.runtime not in RUNTIMES + ("deepsparse",):
+            raise ValueError(f"--runtime must be one of {RUNTIMES + ('deepsparse',)}, got {self.runtime!r}")
+        if self.runtime == "deepsparse" and self.abits is not None:
+            raise ValueError("int8 activations for DeepSparse need its QLinearConv/QLinearMatMul form, which onnxobc "
+                             "does not write yet; use --runtime onnxruntime or tensorrt for --abits")
         if self.runtime == "tensorrt" and self.abits is not None and not self.symmetric:
             raise ValueError("TensorRT runs symmetric int8 only: drop --asym for --runtime tensorrt")
         if not 0 < self.holdout < 1:

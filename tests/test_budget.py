@@ -141,3 +141,13 @@ def test_tensorrt_budget_without_tensorrt_is_a_clear_error(tmp_path):
                 "--runtime", "tensorrt")
     assert r.returncode == 2 and "TensorRT execution provider is not available" in r.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_deepsparse_budget_without_its_environment_is_a_clear_error(tmp_path):
+    from onnxobc.runtimes import deepsparse
+
+    if deepsparse.available() is None:
+        pytest.skip("DeepSparse's environment is set up here: the latency path runs instead")
+    r = onnxobc("compress", MODEL, str(tmp_path / "o.onnx"), "--calib", CALIB, "--speedup", "2x",
+                "--runtime", "deepsparse")
+    assert r.returncode == 2 and "setup.sh" in r.stderr and not (tmp_path / "o.onnx").exists()

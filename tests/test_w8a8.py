@@ -131,7 +131,8 @@ def test_digits_w8a8_keeps_accuracy(tmp_path):
     (["--abits", "8"], "need int8 weights"),
     (["--wbits", "4", "--abits", "8"], "need int8 weights"),
     (["--wbits", "8", "--abits", "8", "--asym", "--runtime", "tensorrt"], "symmetric int8 only"),
-    (["--wbits", "8", "--abits", "8", "--runtime", "deepsparse"], "--runtime must be one of"),
+    (["--wbits", "8", "--abits", "8", "--runtime", "openvino"], "--runtime must be one of"),
+    (["--wbits", "8", "--abits", "8", "--runtime", "deepsparse"], "does not write yet"),
     (["--nm", "2:4", "--matmulnbits"], "--matmulnbits writes weight-only"),
     (["--wbits", "8", "--abits", "8", "--matmulnbits"], "--matmulnbits writes weight-only"),
 ])

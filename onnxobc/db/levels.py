@@ -96,8 +96,8 @@ LATENCY_SETS = {
     "onnxruntime": lambda: [Level(), Level(wbits=8, abits=8), Level(wbits=4)],
     "tensorrt": lambda: [Level(), Level(nm=(2, 4)), Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8),
                          Level(wbits=4)],
-    "deepsparse": lambda: [Level(), Level(wbits=8, abits=8)] + [l for l in blocks() if l.block4 >= 0.7]
-    + [Level(block4=l.block4, wbits=8, abits=8) for l in blocks() if l.block4 >= 0.7],
+    # 4-blocks from about 70 %, where DeepSparse speeds them up (its int8 form is not written yet)
+    "deepsparse": lambda: [Level()] + [l for l in blocks() if l.block4 >= 0.7],
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-ADAPTERS = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
+ADAPTERS = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "deepsparse": "deepsparse"}
 
 
 def load(name: str):
