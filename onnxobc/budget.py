@@ -18,7 +18,7 @@ import time
 
 from . import dp
 from .calib.feeds import batches, model_inputs
-from .db.build import build, from_arrays, model_key, settings_key
+from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, level_set, parse
 from .db.profile import activation_shapes, layer_latency, signature
 from .db.store import Database
@@ -153,7 +153,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
                 continue
             arrays, meta = db.get(mkey, skey, l.weight, lv.name)
             solved[l.weight] = from_arrays(arrays, meta)
-            opts[l.weight] = dataclasses.replace(options, **lv.options())
+            opts[l.weight] = level_options(options, lv)
     out_model = write(prep, solved, opts)
     rows = [dict(solved[l.weight].row, level=plan[l.weight].name) if l.weight in solved
             else {"weight": l.weight, "op": l.op, "shape": f"{l.groups}×{l.rows}×{l.cols}", "level": "dense",

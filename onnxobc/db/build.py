@@ -28,7 +28,10 @@ def model_key(path) -> str:
 
 
 def level_options(options: Options, level: Level) -> Options:
-    return dataclasses.replace(options, **level.options())
+    """The pipeline options that write `level`: on onnxruntime, weight-only MatMuls go to its
+    MatMulNBits kernel (the form it runs fast)."""
+    nbits = options.runtime == "onnxruntime" and level.wbits is not None and not level.abits
+    return dataclasses.replace(options, **level.options(), matmulnbits=nbits)
 
 
 def to_arrays(s: Solved) -> tuple:
