@@ -6,7 +6,7 @@ rendered text): relative output error and task agreement (rec: decoded text equa
 model's; det: text-mask IoU) on held-out rendered images, file size, and for W8A8 the latency on
 onnxruntime against the dense model and quantize_static's, timed side by side.
 
-    python bench/pipeline.py [--ppocr]
+    python bench/pipeline.py [--ppocr | --ppocr=weights | --ppocr=w8a8]
 """
 
 from __future__ import annotations
@@ -58,9 +58,15 @@ PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16
 
 def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool) -> None:
     """onnxruntime.quantization's static QDQ quantization, per channel, U8S8, its default MinMax
-    calibration, on the same calibration samples."""
+    calibration, on the same calibration samples. It is given the model with its Constant-node
+    weights moved to initializers (as onnxobc loads it): it quantizes only initializer weights,
+    and PP-OCR keeps its weights in Constant nodes."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    from onnxobc.graph.model import load_model
+
+    onnx.save(load_model(src), str(dst) + ".in.onnx")
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -69,8 +75,9 @@ def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool) -> None:
         def get_next(self):
             return next(self.feeds, None)
 
-    ort_quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    ort_quantize_static(str(dst) + ".in.onnx", str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    pathlib.Path(str(dst) + ".in.onnx").unlink()
 
 
 def ctc_text(probs: np.ndarray) -> list:
@@ -96,7 +103,7 @@ def _error(ref, got) -> float:
     return float(np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64)))
 
 
-def ppocr_tables():
+def ppocr_tables(parts=("weights", "w8a8")):
     sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
     import ppocr
 
@@ -110,13 +117,15 @@ def ppocr_tables():
             np.savez(tmp / "c.npz", x=x)
             dense = session(paths[name]).run(None, {"x": held})[0]
             opt = dict(holdout=PPOCR_HELD_OUT / PPOCR_IMAGES)
-            for target, method, opts in PPOCR_RUNS:
+            for target, method, opts in PPOCR_RUNS if "weights" in parts else []:
                 t = time.perf_counter()
                 rep = compress(paths[name], tmp / "m.onnx", tmp / "c.npz", Options(**opts, **opt))
                 (err,) = rep["verification"]["relative_output_error"].values()
                 got = session(tmp / "m.onnx").run(None, {"x": held})[0]
                 rows.append([f"PP-OCRv4 {name}", target, method, f"{err:.4f}", task_agreement(name, dense, got),
                              f"{rep['bytes']['input'] / rep['bytes']['output']:.2f}x", f"{time.perf_counter() - t:.0f}"])
+            if "w8a8" not in parts:
+                continue
             models = {"dense": paths[name]}
             for label, opts in W8A8_RUNS:
                 models[label] = tmp / f"{len(models)}.onnx"
@@ -133,11 +142,13 @@ def ppocr_tables():
                              f"{latency['quantize_static'] / latency[label]:.2f}x",
                              f"{models['dense'].stat().st_size / pathlib.Path(models[label]).stat().st_size:.2f}x"])
     header = ["model", "target", "method", "rel. output error", "task agreement with dense", "file smaller", "s"]
-    print_table(header, rows, f"# PP-OCRv4 from rapidocr-onnxruntime 1.4.4: {PPOCR_IMAGES} rendered text images "
+    if rows:
+        print_table(header, rows, f"# PP-OCRv4 from rapidocr-onnxruntime 1.4.4: {PPOCR_IMAGES} rendered text images "
                 f"({PPOCR_IMAGES - PPOCR_HELD_OUT} calibrate, {PPOCR_HELD_OUT} held out), weights only")
     header = ["model", "W8A8 by", "rel. output error", "task agreement with dense", "ms / image",
               "speed vs dense", "speed vs quantize_static", "file smaller"]
-    print_table(header, w8a8, "# W8A8 for onnxruntime CPU (U8S8 QDQ, fused int8 kernels), same calibration images; "
+    if w8a8:
+        print_table(header, w8a8, "# W8A8 for onnxruntime CPU (U8S8 QDQ, fused int8 kernels), same calibration images; "
                 "latency: batch 1, sessions timed in turns in one process (median)")
 
 
@@ -168,8 +179,9 @@ def main():
           "accuracy on the 360 test digits; pruned weights stored as float32 zeros, quantized ones as "
           "integer codes + DequantizeLinear")
     print_table(header, rows)
-    if "--ppocr" in sys.argv[1:]:
-        ppocr_tables()
+    for arg in sys.argv[1:]:
+        if arg.startswith("--ppocr"):
+            ppocr_tables(arg.partition("=")[2].split(",") if "=" in arg else ("weights", "w8a8"))
 
 
 if __name__ == "__main__":
