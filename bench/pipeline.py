@@ -58,15 +58,16 @@ PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16
 
 def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool) -> None:
     """onnxruntime.quantization's static QDQ quantization, per channel, U8S8, its default MinMax
-    calibration, on the same calibration samples. It is given the model with its Constant-node
-    weights moved to initializers (as onnxobc loads it): it quantizes only initializer weights,
-    and PP-OCR keeps its weights in Constant nodes."""
+    calibration, on the same calibration samples. It is given the model as onnxobc prepares it:
+    Constant-node weights moved to initializers (it quantizes only initializer weights, and
+    PP-OCR keeps its weights in Constant nodes) and opset ≥ 13 (per-channel DequantizeLinear)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     from onnxobc.graph.model import load_model
+    from onnxobc.graph.qdq import ensure_opset
 
-    onnx.save(load_model(src), str(dst) + ".in.onnx")
+    onnx.save(ensure_opset(load_model(src), 13), str(dst) + ".in.onnx")  # per-channel DQ needs opset 13
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -20,7 +20,7 @@ from . import dp
 from .calib.feeds import batches, model_inputs
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, level_set, parse
-from .db.profile import activation_shapes, layer_latency, signature
+from .db.profile import activation_shapes, layer_latencies, signature
 from .db.store import Database
 from .pipeline import Options, _check_paths, finish, prepare, write
 
@@ -68,17 +68,21 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
     rows_levels, losses, costs = [], [], []
     total, done = len(prep.layers) * len(levels), 0
     for layer in prep.layers:
+        stored = {lv: db.get(mkey, skey, layer.weight, lv.name) for lv in levels}
+        if cost == "latency":
+            shape = (batch_size,) + tuple(shapes[layer.activations[0]])
+            sig = signature(layer, shape)
+            seconds = {lv.name: db.latency(options.runtime, sig, lv.name) for lv in levels}
+            if any(v is None for v in seconds.values()):  # time every level of the layer together
+                seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv]) for lv in levels}, options,
+                                          shape, runtime)
+                for name, sec in seconds.items():
+                    db.put_latency(options.runtime, sig, name, sec)
         have, ls, cs = [], [], []
         for lv in levels:
-            arrays, meta = db.get(mkey, skey, layer.weight, lv.name)
+            meta = stored[lv][1]
             if cost == "latency":
-                shape = (batch_size,) + tuple(shapes[layer.activations[0]])
-                sig = signature(layer, shape)
-                sec = db.latency(options.runtime, sig, lv.name)
-                if sec is None:
-                    sec = layer_latency(prep, layer, lv, from_arrays(arrays, meta), options, shape, runtime)
-                    db.put_latency(options.runtime, sig, lv.name, sec)
-                c = sec * len(layer.nodes)
+                c = seconds[lv.name] * len(layer.nodes)
             else:
                 c = meta[{"size": "bytes", "flops": "flops", "bops": "bops"}[cost]]
             done += 1
@@ -112,7 +116,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     if cost == "latency":
         from . import runtimes
 
-        reason = getattr(runtimes.load(options.runtime), "available", lambda: None)()
+        reason = runtimes.load(options.runtime).available()
         if reason:
             raise ValueError(f"--runtime {options.runtime}: {reason}")
     levels = levels or level_set(cost, options.runtime)
@@ -193,7 +197,8 @@ def _feed(prep, options) -> dict:
 def _model_latency(model, prep, options) -> float:
     from . import runtimes
 
-    return runtimes.load(options.runtime).latency(model, _feed(prep, options), custom_ops=options.custom_ops)
+    return runtimes.load(options.runtime).latencies({"m": model}, _feed(prep, options),
+                                                    custom_ops=options.custom_ops)["m"]
 
 
 def _measure(prep, out_path, options) -> dict:

@@ -30,8 +30,8 @@ def signature(layer, input_shape) -> str:
     return fingerprint(layer.op, layer.weight_shape, layer.groups, layer.attrs[0], list(input_shape))
 
 
-def layer_latency(prep: Prepared, layer, level, solved, options, input_shape, runtime) -> float:
-    """Seconds per run of `layer` alone at `level`, on `runtime` (an adapter module)."""
+def level_model(prep: Prepared, layer, level, solved, options, input_shape):
+    """(`layer` alone at `level` in its export format, its feed)."""
     model, view = single_layer_model(prep.model, layer, input_shape)
     node = model.graph.node[0]
     alone = dataclasses.replace(prep, model=model, layers=[view],
@@ -40,4 +40,13 @@ def layer_latency(prep: Prepared, layer, level, solved, options, input_shape, ru
         model = write(alone, {layer.weight: dataclasses.replace(solved, row=dict(solved.row))},
                       {layer.weight: level_options(options, level)})
     x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-    return runtime.latency(model, {node.input[0]: x})
+    return model, {node.input[0]: x}
+
+
+def layer_latencies(prep: Prepared, layer, solved: dict, options, input_shape, runtime) -> dict:
+    """{level name: seconds per run} of `layer` alone at each level of `solved` (Level →
+    Solved), timed together (in turns where the runtime allows) so they compare fairly."""
+    models, feed = {}, None
+    for level, s in solved.items():
+        models[level.name], feed = level_model(prep, layer, level, s, options, input_shape)
+    return runtime.latencies(models, feed, custom_ops=options.custom_ops)

@@ -42,3 +42,8 @@ def latency(model, feed: dict, repeats: int = 30, warmup: int = 5, custom_ops=()
     if r.returncode:
         raise ValueError(f"DeepSparse could not run the model: {r.stderr.strip()[-500:]}")
     return float(json.loads(r.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def latencies(models: dict, feed: dict, custom_ops=()) -> dict:
+    """Median seconds per run of each model, one after the other."""
+    return {k: latency(m, feed, custom_ops=custom_ops) for k, m in models.items()}

@@ -12,6 +12,14 @@ import numpy as np
 CUSTOM_OP_LIBRARIES = {"extensions": "onnxruntime-extensions"}
 
 
+def available() -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed"
+    return None
+
+
 def providers() -> list:
     import onnxruntime as ort
 
@@ -84,3 +92,9 @@ def latency(model, feed: dict, repeats: int = 30, warmup: int = 5, custom_ops=()
     """Median seconds per run of `model` (a path or ModelProto) on `feed`."""
     return compare_latency({"m": session(model, custom_ops=custom_ops)}, feed, rounds=1, repeats=repeats,
                            warmup=warmup)["m"]
+
+
+def latencies(models: dict, feed: dict, rounds: int = 6, repeats: int = 10, custom_ops=()) -> dict:
+    """Median seconds per run of each model, timed in turns (see compare_latency)."""
+    return compare_latency({k: session(m, custom_ops=custom_ops) for k, m in models.items()}, feed, rounds=rounds,
+                           repeats=repeats)

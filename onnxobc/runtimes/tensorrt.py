@@ -28,3 +28,8 @@ def latency(model, feed: dict, repeats: int = 30, warmup: int = 5, custom_ops=()
                                                          else model.SerializeToString())
     sess = ort.InferenceSession(src, providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
     return compare_latency({"m": sess}, feed, rounds=1, repeats=repeats, warmup=warmup)["m"]
+
+
+def latencies(models: dict, feed: dict, custom_ops=()) -> dict:
+    """Median seconds per run of each model, one after the other."""
+    return {k: latency(m, feed, custom_ops=custom_ops) for k, m in models.items()}
