@@ -202,17 +202,11 @@ def _model_latency(model, prep, options) -> float:
 
 
 def _measure(prep, out_path, options) -> dict:
-    """The dense and the output model timed in turns (onnxruntime), or one after the other."""
+    """The dense and the output model timed together (in turns where the runtime allows)."""
     from . import runtimes
-    from .runtimes.onnxruntime import compare_latency, session
 
-    feed = _feed(prep, options)
-    if options.runtime == "onnxruntime":
-        sessions = {"dense": session(prep.model, custom_ops=options.custom_ops),
-                    "out": session(out_path, custom_ops=options.custom_ops)}
-        return compare_latency(sessions, feed)
-    adapter = runtimes.load(options.runtime)
-    return {"dense": adapter.latency(prep.model, feed), "out": adapter.latency(out_path, feed)}
+    return runtimes.load(options.runtime).latencies({"dense": prep.model, "out": out_path}, _feed(prep, options),
+                                                    custom_ops=options.custom_ops)
 
 
 def parse_levels(names) -> list | None:

@@ -1,6 +1,6 @@
 """Runtime adapters, one file each, imported lazily by whoever needs that runtime. Each has
-`latency(model, feed, …)` → median seconds per run, `latencies({key: model}, feed)` → {key:
-seconds} (in turns where the runtime allows), and `available()` → None or why it cannot run."""
+`latencies({key: model}, feed)` → {key: median seconds per run} (timed in turns where the
+runtime allows) and `available()` → None or why it cannot run here."""
 
 from __future__ import annotations
 

@@ -43,14 +43,12 @@ def custom_op_library(name: str) -> str:
     return str(path.resolve())
 
 
-def session(model, threads: int | None = None, custom_ops=(), optimize: bool = True):
+def session(model, custom_ops=(), optimize: bool = True):
     """An InferenceSession for a path or a ModelProto, with the named custom-op libraries
     registered; `optimize=False` runs the graph as written (no fusions)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     for lib in custom_ops:
@@ -88,13 +86,7 @@ def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int =
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def latency(model, feed: dict, repeats: int = 30, warmup: int = 5, custom_ops=()) -> float:
-    """Median seconds per run of `model` (a path or ModelProto) on `feed`."""
-    return compare_latency({"m": session(model, custom_ops=custom_ops)}, feed, rounds=1, repeats=repeats,
-                           warmup=warmup)["m"]
-
-
-def latencies(models: dict, feed: dict, rounds: int = 6, repeats: int = 10, custom_ops=()) -> dict:
+def latencies(models: dict, feed: dict, rounds: int = 10, repeats: int = 10, custom_ops=()) -> dict:
     """Median seconds per run of each model, timed in turns (see compare_latency)."""
     return compare_latency({k: session(m, custom_ops=custom_ops) for k, m in models.items()}, feed, rounds=rounds,
                            repeats=repeats)
