@@ -139,9 +139,9 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
         else:
             budget = dense_layers / factor
         try:
-            choice = dp.solve(table.losses, table.costs, budget) if budget > 0 else None
-            if choice is None:
+            if budget <= 0:  # what no level changes already takes the whole target
                 raise dp.InfeasibleBudget(budget, sum(min(c) for c in table.costs))
+            choice = dp.solve(table.losses, table.costs, budget)
         except dp.InfeasibleBudget as e:
             reach = _reachable(kind, e.best, fixed, dense_model_s, dense_layers, src)
             if not best_effort:
@@ -150,19 +150,10 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
             choice = [min(range(len(c)), key=c.__getitem__) for c in table.costs]
         plan = {l.weight: lvs[k] for l, lvs, k in zip(table.layers, table.levels, choice)}
         predicted = sum(c[k] for c, k in zip(table.costs, choice))
-        solved, opts = {}, {}
-        for l in prep.layers:
-            lv = plan[l.weight]
-            if lv.dense:
-                continue
-            arrays, meta = db.get(mkey, skey, l.weight, lv.name)
-            solved[l.weight] = from_arrays(arrays, meta)
-            opts[l.weight] = level_options(options, lv)
-    out_model = write(prep, solved, opts)
-    rows = [dict(solved[l.weight].row, level=plan[l.weight].name) if l.weight in solved
-            else {"weight": l.weight, "op": l.op, "shape": f"{l.groups}×{l.rows}×{l.cols}", "level": "dense",
-                  "storage": "float32", "sparsity": 0.0, "layer_loss": 0.0, "relative_layer_error": 0.0,
-                  "note": ""} for l in prep.layers]
+        chosen = {l.weight: from_arrays(*db.get(mkey, skey, l.weight, plan[l.weight].name)) for l in prep.layers}
+    written = {w: s for w, s in chosen.items() if not plan[w].dense}
+    out_model = write(prep, written, {w: level_options(options, plan[w]) for w in written})
+    rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32")) for w, s in chosen.items()]
     extra = {"budget": {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
                         "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers},
              "plan": {w: lv.name for w, lv in plan.items()}, "database": {"path": str(db_dir), **built}}

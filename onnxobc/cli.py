@@ -184,9 +184,8 @@ def _add_solver_options(c) -> None:
     c.add_argument("--levels", nargs="*", metavar="LEVEL",
                    help="the levels a budget chooses from (default: the set for the budget and runtime), "
                         "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8")
-    for name in ("sparsity", "nm", "block4", "wbits", "abits", "matmulnbits"):
-        c.set_defaults(**{name: None})
-    c.set_defaults(matmulnbits=False)
+    # the fixed-level choices, for the subcommands that do not take them (compress overrides them)
+    c.set_defaults(sparsity=None, nm=None, block4=None, wbits=None, abits=None, matmulnbits=False)
 
 
 def _config_defaults(argv) -> dict:

@@ -24,12 +24,13 @@ import onnx
 from . import solver
 from .calib.capture import capture_hessians, capture_ranges
 from .calib.feeds import batches, load_calibration, model_inputs
-from .graph.activation_qdq import RUNTIMES, insert_activation_qdq, quantized_tensors
+from .graph.activation_qdq import insert_activation_qdq, quantized_tensors
 from .graph.bias import add_output_shift, feeds_batch_norm
 from .graph.layers import discover, weight_array
 from .graph.model import load_model
 from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
 from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
+from .runtimes import ADAPTERS
 from .runtimes.onnxruntime import custom_op_library, session
 
 METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
@@ -94,8 +95,8 @@ class Options:
                              "and no --abits or other --runtime")
         for lib in self.custom_ops:
             custom_op_library(lib)  # a clear error now rather than after calibration
-        if self.runtime not in RUNTIMES + ("deepsparse",):
-            raise ValueError(f"--runtime must be one of {RUNTIMES + ('deepsparse',)}, got {self.runtime!r}")
+        if self.runtime not in ADAPTERS:
+            raise ValueError(f"--runtime must be one of {tuple(ADAPTERS)}, got {self.runtime!r}")
         if self.runtime == "deepsparse" and self.abits is not None:
             raise ValueError("int8 activations for DeepSparse need its QLinearConv/QLinearMatMul form, which onnxobc "
                              "does not write yet; use --runtime onnxruntime or tensorrt for --abits")
@@ -175,10 +176,14 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
         shift = np.concatenate([(M.astype(np.float64) - Mh) @ acc.mean for M, Mh, acc in zip(dense, mats, hessians)])
     codes = ([g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)], grids) if opt.wbits is not None else None
     dense_out = sum(solver.layer_loss(M, 0, acc.hessian) for M, acc in zip(dense, hessians))
-    row = {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
-           "sparsity": float(np.mean(weight == 0)), "layer_loss": loss,
-           "relative_layer_error": loss / dense_out if dense_out > 0 else 0.0, "note": note}
-    return weight, row, shift, codes
+    return weight, summary_row(layer, weight, loss, loss / dense_out if dense_out > 0 else 0.0, note), shift, codes
+
+
+def summary_row(layer, weight, loss: float = 0.0, relative: float = 0.0, note: str = "") -> dict:
+    """A layer's line in the summary and the report."""
+    return {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
+            "sparsity": float(np.mean(weight == 0)), "layer_loss": loss, "relative_layer_error": relative,
+            "note": note}
 
 
 def _silent(stage, done, total, detail=""):

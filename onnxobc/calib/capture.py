@@ -16,7 +16,7 @@ from .ranges import Histogram
 from .unfold import unfold
 
 
-def _exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
+def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
@@ -40,7 +40,7 @@ def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int
     """({weight name: [HessianAccumulator per group]} summed over all nodes that use the weight,
     {tensor name: (min, max)} over the calibration data for each name in `observe`)."""
     acts = sorted({a for l in layers for a in l.activations} | set(observe))
-    sess = session(_exposing(model, acts), custom_ops=custom_ops)
+    sess = session(exposing(model, acts), custom_ops=custom_ops)
     hessians = {l.weight: [HessianAccumulator(l.cols) for _ in range(l.groups)] for l in layers}
     ranges = {}
     for feed in batches(data, model_inputs(model), batch_size):
@@ -64,7 +64,7 @@ def capture_ranges(model: onnx.ModelProto, ranges: dict, data: dict, batch_size:
     """{tensor name: (lo, hi)}: the least-squared-error 8-bit clipping range of each tensor in
     `ranges` (its calibration min/max), from a histogram pass over `data`."""
     names = sorted(ranges)
-    sess = session(_exposing(model, names), custom_ops=custom_ops)
+    sess = session(exposing(model, names), custom_ops=custom_ops)
     hists = {n: Histogram(*ranges[n]) for n in names}
     for feed in batches(data, model_inputs(model), batch_size):
         for n, v in zip(names, sess.run(names, feed)):

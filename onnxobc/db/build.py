@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 
 from ..graph.flops import macs_per_sample, output_shapes
-from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer
+from ..graph.layers import weight_array
+from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer, summary_row
 from ..solver import UniformGrid
 from .levels import Level
 from .probe import LossProbe
@@ -116,9 +117,5 @@ def _shared_passes(prep, layer, options, levels) -> dict:
 
 
 def _dense(prep, layer) -> Solved:
-    from ..graph.layers import weight_array
-
     w = weight_array(prep.model, layer.weight)
-    row = {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
-           "sparsity": float(np.mean(w == 0)), "layer_loss": 0.0, "relative_layer_error": 0.0, "note": "dense"}
-    return Solved(w, row, None, None, None)
+    return Solved(w, summary_row(layer, w, note="dense"), None, None, None)

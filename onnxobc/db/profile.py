@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from ..calib.capture import _exposing
+from ..calib.capture import exposing
 from ..graph.single import single_layer_model
 from ..pipeline import Prepared, write
 from .build import level_options
@@ -21,7 +21,7 @@ def activation_shapes(prep: Prepared, options) -> dict:
     from ..runtimes.onnxruntime import session
 
     acts = sorted({a for l in prep.layers for a in l.activations})
-    sess = session(_exposing(prep.model, acts), custom_ops=options.custom_ops)
+    sess = session(exposing(prep.model, acts), custom_ops=options.custom_ops)
     sample = {k: v[:1] for k, v in prep.calib.items()}
     return {a: v.shape[1:] for a, v in zip(acts, sess.run(acts, sample))}
 

@@ -80,7 +80,7 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
     """Quantize the activations around `layers` in place (weights must already be integer codes
     behind DequantizeLinear; `weight_scales[weight]` holds their per-output-channel scales)."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"--runtime must be one of {RUNTIMES}, got {runtime!r}")
+        raise ValueError(f"no int8 QDQ form for runtime {runtime!r}; there is one for {RUNTIMES}")
     g = model.graph
     inputs, outputs = quantized_tensors(model, layers, runtime)
     shapes = output_shapes(model)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
-import tempfile
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from ..atomic import atomic_path
 
 
 def set_weights(model: onnx.ModelProto, weights: dict) -> onnx.ModelProto:
@@ -68,17 +66,6 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def save_atomic(model: onnx.ModelProto, path) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash or a full disk leaves no
-    partial output. Models over protobuf's 2 GB limit go to external data beside the file."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """Save through atomic_path: a crash or a full disk leaves no partial output."""
+    with atomic_path(path) as tmp:
         onnx.save(model, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes private files; the output is an ordinary one
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise

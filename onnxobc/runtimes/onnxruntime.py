@@ -43,9 +43,10 @@ def custom_op_library(name: str) -> str:
     return str(path.resolve())
 
 
-def session(model, custom_ops=(), optimize: bool = True):
+def session(model, custom_ops=(), optimize: bool = True, execution_providers=None):
     """An InferenceSession for a path or a ModelProto, with the named custom-op libraries
-    registered; `optimize=False` runs the graph as written (no fusions)."""
+    registered; `optimize=False` runs the graph as written (no fusions); the providers default
+    to providers()."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -55,7 +56,7 @@ def session(model, custom_ops=(), optimize: bool = True):
         so.register_custom_ops_library(custom_op_library(lib))
     src = str(model) if isinstance(model, (str, pathlib.Path)) else model.SerializeToString()
     try:
-        return ort.InferenceSession(src, so, providers=providers())
+        return ort.InferenceSession(src, so, providers=execution_providers or providers())
     except Exception as e:  # onnxruntime raises its own exception types
         domains = sorted({o.domain for o in _model_of(model).opset_import}
                          - {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})

@@ -16,20 +16,13 @@ def available() -> str | None:
     return None
 
 
-def latency(model, feed: dict, repeats: int = 30, warmup: int = 5, custom_ops=()) -> float:
-    import onnxruntime as ort
-
-    from .onnxruntime import compare_latency
+def latencies(models: dict, feed: dict, rounds: int = 10, repeats: int = 10, custom_ops=()) -> dict:
+    """Median seconds per run of each model on TensorRT, timed in turns."""
+    from .onnxruntime import compare_latency, session
 
     reason = available()
     if reason:
         raise ValueError(f"--runtime tensorrt: {reason}")
-    src = model if isinstance(model, (str, bytes)) else (str(model) if hasattr(model, "__fspath__")
-                                                         else model.SerializeToString())
-    sess = ort.InferenceSession(src, providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
-    return compare_latency({"m": sess}, feed, rounds=1, repeats=repeats, warmup=warmup)["m"]
-
-
-def latencies(models: dict, feed: dict, custom_ops=()) -> dict:
-    """Median seconds per run of each model, one after the other."""
-    return {k: latency(m, feed, custom_ops=custom_ops) for k, m in models.items()}
+    trt = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    return compare_latency({k: session(m, custom_ops, execution_providers=trt) for k, m in models.items()}, feed,
+                           rounds=rounds, repeats=repeats)
