@@ -129,11 +129,12 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
         table = cost_table(prep, db, mkey, skey, levels, cost, options, batch, progress)
         dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
         dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
-        fixed, dense_model_s = 0.0, None
-        if cost == "latency":
-            dense_model_s = _model_latency(prep.model, prep, options)
+        fixed, source_s, dense_model_s = 0.0, None, None
+        if cost == "latency":  # the speedup is against the user's model; the plan starts from the folded one
+            t = _latencies(prep, options, source=src, **({"folded": prep.model} if prep.folded else {}))
+            source_s, dense_model_s = t["source"], t.get("folded", t["source"])
             fixed = max(0.0, dense_model_s - dense_layers)  # 0 when per-run overheads make the layer sum larger
-            budget = (fixed + dense_layers) / factor - fixed
+            budget = source_s / factor - fixed
         elif cost == "size":
             budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
         else:
@@ -143,7 +144,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
                 raise dp.InfeasibleBudget(budget, sum(min(c) for c in table.costs))
             choice = dp.solve(table.losses, table.costs, budget)
         except dp.InfeasibleBudget as e:
-            reach = _reachable(kind, e.best, fixed, dense_model_s, dense_layers, src)
+            reach = _reachable(kind, e.best, fixed, source_s, dense_layers, src)
             if not best_effort:
                 raise ValueError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
                                  "(--best-effort writes that)") from None
@@ -159,11 +160,11 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
              "plan": {w: lv.name for w, lv in plan.items()}, "database": {"path": str(db_dir), **built}}
     report = finish(prep, out_model, dst, rows, options, t0, extra)
     if cost == "latency":
-        measured = _measure(prep, dst, options)
+        measured = _latencies(prep, options, dense=src, out=dst)
         report["budget"].update(
             dense_model_seconds=measured["dense"], output_model_seconds=measured["out"],
             measured_speedup=measured["dense"] / measured["out"],
-            predicted_speedup=(fixed + dense_layers) / (fixed + predicted),
+            predicted_speedup=source_s / (fixed + predicted),
             layer_sum_over_model=dense_layers / dense_model_s)
     elif cost == "size":
         report["budget"]["measured_share"] = report["bytes"]["output"] / report["bytes"]["input"]
@@ -172,9 +173,9 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     return report
 
 
-def _reachable(kind, best, fixed, dense_model_s, dense_layers, src) -> str:
+def _reachable(kind, best, fixed, source_s, dense_layers, src) -> str:
     if kind == "speedup":
-        return f"{(fixed + dense_layers) / (fixed + best):.2f}x"
+        return f"{source_s / (fixed + best):.2f}x"
     if kind == "size":
         return f"{(best + src.stat().st_size - dense_layers) / src.stat().st_size:.3f} of the input"
     return f"{dense_layers / best:.2f}x" if best else "unbounded"
@@ -185,19 +186,12 @@ def _feed(prep, options) -> dict:
     return next(batches(prep.calib, model_inputs(prep.model), options.batch_size))
 
 
-def _model_latency(model, prep, options) -> float:
+def _latencies(prep, options, **models) -> dict:
+    """Seconds per batch of each named model (ModelProto or path), timed together (in turns where
+    the runtime allows) on one calibration batch."""
     from . import runtimes
 
-    return runtimes.load(options.runtime).latencies({"m": model}, _feed(prep, options),
-                                                    custom_ops=options.custom_ops)["m"]
-
-
-def _measure(prep, out_path, options) -> dict:
-    """The dense and the output model timed together (in turns where the runtime allows)."""
-    from . import runtimes
-
-    return runtimes.load(options.runtime).latencies({"dense": prep.model, "out": out_path}, _feed(prep, options),
-                                                    custom_ops=options.custom_ops)
+    return runtimes.load(options.runtime).latencies(models, _feed(prep, options), custom_ops=options.custom_ops)
 
 
 def parse_levels(names) -> list | None:

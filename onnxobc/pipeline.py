@@ -1,6 +1,6 @@
 """ONNX in, compressed ONNX out: the flow of DESIGN.md in readable steps.
 
-    load → discover layers → calibration capture (Hessians, input means) → solve each layer →
+    load → fold constant per-channel Mul/Add after a Conv/Gemm into it → discover layers → calibration capture (Hessians, input means) → solve each layer →
     where a BatchNormalization reads a layer, rescale its channels to the dense output variance →
     write weights, fold each layer's mean shift (W − Ŵ)·E[x] into its bias → verify (checker,
     onnxruntime, outputs against the dense model on held-out samples) → save
@@ -26,6 +26,7 @@ from .calib.capture import capture_hessians, capture_ranges
 from .calib.feeds import batches, load_calibration, model_inputs
 from .graph.activation_qdq import insert_activation_qdq, quantized_tensors
 from .graph.bias import add_output_shift, feeds_batch_norm
+from .graph.fold import fold_output_affine
 from .graph.layers import discover, weight_array
 from .graph.model import load_model
 from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
@@ -131,9 +132,11 @@ def _solve(W, H, opt: Options, pruned=None):
 
 
 def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool = True):
+    """The outputs of `model` (a ModelProto or a path) on `data`, batch by batch."""
     sess = session(model, custom_ops=custom_ops, optimize=optimize)
     names = [o.name for o in sess.get_outputs()]
-    parts = [sess.run(names, feed) for feed in batches(data, model_inputs(model), batch_size)]
+    spec = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    parts = [sess.run(names, feed) for feed in batches(data, model_inputs(spec), batch_size)]
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
 
 
@@ -214,6 +217,7 @@ class Prepared:
     held: dict  # the samples that verify
     hessians: dict  # weight → [HessianAccumulator per group]
     ranges: dict  # activation → (lo, hi), for int8 activations
+    folded: int = 0  # constant per-channel Mul/Add/Sub/Div nodes folded into the layers before them
 
 
 def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None) -> Prepared:
@@ -222,6 +226,7 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     progress = progress or _silent
     src = pathlib.Path(model_path)
     model = load_model(src)
+    folded = fold_output_affine(model)
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
     if not layers:
@@ -242,7 +247,7 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
                                 options.custom_ops, progress=_counter(progress, "ranges", n - n_hold,
                                                                       f"samples, histograms of {len(observe)} "
                                                                       "activations"))
-    return Prepared(src, model, layers, skipped, calib_part, held, hessians, ranges)
+    return Prepared(src, model, layers, skipped, calib_part, held, hessians, ranges, folded)
 
 
 @dataclasses.dataclass
@@ -329,8 +334,8 @@ def finish(prep: Prepared, out_model: onnx.ModelProto, dst, rows: list, options:
     """Verify `out_model` against the dense model on the held-out samples, save it atomically,
     and return the report."""
     report = {"input": str(prep.src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
-              "skipped": [dataclasses.asdict(s) for s in prep.skipped], **(extra or {})}
-    report["verification"] = verify(prep.model, out_model, prep.held, options.batch_size,
+              "skipped": [dataclasses.asdict(s) for s in prep.skipped], "folded_nodes": prep.folded, **(extra or {})}
+    report["verification"] = verify(prep.src, out_model, prep.held, options.batch_size,
                                     any("QuantizeLinear" == n.op_type for n in out_model.graph.node),
                                     options.custom_ops)
     save_atomic(out_model, dst)
@@ -367,7 +372,7 @@ def _relative_errors(ref: dict, got: dict) -> dict:
     return errors
 
 
-def verify(dense, compressed, data: dict, batch_size: int, int8_kernels: bool = False, custom_ops=()) -> dict:
+def verify(dense, compressed: onnx.ModelProto, data: dict, batch_size: int, int8_kernels: bool = False, custom_ops=()) -> dict:
     """onnx.checker, an onnxruntime session, and each output's relative error against the dense
     model, ‖y − y_dense‖ / ‖y_dense‖, on the held-out samples. With `int8_kernels`, also the error
     of the QDQ graph run as written (no fusion), which the fused int8 kernels should match: a

@@ -1,0 +1,97 @@
+"""Folding per-channel affine steps after a Conv/Gemm: same outputs through onnxruntime, nodes gone,
+and what must not fold stays."""
+
+import copy
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model, run
+
+
+def _any(name, rank):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"d{i}" for i in range(rank)])
+
+from onnxobc.graph.fold import fold_output_affine
+
+
+def _chain(head, steps, shape_y, inits, x_shape, extra_outputs=()):
+    nodes, prev = [head], head.output[0]
+    for k, (op, const, first) in enumerate(steps):
+        name = f"c{k}"
+        inits.append(numpy_helper.from_array(np.asarray(const, np.float32), name))
+        out = f"t{k}"
+        nodes.append(helper.make_node(op, [prev, name] if first else [name, prev], [out], name=f"step{k}"))
+        prev = out
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
+    rank = max([len(x_shape)] + [np.ndim(c) for _, c, _ in steps])
+    outs = [_any("y", rank)]
+    outs += [_any(o, len(x_shape)) for o in extra_outputs]
+    return make_model(nodes, [x], outs, inits)
+
+
+def _check(model, x, expect_removed):
+    before = run(model, {"x": x})
+    folded = copy.deepcopy(model)
+    assert fold_output_affine(folded) == expect_removed
+    assert len(folded.graph.node) == len(model.graph.node) - expect_removed
+    after = run(folded, {"x": x})
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    return folded
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_scale_shift_chain_folds(bias):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "W")]
+    ins = ["x", "W"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"))
+        ins.append("b")
+    conv = helper.make_node("Conv", ins, ["z"], name="conv", pads=[1, 1, 1, 1])
+    steps = [("Mul", [0.7], False), ("Add", rng.standard_normal((4, 1, 1)), True),
+             ("Sub", rng.standard_normal((1, 4, 1, 1)), True), ("Div", [[[2.0]], [[4.0]], [[-1.0]], [[0.5]]], True)]
+    model = _chain(conv, steps, None, inits, [2, 3, 6, 6])
+    folded = _check(model, rng.standard_normal((2, 3, 6, 6)).astype(np.float32), 4)
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Identity"]
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_with_alpha_beta_folds(trans_b):
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((5, 6) if trans_b else (6, 5)).astype(np.float32)
+    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b")]
+    gemm = helper.make_node("Gemm", ["x", "W", "b"], ["z"], name="gemm", alpha=0.5, beta=2.0, transB=trans_b)
+    model = _chain(gemm, [("Mul", rng.standard_normal(5), True), ("Add", rng.standard_normal((1, 5)), False)],
+                   None, inits, [3, 6])
+    folded = _check(model, rng.standard_normal((3, 6)).astype(np.float32), 2)
+    attrs = {a.name: a.f for a in folded.graph.node[0].attribute if a.name in ("alpha", "beta")}
+    assert attrs == {"alpha": 1.0, "beta": 1.0}
+
+
+def test_what_must_not_fold_stays():
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "W")]
+    conv = helper.make_node("Conv", ["x", "W"], ["z"], name="conv")
+    # varies along a spatial axis, grows the rank, divides the constant by the output, reads a graph output
+    for steps in ([("Mul", rng.standard_normal((1, 1, 5)), True)], [("Add", rng.standard_normal((1, 1, 4, 1, 1)), True)],
+                  [("Div", [2.0], False)], [("Sub", [1.0], False)]):
+        model = _chain(copy.deepcopy(conv), steps, None, copy.deepcopy(inits), [1, 3, 5, 5])
+        _check(model, rng.standard_normal((1, 3, 5, 5)).astype(np.float32), 0)
+    model = _chain(copy.deepcopy(conv), [("Mul", [2.0], True)], None, copy.deepcopy(inits), [1, 3, 5, 5],
+                   extra_outputs=["z"])
+    _check(model, rng.standard_normal((1, 3, 5, 5)).astype(np.float32), 0)
+
+
+def test_shared_weight_does_not_fold():
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((3, 3, 1, 1)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.float32(3.0), "k")]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["a"], name="c1"), helper.make_node("Mul", ["a", "k"], ["b"]),
+             helper.make_node("Conv", ["b", "W"], ["y"], name="c2")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = _any("y", 4)
+    model = make_model(nodes, [x], [y], inits)
+    _check(model, rng.standard_normal((1, 3, 4, 4)).astype(np.float32), 0)
