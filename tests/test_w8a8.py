@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
+from onnx_models import make_model
 from test_capture import small_net
 from test_compress import onnxobc
 
@@ -96,9 +97,58 @@ def test_onnxruntime_form_fuses_into_int8_kernels(net, tmp_path):
     ops = fused_ops(out)
     # 2-D MatMul + bias Add become Gemm, and then QGemm: nothing runs in float
     assert ops["QLinearConv"] == 1 and ops["QGemm"] == 3 and not ops.keys() & {"Conv", "Gemm", "MatMul"}
+    assert ops["QLinearSigmoid"] == 1  # the Sigmoid between the Gemm and the second MatMul runs on uint8
     v = rep["verification"]
     for k, e in v["relative_output_error"].items():
         assert e < 0.05 and e == pytest.approx(v["unfused_relative_output_error"][k], rel=0.2, abs=2e-3)
+
+
+def elementwise_net(seed=0):
+    """Conv → hard-swish numerator (Add 3, Clip 0..6, Mul) → Div → per-channel Mul → Conv 1×1 →
+    residual Add → Concat → GlobalAveragePool → Flatten → Gemm."""
+    rng = np.random.default_rng(seed)
+    w = lambda name, *s: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, name)  # noqa: E731
+    k = lambda name, v: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c1", "three"], ["a"], name="add3"),
+             helper.make_node("Clip", ["a", "zero", "six"], ["cl"], name="clip"),
+             helper.make_node("Mul", ["c1", "cl"], ["m"], name="hswish"),
+             helper.make_node("Div", ["m", "six"], ["d"], name="div"),
+             helper.make_node("Mul", ["d", "scale"], ["s"], name="scale"),
+             helper.make_node("Conv", ["s", "W2", "b2"], ["c2"], name="conv2", kernel_shape=[1, 1]),
+             helper.make_node("Add", ["c2", "c1"], ["r"], name="residual"),
+             helper.make_node("Concat", ["r", "c2"], ["cat"], name="cat", axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["gp"], name="gap"),
+             helper.make_node("Flatten", ["gp"], ["fl"], name="flat"),
+             helper.make_node("Gemm", ["fl", "Wg", "bg"], ["y"], name="gemm", transB=1)]
+    inits = [w("W1", 8, 4, 3, 3), w("b1", 8), w("W2", 8, 8, 1, 1), w("b2", 8), w("Wg", 5, 16), w("bg", 5),
+             k("three", 3.0), k("zero", 0.0), k("six", 6.0), k("scale", rng.uniform(0.5, 2, (8, 1, 1)))]
+    vi = lambda n, s: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s)  # noqa: E731
+    return make_model(nodes, [vi("x", ["n", 4, 6, 6])], [vi("y", ["n", 5])], inits)
+
+
+def test_elementwise_neighbours_run_on_uint8_and_float_islands_stay_float(tmp_path):
+    path = tmp_path / "ew.onnx"
+    onnx.save(elementwise_net(), path)
+    x = np.random.default_rng(1).standard_normal((40, 4, 6, 6)).astype(np.float32) * 2
+    np.savez(tmp_path / "calib.npz", x=x)
+    out = tmp_path / "ew.w8a8.onnx"
+    rep = compress(path, out, tmp_path / "calib.npz", Options(wbits=7, abits=8))
+    m = onnx.load(out)
+    zeros = {t.name.removesuffix(".act_zero") for t in m.graph.initializer if t.name.endswith(".act_zero")}
+    # the Clip is folded into the Q of the Add before it; what follows the Div is not quantized
+    assert zeros == {"x", "c1", "cl", "m", "s", "c2", "r", "cat", "gp", "fl"}
+    constant_codes = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer if t.name.startswith("three.")}
+    assert constant_codes["three.add3.q"].dtype == np.uint8
+    assert constant_codes["three.add3.q"] * constant_codes["three.add3.scale"] == pytest.approx(3.0)
+    ops = fused_ops(out)
+    assert ops["QLinearConv"] == 2 and ops["QLinearAdd"] == 2 and ops["QLinearMul"] == 1
+    assert ops["QLinearConcat"] == 1 and ops["QLinearGlobalAveragePool"] == 1 and ops["QGemm"] == 1
+    assert not ops.keys() & {"Conv", "Gemm", "Clip", "Concat", "GlobalAveragePool"}
+    assert ops["Div"] == 1 and ops["Mul"] == 1  # the float island
+    v = rep["verification"]
+    assert v["relative_output_error"]["y"] < 0.05
+    assert v["relative_output_error"]["y"] == pytest.approx(v["unfused_relative_output_error"]["y"], rel=0.2, abs=2e-3)
 
 
 def test_tensorrt_form_is_symmetric_on_layer_inputs_only(net, tmp_path):

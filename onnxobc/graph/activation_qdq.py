@@ -2,9 +2,12 @@
 
 - onnxruntime: uint8 asymmetric activations, int8 per-channel weights, int32 biases, and a Q/DQ
   pair on every Conv/Gemm output as well as its input: the pattern onnxruntime fuses into
-  QLinearConv / QGemm, and DQ → MatMul into MatMulIntegerToFloat (the fast U8S8 path). A Relu,
-  or a Clip from 0, that alone consumes such an output is folded into the Q: its range starts at
-  0 with zero point 0, so the Q clamps exactly as the activation did.
+  QLinearConv / QGemm, and DQ → MatMul into MatMulIntegerToFloat (the fast U8S8 path). The
+  element-wise ops fed by those outputs (Add, Mul, Concat, pooling, Sigmoid, MatMul of two
+  activations) get Q/DQ on their inputs and outputs too, constants included, so onnxruntime runs
+  them as QLinearAdd, QLinearMul, ... and the data stays uint8 between layers. A Relu, or a Clip
+  from 0, that alone consumes such an output is folded into the Q: its range starts at 0 with
+  zero point 0, so the Q clamps exactly as the activation did.
 - tensorrt: int8 symmetric activations with zero point 0 on the layer inputs, int8 symmetric
   weights; biases stay float (TensorRT fuses them itself).
 
@@ -12,6 +15,8 @@ Each tensor's range comes from its calibration histogram (calib/ranges.py).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import onnx
@@ -28,11 +33,6 @@ def _node_name(node) -> str:
     return node.name or node.output[0]
 
 
-def _nodes_of(model, layers):
-    names = {n for l in layers for n in l.nodes}
-    return [n for n in model.graph.node if _node_name(n) in names]
-
-
 def _clamp_from_zero(model, node) -> bool:
     if node.op_type == "Relu":
         return True
@@ -46,34 +46,81 @@ def _clamp_from_zero(model, node) -> bool:
         and float(numpy_helper.to_array(inits[node.input[1]])) == 0.0
 
 
-def _folded_activations(model, layers) -> dict:
-    """{layer output: the Relu / Clip-from-0 node that is its only consumer} (onnxruntime form)."""
+# Element-wise ops onnxruntime runs on uint8 (QLinearAdd, QLinearMul, ...) when every input comes
+# through a DequantizeLinear and the output goes through a QuantizeLinear; MatMul here means one
+# of two activations (QLinearMatMul), a MatMul with a constant weight being a layer.
+ELEMENTWISE = ("Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigmoid", "LeakyRelu", "MatMul")
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Which tensors get a Q/DQ pair (onnxruntime form): the layers' inputs; the outputs of the
+    Conv/Gemm layers and of the element-wise ops that read them, directly or through other such
+    ops (quantization spreads forward from the layers, so float islands such as a decomposed
+    LayerNorm stay float); a Relu or Clip-from-0 that alone reads one of those outputs is folded
+    into its Q."""
+
+    elementwise: list  # node names
+    folded: dict  # producer's output → the Relu / Clip node folded into its Q
+    inputs: list  # tensors read through Q/DQ by the quantized nodes
+    outputs: list  # tensors whose every consumer reads them through Q/DQ
+
+
+def _float_tensors(model) -> set:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 — without types nothing element-wise is quantized
+        inferred = model
+    g = inferred.graph
+    return {vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
+            if vi.type.tensor_type.elem_type == TensorProto.FLOAT}
+
+
+def _plan(model, layers, runtime) -> _Plan:
+    g = model.graph
+    inputs = dict.fromkeys(sorted({a for l in layers for a in l.activations}))
+    if runtime == "tensorrt":
+        return _Plan([], {}, list(inputs), [])
     consumers = {}
-    for n in model.graph.node:
+    for n in g.node:
         for x in n.input:
             consumers.setdefault(x, []).append(n)
-    graph_outputs = {o.name for o in model.graph.output}
-    out = {}
-    for n in _nodes_of(model, layers):
-        users = consumers.get(n.output[0], [])
-        if (n.op_type in ("Conv", "Gemm") and n.output[0] not in graph_outputs and len(users) == 1
-                and users[0].input[0] == n.output[0] and _clamp_from_zero(model, users[0])):
-            out[n.output[0]] = users[0]
-    return out
+    graph_outputs = {o.name for o in g.output}
+    consts = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT} - {i.name for i in g.input}
+    floats = _float_tensors(model)
+    layer_nodes = {n for l in layers for n in l.nodes}
+    quantized, elementwise, folded, outputs = set(), [], {}, {}
+    for n in g.node:
+        name = _node_name(n)
+        if name in layer_nodes:
+            if n.op_type not in ("Conv", "Gemm"):
+                continue
+        elif not (n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
+                  and all(x in floats or x in consts for x in n.input) and n.output[0] in floats
+                  and any(x in quantized for x in n.input)
+                  and (n.op_type != "MatMul" or not set(n.input) & consts)):
+            continue
+        out = n.output[0]
+        if out in graph_outputs:
+            continue
+        if name not in layer_nodes:
+            elementwise.append(name)
+            inputs.update((x, None) for x in n.input if x not in consts)
+        users = consumers.get(out, [])
+        if (len(users) == 1 and users[0].input[0] == out and _clamp_from_zero(model, users[0])
+                and users[0].output[0] not in graph_outputs):
+            folded[out] = users[0]
+            out = users[0].output[0]
+        quantized.add(out)
+        outputs[out] = None
+    return _Plan(elementwise, folded, list(inputs), list(outputs))
 
 
 def quantized_tensors(model: onnx.ModelProto, layers, runtime: str) -> tuple:
-    """(inputs, outputs): the activation tensors that get a Q/DQ pair. Outputs (onnxruntime only)
-    are the Conv/Gemm outputs, or the outputs of the activations folded into them, that are not
-    graph outputs."""
-    inputs = sorted({a for l in layers for a in l.activations})
-    if runtime == "tensorrt":
-        return inputs, []
-    graph_outputs = {o.name for o in model.graph.output}
-    folded = _folded_activations(model, layers)
-    outputs = {folded[n.output[0]].output[0] if n.output[0] in folded else n.output[0]
-               for n in _nodes_of(model, layers) if n.op_type in ("Conv", "Gemm")}
-    return inputs, sorted(outputs - graph_outputs)
+    """(inputs, outputs): the activation tensors that get a Q/DQ pair (see _Plan). For tensorrt,
+    only the layers' inputs."""
+    plan = _plan(model, layers, runtime)
+    return sorted(plan.inputs), sorted(plan.outputs)
 
 
 def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_scales: dict, runtime: str) -> None:
@@ -82,18 +129,21 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
     if runtime not in RUNTIMES:
         raise ValueError(f"no int8 QDQ form for runtime {runtime!r}; there is one for {RUNTIMES}")
     g = model.graph
-    inputs, outputs = quantized_tensors(model, layers, runtime)
+    plan = _plan(model, layers, runtime)
     shapes = output_shapes(model)
-    if runtime == "onnxruntime":
-        folded = {o: n.output[0] for o, n in _folded_activations(model, layers).items()}
-        keep = [n for n in g.node if n.output[0] not in set(folded.values())]  # drop the folded activations
+    consts = {t.name: t for t in g.initializer if t.data_type == TensorProto.FLOAT}
+    if plan.folded:
+        gone = {(n.op_type, n.output[0]) for n in plan.folded.values()}
+        keep = [n for n in g.node if (n.op_type, n.output[0]) not in gone]
         del g.node[:]
         g.node.extend(keep)
-        for n in _nodes_of(model, layers):
-            n.output[0] = folded.get(n.output[0], n.output[0])
+        for n in g.node:
+            if n.output and n.output[0] in plan.folded:
+                n.output[0] = plan.folded[n.output[0]].output[0]
     layer_nodes = {n for l in layers for n in l.nodes}
+    elementwise = set(plan.elementwise)
     grids = {}
-    for t in dict.fromkeys(inputs + outputs):
+    for t in dict.fromkeys(plan.inputs + plan.outputs):
         if t not in ranges:
             raise ValueError(f"no calibration range for activation {t!r}")
         symmetric = runtime == "tensorrt"
@@ -102,11 +152,14 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
         grids[t] = scale
         g.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{t}.act_scale"),
                               helper.make_tensor(f"{t}.act_zero", kind, [], [zero])])
-    rewired = set(outputs)
-    for n in g.node:  # every consumer of a quantized output reads it through the pair; layers read their inputs so
+    rewired, const_dq = set(plan.outputs), []
+    for n in g.node:  # every consumer of a quantized output reads it through the pair; quantized nodes read their inputs so
+        name = _node_name(n)
         for i, x in enumerate(n.input):
-            if x in grids and (x in rewired or (_node_name(n) in layer_nodes and i == 0)):
+            if x in grids and (x in rewired or name in elementwise or (name in layer_nodes and i == 0)):
                 n.input[i] = f"{x}.dq"
+            elif name in elementwise and x in consts:
+                n.input[i] = _quantized_constant(g, consts[x], f"{x}.{name}", const_dq)
     if runtime == "onnxruntime":
         _quantize_biases(model, layers, grids, weight_scales, shapes)
     pairs = {t: [helper.make_node("QuantizeLinear", [t, f"{t}.act_scale", f"{t}.act_zero"], [f"{t}.q"],
@@ -114,12 +167,27 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
                  helper.make_node("DequantizeLinear", [f"{t}.q", f"{t}.act_scale", f"{t}.act_zero"], [f"{t}.dq"],
                                   name=f"{t}.dequantize")] for t in grids}
     produced = {o for n in g.node for o in n.output}
-    order = [p for t, ps in pairs.items() if t not in produced for p in ps]  # graph inputs first
+    order = const_dq + [p for t, ps in pairs.items() if t not in produced for p in ps]  # graph inputs first
     for n in g.node:
         order.append(n)
         order.extend(p for o in n.output if o in pairs for p in pairs[o])
     del g.node[:]
     g.node.extend(order)
+
+
+def _quantized_constant(g, tensor, name: str, nodes: list) -> str:
+    """A float constant read by an element-wise op as uint8 codes on its own [min, max] ∪ {0} grid
+    behind a DequantizeLinear (appended to `nodes`); returns the DequantizeLinear's output. A
+    single value is exact on that grid."""
+    v = numpy_helper.to_array(tensor).astype(np.float64)
+    scale, zero = activation_grid(v.min(initial=0.0), v.max(initial=0.0), False)
+    codes = np.clip(np.rint(v / scale) + zero, 0, 255).astype(np.uint8)
+    g.initializer.extend([numpy_helper.from_array(codes, f"{name}.q"),
+                          numpy_helper.from_array(np.array(scale, np.float32), f"{name}.scale"),
+                          helper.make_tensor(f"{name}.zero", TensorProto.UINT8, [], [zero])])
+    nodes.append(helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale", f"{name}.zero"], [f"{name}.dq"],
+                                  name=f"{name}.dequantize"))
+    return f"{name}.dq"
 
 
 def _quantize_biases(model, layers, act_scales: dict, weight_scales: dict, shapes: dict) -> None:
