@@ -56,6 +56,7 @@ def test_conv_scale_shift_chain_folds(bias):
     model = _chain(conv, steps, None, inits, [2, 3, 6, 6])
     folded = _check(model, rng.standard_normal((2, 3, 6, 6)).astype(np.float32), 4)
     assert [n.op_type for n in folded.graph.node] == ["Conv", "Identity"]
+    assert sorted(t.name for t in folded.graph.initializer) == ["W", "b" if bias else "conv.folded_bias"]
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])

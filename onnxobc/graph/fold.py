@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .write import drop_unused_initializers
+
 _STEPS = ("Mul", "Add", "Sub", "Div")
 
 
@@ -44,7 +46,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
         for x in n.input:
             uses[x] = uses.get(x, 0) + 1
             consumers.setdefault(x, []).append(n)
-    removed = set()
+    removed, constants = set(), set()
     for node in g.node:
         if node.op_type not in ("Conv", "Gemm") or node.domain not in ("", "ai.onnx"):
             continue
@@ -93,6 +95,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
                 shift = shift + (v if step.op_type == "Add" else -v)
             node.output[0] = step.output[0]
             removed.add((step.op_type, step.output[0]))
+            constants.add(other)
             consumers[node.output[0]] = consumers.get(step.output[0], [])
             folded += 1
         if not folded:
@@ -113,4 +116,5 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
     keep = [n for n in g.node if (n.op_type, n.output[0]) not in removed]
     del g.node[:]
     g.node.extend(keep)
+    drop_unused_initializers(model, among=constants)
     return len(removed)

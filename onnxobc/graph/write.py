@@ -48,8 +48,9 @@ def sparse_where_smaller(model: onnx.ModelProto, names) -> list:
     return moved
 
 
-def drop_unused_initializers(model: onnx.ModelProto) -> None:
-    """Remove top-level initializers that no node, subgraph or graph output reads, in place."""
+def drop_unused_initializers(model: onnx.ModelProto, among=None) -> None:
+    """Remove top-level initializers (of those named in `among`, by default all) that no node,
+    subgraph or graph output reads, in place."""
     used = {o.name for o in model.graph.output}
     stack = [model.graph]
     while stack:
@@ -58,7 +59,7 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
             used.update(n.input)
             for a in n.attribute:
                 stack.extend([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)
-    dropped = {t.name for t in model.graph.initializer} - used
+    dropped = {t.name for t in model.graph.initializer if among is None or t.name in among} - used
     for field in (model.graph.initializer, model.graph.input):  # old models list initializers as inputs too
         keep = [t for t in field if t.name not in dropped]
         del field[:]
