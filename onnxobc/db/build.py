@@ -17,9 +17,10 @@ from .store import Database, fingerprint
 
 
 def settings_key(prep: Prepared, options: Options) -> str:
-    """What the stored results depend on besides model, layer and level."""
+    """What the stored results depend on besides model, layer and level ("v2": the layers'
+    weights include the per-channel affine steps folded into them)."""
     o = options
-    return fingerprint("v1", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
+    return fingerprint("v2", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
                        o.holdout, *[prep.calib[k] for k in sorted(prep.calib)])
 
 
