@@ -10,7 +10,7 @@ import numpy as np
 @dataclass
 class Result:
     """A compressed layer: Ŵ, the loss tr((W − Ŵ) H (W − Ŵ)ᵀ)/2 against the W and H the solver
-    was given, and what was chosen: the mask (True = weight kept) and/or the grid codes."""
+    was given, and what was chosen: the mask (True = weight kept) and/or the grid codes, or the low-rank factors."""
 
     weight: np.ndarray  # (rows, cols) float32
     loss: float
@@ -19,6 +19,7 @@ class Result:
     codes: np.ndarray | None = None
     grid: object | None = None
     order: np.ndarray | None = None  # exact solvers: per row, the columns in the order they were fixed
+    factors: tuple | None = None  # low-rank: (A (rows × r), B (r × cols)) with Ŵ = A B
 
     @property
     def sparsity(self) -> float:

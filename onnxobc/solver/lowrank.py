@@ -1,0 +1,41 @@
+"""Low-rank layers on the layer objective: the rank-r Ŵ minimising ‖(W − Ŵ)X‖².
+
+With H = 2XXᵀ/N = L Lᵀ (Cholesky), tr((W − Ŵ) H (W − Ŵ)ᵀ) = ‖(W − Ŵ) L‖²_F, so the optimum is
+the truncated SVD of W L taken back through L⁻¹ (Eckart–Young in the whitened space):
+W L = U S Vᵀ, Ŵ_r = U_r S_r V_rᵀ L⁻¹, and the loss is Σ_{i>r} s_i² / 2. The factors are returned
+balanced, A = U_r S_r^½ and B = S_r^½ V_rᵀ L⁻¹, so each can be quantized as a layer of its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from .checks import check_problem
+from .hessian import row_losses
+from .result import Result
+
+
+def low_rank(W, H, ranks) -> list[Result]:
+    """For each rank r in `ranks` (1 ≤ r ≤ min(rows, cols)), the optimal rank-r Ŵ and its factors.
+    H must be positive definite (see hessian.prepare); one SVD serves every rank."""
+    W, H = check_problem(W, H)
+    rows, cols = W.shape
+    ranks = [int(r) for r in ranks]
+    if not ranks or any(not 1 <= r <= min(rows, cols) for r in ranks):
+        raise ValueError(f"ranks must lie in [1, {min(rows, cols)}] for a {rows}×{cols} layer, got {ranks}")
+    try:
+        L = np.linalg.cholesky(np.asarray(H, np.float64))
+    except np.linalg.LinAlgError:
+        raise ValueError("the Hessian is not positive definite; prepare it with onnxobc.solver.prepare") from None
+    U, S, Vt = np.linalg.svd(np.asarray(W, np.float64) @ L, full_matrices=False)
+    out = []
+    for r in ranks:
+        root = np.sqrt(S[:r])
+        A = U[:, :r] * root
+        B = solve_triangular(L, (Vt[:r].T * root), lower=True, trans="T").T  # S^½ Vᵀ L⁻¹
+        W_hat = A @ B
+        rl = row_losses(W, W_hat, H)
+        out.append(Result(weight=W_hat.astype(np.float32), loss=float(rl.sum()), row_loss=rl,
+                          factors=(A.astype(np.float32), B.astype(np.float32))))
+    return out
