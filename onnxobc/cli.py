@@ -17,12 +17,13 @@ def _inspect(args) -> int:
     from .graph.flops import macs_per_sample, output_shapes, parse_input_shapes
     from .graph.layers import discover
     from .graph.model import load_model
+    from .graph.nodes import node_name
 
     fixed = parse_input_shapes(args.input_shape)
     model = load_model(args.model)
     layers, skipped = discover(model)
     shapes = output_shapes(model, fixed)
-    outputs = {n.name or n.output[0]: n.output[0] for n in model.graph.node}
+    outputs = {node_name(n): n.output[0] for n in model.graph.node}
     rows = []
     for l in layers:
         macs = macs_per_sample(l, [outputs[n] for n in l.nodes], shapes)

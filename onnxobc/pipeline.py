@@ -1,6 +1,7 @@
 """ONNX in, compressed ONNX out: the flow of DESIGN.md in readable steps.
 
-    load → fold constant per-channel Mul/Add after a Conv/Gemm into it → discover layers → calibration capture (Hessians, input means) → solve each layer →
+    load → fold constant per-channel Mul/Add after a Conv/Gemm into it → discover layers →
+    calibration capture (Hessians, input means) → solve each layer →
     where a BatchNormalization reads a layer, rescale its channels to the dense output variance →
     write weights, fold each layer's mean shift (W − Ŵ)·E[x] into its bias → verify (checker,
     onnxruntime, outputs against the dense model on held-out samples) → save

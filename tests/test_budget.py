@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import onnx
 import pytest
 from test_compress import onnxobc

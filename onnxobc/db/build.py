@@ -9,6 +9,7 @@ import numpy as np
 
 from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.layers import weight_array
+from ..graph.nodes import node_name
 from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer, summary_row
 from ..solver import UniformGrid
 from .levels import Level
@@ -81,7 +82,7 @@ def build(prep: Prepared, db: Database, model_path, levels: list, options: Optio
     progress = progress or (lambda *a: None)
     mkey, skey = model_key(model_path), settings_key(prep, options)
     shapes = output_shapes(prep.model)
-    outputs = {n.name or n.output[0]: n.output[0] for n in prep.model.graph.node}
+    outputs = {node_name(n): n.output[0] for n in prep.model.graph.node}
     probe = LossProbe(prep, options)
     done = skipped = 0
     total = len(prep.layers) * len(levels)

@@ -25,12 +25,9 @@ from onnx import TensorProto, helper, numpy_helper
 from ..calib.ranges import activation_grid
 from .bias import matmul_bias
 from .flops import output_shapes
+from .nodes import consumers, node_name, remove_nodes
 
 RUNTIMES = ("onnxruntime", "tensorrt")
-
-
-def _node_name(node) -> str:
-    return node.name or node.output[0]
 
 
 def _clamp_from_zero(model, node) -> bool:
@@ -81,17 +78,14 @@ def _plan(model, layers, runtime) -> _Plan:
     inputs = dict.fromkeys(sorted({a for l in layers for a in l.activations}))
     if runtime == "tensorrt":
         return _Plan([], {}, list(inputs), [])
-    consumers = {}
-    for n in g.node:
-        for x in n.input:
-            consumers.setdefault(x, []).append(n)
+    users_of = consumers(g)
     graph_outputs = {o.name for o in g.output}
     consts = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT} - {i.name for i in g.input}
     floats = _float_tensors(model)
     layer_nodes = {n for l in layers for n in l.nodes}
     quantized, elementwise, folded, outputs = set(), [], {}, {}
     for n in g.node:
-        name = _node_name(n)
+        name = node_name(n)
         if name in layer_nodes:
             if n.op_type not in ("Conv", "Gemm"):
                 continue
@@ -106,7 +100,7 @@ def _plan(model, layers, runtime) -> _Plan:
         if name not in layer_nodes:
             elementwise.append(name)
             inputs.update((x, None) for x in n.input if x not in consts)
-        users = consumers.get(out, [])
+        users = users_of.get(out, [])
         if (len(users) == 1 and users[0].input[0] == out and _clamp_from_zero(model, users[0])
                 and users[0].output[0] not in graph_outputs):
             folded[out] = users[0]
@@ -133,10 +127,7 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
     shapes = output_shapes(model)
     consts = {t.name: t for t in g.initializer if t.data_type == TensorProto.FLOAT}
     if plan.folded:
-        gone = {(n.op_type, n.output[0]) for n in plan.folded.values()}
-        keep = [n for n in g.node if (n.op_type, n.output[0]) not in gone]
-        del g.node[:]
-        g.node.extend(keep)
+        remove_nodes(g, {(n.op_type, n.output[0]) for n in plan.folded.values()})
         for n in g.node:
             if n.output and n.output[0] in plan.folded:
                 n.output[0] = plan.folded[n.output[0]].output[0]
@@ -154,7 +145,7 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
                               helper.make_tensor(f"{t}.act_zero", kind, [], [zero])])
     rewired, const_dq = set(plan.outputs), []
     for n in g.node:  # every consumer of a quantized output reads it through the pair; quantized nodes read their inputs so
-        name = _node_name(n)
+        name = node_name(n)
         for i, x in enumerate(n.input):
             if x in grids and (x in rewired or name in elementwise or (name in layer_nodes and i == 0)):
                 n.input[i] = f"{x}.dq"
@@ -196,12 +187,12 @@ def _quantize_biases(model, layers, act_scales: dict, weight_scales: dict, shape
     onnxruntime's fusion wants."""
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    by_name = {_node_name(n): n for n in g.node}
+    by_name = {node_name(n): n for n in g.node}
     for l in layers:
         if l.weight not in weight_scales:
             continue
-        for k, node_name in enumerate(l.nodes):
-            node, a = by_name[node_name], l.attrs[k]
+        for k, name in enumerate(l.nodes):
+            node, a = by_name[name], l.attrs[k]
             if node.op_type == "MatMul":  # only 2-D: onnxruntime's MatMulIntegerToFloat mishandles an int32 bias
                 rank = len(shapes.get(node.input[0].removesuffix(".dq")) or ())
                 bias = matmul_bias(model, node, len(weight_scales[l.weight])) if rank == 2 else None
@@ -220,9 +211,9 @@ def _quantize_biases(model, layers, act_scales: dict, weight_scales: dict, shape
                 continue
             scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
             codes = np.clip(np.rint(b / scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-            name = f"{slot[0].input[slot[1]]}.{node_name}"
-            g.initializer.extend([numpy_helper.from_array(codes, f"{name}.q"),
-                                  numpy_helper.from_array(scale, f"{name}.scale")])
-            g.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale"],
-                                              [f"{name}.dq"], name=f"{name}.dequantize", axis=0))
-            slot[0].input[slot[1]] = f"{name}.dq"
+            q = f"{slot[0].input[slot[1]]}.{name}"
+            g.initializer.extend([numpy_helper.from_array(codes, f"{q}.q"),
+                                  numpy_helper.from_array(scale, f"{q}.scale")])
+            g.node.insert(0, helper.make_node("DequantizeLinear", [f"{q}.q", f"{q}.scale"],
+                                              [f"{q}.dq"], name=f"{q}.dequantize", axis=0))
+            slot[0].input[slot[1]] = f"{q}.dq"

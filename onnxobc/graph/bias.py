@@ -7,22 +7,21 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .nodes import consumers, node_name, set_bias
+
 
 def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
     """Add `shift` (one value per output channel) to the output of every node of `layer`, in place."""
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    users = {}
-    for n in g.node:
-        for i in n.input:
-            users[i] = users.get(i, 0) + 1
-    by_name = {(n.name or n.output[0]): n for n in g.node}
-    for k, node_name in enumerate(layer.nodes):
-        node = by_name[node_name]
+    users = consumers(g)
+    by_name = {node_name(n): n for n in g.node}
+    for k, name in enumerate(layer.nodes):
+        node = by_name[name]
         a = layer.attrs[k]
         if node.op_type == "MatMul":
             bias = matmul_bias(model, node, len(shift))
-            if bias is not None and users[bias] == 1:
+            if bias is not None and len(users[bias]) == 1:
                 old = numpy_helper.to_array(inits[bias])
                 inits[bias].CopyFrom(numpy_helper.from_array((old + shift).astype(old.dtype), bias))
             else:
@@ -31,12 +30,9 @@ def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
         step = shift if node.op_type == "Conv" else shift * float(a.get("alpha", 1.0)) / float(a.get("beta", 1.0))
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if bias is None:
-            name = f"{layer.weight}.bias{k}"
-            g.initializer.append(numpy_helper.from_array(step.astype(np.float32), name))
-            node.input.extend([name] if len(node.input) == 2 else [])
-            if len(node.input) > 2:
-                node.input[2] = name
-        elif bias in inits and users[bias] == 1:
+            g.initializer.append(numpy_helper.from_array(step.astype(np.float32), f"{layer.weight}.bias{k}"))
+            set_bias(node, f"{layer.weight}.bias{k}")
+        elif bias in inits and len(users[bias]) == 1:
             old = numpy_helper.to_array(inits[bias])
             inits[bias].CopyFrom(numpy_helper.from_array((old + step).astype(old.dtype), bias))
         else:  # a computed or shared bias: leave it, add after
@@ -48,7 +44,7 @@ def feeds_batch_norm(model: onnx.ModelProto, layer) -> bool:
     inference-mode BN normalizes with fixed statistics, so a compressed channel's variance
     change would pass through it."""
     names = set(layer.nodes)
-    outs = [n.output[0] for n in model.graph.node if (n.name or n.output[0]) in names]
+    outs = [n.output[0] for n in model.graph.node if node_name(n) in names]
     graph_outputs = {o.name for o in model.graph.output}
     for out in outs:
         users = [n for n in model.graph.node if out in n.input]

@@ -13,13 +13,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .nodes import consumers as consumers_of
+from .nodes import node_name, remove_nodes, set_bias
 from .write import drop_unused_initializers
 
 _STEPS = ("Mul", "Add", "Sub", "Div")
-
-
-def _node_name(node) -> str:
-    return node.name or node.output[0]
 
 
 def _per_channel(value: np.ndarray, rank: int, channels: int, axis: int) -> np.ndarray | None:
@@ -41,11 +39,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
     inits = {t.name: t for t in g.initializer}
     overridable = {i.name for i in g.input}
     graph_outputs = {o.name for o in g.output}
-    uses, consumers = {}, {}
-    for n in g.node:
-        for x in n.input:
-            uses[x] = uses.get(x, 0) + 1
-            consumers.setdefault(x, []).append(n)
+    consumers = consumers_of(g)
     removed, constants = set(), set()
     for node in g.node:
         if node.op_type not in ("Conv", "Gemm") or node.domain not in ("", "ai.onnx"):
@@ -55,8 +49,8 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
             continue
         weight = node.input[1]
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if (weight not in inits or weight in overridable or uses[weight] != 1
-                or (bias is not None and (bias not in inits or bias in overridable or uses[bias] != 1))):
+        if (weight not in inits or weight in overridable or len(consumers[weight]) != 1
+                or (bias is not None and (bias not in inits or bias in overridable or len(consumers[bias]) != 1))):
             continue
         W = numpy_helper.to_array(inits[weight])
         if not np.issubdtype(W.dtype, np.floating):
@@ -86,7 +80,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
                     step.op_type in ("Sub", "Div") and step.input[0] != out):
                 break
             v = _per_channel(numpy_helper.to_array(inits[other]), rank, channels, axis)
-            if v is None or (step.op_type == "Div" and not np.all(v != 0)):
+            if v is None or (step.op_type == "Div" and np.any(v == 0)):
                 break
             if step.op_type in ("Mul", "Div"):
                 f = v if step.op_type == "Mul" else 1.0 / v
@@ -102,19 +96,16 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
             continue
         Wf = W.astype(np.float64) * (scale[None, :] if gemm_cols else scale.reshape((-1,) + (1,) * (W.ndim - 1)))
         inits[weight].CopyFrom(numpy_helper.from_array(Wf.astype(W.dtype), weight))
-        name = bias or f"{_node_name(node)}.folded_bias"
+        name = bias or f"{node_name(node)}.folded_bias"
         b_new = numpy_helper.from_array(shift.astype(W.dtype), name)
         if bias is None:
             g.initializer.append(b_new)
-            node.input.extend([""] * (2 - len(node.input) + 1))
-            node.input[2] = name
+            set_bias(node, name)
         else:
             inits[bias].CopyFrom(b_new)
         for a in node.attribute:
             if a.name in ("alpha", "beta"):
                 a.f = 1.0
-    keep = [n for n in g.node if (n.op_type, n.output[0]) not in removed]
-    del g.node[:]
-    g.node.extend(keep)
+    remove_nodes(g, removed)
     drop_unused_initializers(model, among=constants)
     return len(removed)

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .nodes import node_name
+
 
 @dataclass
 class Layer:
@@ -88,7 +90,7 @@ def discover(model: onnx.ModelProto):
     for node in graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or node.domain not in ("", "ai.onnx"):
             continue
-        name = node.name or node.output[0]
+        name = node_name(node)
         a = _attrs(node)
         act, wname = node.input[0], node.input[1]
         if node.input[0] in inits and wname not in inits:

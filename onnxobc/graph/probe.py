@@ -7,6 +7,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from .nodes import node_name
+
 
 def shift_input(layer, k: int) -> str:
     return f"{layer.weight}.probe_shift{k}"
@@ -23,10 +25,10 @@ def probe_model(model: onnx.ModelProto, layers) -> onnx.ModelProto:
     g.initializer.extend(keep)
     for name in sorted(names):
         g.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims[name]))
-    by_name = {(n.name or n.output[0]): n for n in g.node}
+    by_name = {node_name(n): n for n in g.node}
     for l in layers:
-        for k, node_name in enumerate(l.nodes):
-            node = by_name[node_name]
+        for k, name in enumerate(l.nodes):
+            node = by_name[name]
             shape = [l.rows * l.groups] + [1] * len(l.kernel) if l.op == "Conv" else [l.rows]
             g.input.append(helper.make_tensor_value_info(shift_input(l, k), TensorProto.FLOAT, shape))
             out = node.output[0]

@@ -8,11 +8,13 @@ import dataclasses
 import onnx
 from onnx import TensorProto, helper
 
+from .nodes import node_name
+
 
 def single_layer_model(model: onnx.ModelProto, layer, input_shape) -> tuple:
     """(model, layer view of it) with the node, its constant inputs and the activation input of
     shape `input_shape`; opset and IR version as in `model`."""
-    node = next(n for n in model.graph.node if (n.name or n.output[0]) == layer.nodes[0])
+    node = next(n for n in model.graph.node if node_name(n) == layer.nodes[0])
     inits = {t.name: t for t in model.graph.initializer}
     consts = [inits[i] for i in node.input[1:] if i in inits]
     inputs = [helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, list(input_shape))]

@@ -21,10 +21,10 @@ from .result import Result
 
 def _strictly_increasing(v: np.ndarray) -> np.ndarray:
     """Sorted values nudged apart where k-means left equal ones (an empty cluster)."""
-    v = np.sort(v, axis=-1)
-    gap = np.maximum(np.abs(v).max(axis=-1, keepdims=True), 1e-12) * 1e-6
-    for j in range(1, v.shape[-1]):
-        v[..., j] = np.maximum(v[..., j], v[..., j - 1] + gap[..., 0])
+    v = np.sort(v)
+    gap = max(np.abs(v).max(), 1e-12) * 1e-6
+    for j in range(1, len(v)):
+        v[j] = max(v[j], v[j - 1] + gap)
     return v
 
 
@@ -75,7 +75,8 @@ def sign_grid(W, H, ternary: bool) -> ValueGrid:
         order = np.argsort(-a[i])  # keep the t largest |w| as ±c: c = weighted mean of those
         num, den = np.cumsum(d[order] * a[i][order]), np.cumsum(d[order])
         # error of keeping t: Σ d w² − num_t² / den_t, so the best t maximises num_t² / den_t
-        c[i] = num[np.argmax(num ** 2 / den)] / den[np.argmax(num ** 2 / den)]
+        t = np.argmax(num ** 2 / den)
+        c[i] = num[t] / den[t]
     c = np.maximum(c, 1e-12)
     return ValueGrid(np.stack([-c, np.zeros_like(c), c], axis=1) if ternary else np.stack([-c, c], axis=1))
 
