@@ -81,6 +81,8 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
         have, ls, cs = [], [], []
         for lv in levels:
             meta = stored[lv][1]
+            if not lv.dense and meta["row"].get("applied") is False:
+                continue  # the level does not fit the layer (N:M, 4-blocks, low-rank of a grouped Conv)
             if cost == "latency":
                 c = seconds[lv.name] * len(layer.nodes)
             else:
@@ -93,8 +95,8 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
             ls.append(meta["calib_loss"])
             cs.append(c)
         if not have:
-            raise ValueError(f"layer {layer.weight!r} has no level with a known {cost} cost "
-                             "(fix symbolic input shapes, or use --speedup or --size)")
+            raise ValueError(f"layer {layer.weight!r} has no level that fits it with a known {cost} cost "
+                             "(add dense to --levels, fix symbolic input shapes, or use --speedup or --size)")
         rows_levels.append(have)
         losses.append(ls)
         costs.append(cs)

@@ -61,7 +61,8 @@ def _options(args):
 
     if not args.calib:
         raise ValueError("--calib is required (on the command line or in --config)")
-    return Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, symmetric=not args.asym,
+    return Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, rank=args.rank,
+                   codebook=None if args.codebook is None else str(args.codebook), symmetric=not args.asym,
                    method=args.method, damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction,
                    variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
@@ -186,7 +187,8 @@ def _add_solver_options(c) -> None:
                    help="the levels a budget chooses from (default: the set for the budget and runtime), "
                         "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8")
     # the fixed-level choices, for the subcommands that do not take them (compress overrides them)
-    c.set_defaults(sparsity=None, nm=None, block4=None, wbits=None, abits=None, matmulnbits=False)
+    c.set_defaults(sparsity=None, nm=None, block4=None, wbits=None, abits=None, matmulnbits=False, rank=None,
+                   codebook=None)
 
 
 def _config_defaults(argv) -> dict:
@@ -226,6 +228,12 @@ def main(argv=None) -> int:
                    help="sparsity in blocks of 4 consecutive input channels (DeepSparse's pattern), e.g. 0.8")
     c.add_argument("--wbits", type=int, help="weight bits (2-8), per output channel")
     c.add_argument("--abits", type=int, help="8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)")
+    c.add_argument("--rank", type=float, metavar="SHARE",
+                   help="low-rank: each layer becomes two smaller ones keeping this share of its multiply-adds, "
+                        "e.g. 0.5 (grouped Convs stay dense)")
+    c.add_argument("--codebook", metavar="K|K-row|binary|ternary",
+                   help="fitted grid: a K-value codebook per layer (K-row: per output channel), or binary {-c, c} / "
+                        "ternary {-c, 0, c} per output channel; stored as packed indices plus the values")
     c.add_argument("--matmulnbits", action="store_true",
                    help="write quantized MatMul weights as onnxruntime's MatMulNBits (com.microsoft) kernels")
     c.add_argument("--speedup", metavar="FACTOR", help="a budget: measured speedup on --runtime, e.g. 2x")

@@ -27,8 +27,11 @@ from .calib.capture import capture_hessians, capture_ranges
 from .calib.feeds import batches, load_calibration, model_inputs
 from .graph.activation_qdq import insert_activation_qdq, quantized_tensors
 from .graph.bias import add_output_shift, feeds_batch_norm
+from .graph.codebook import OPSET as CODEBOOK_OPSET
+from .graph.codebook import index_bits, store_codebook
 from .graph.fold import fold_output_affine
 from .graph.layers import discover, weight_array
+from .graph.lowrank import store_low_rank
 from .graph.model import load_model
 from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
 from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
@@ -48,6 +51,8 @@ class Options:
     nm: tuple | None = None  # (n, m)
     block4: float | None = None  # sparsity in blocks of 4 input channels
     wbits: int | None = None
+    rank: float | None = None  # low-rank: the share of the layer's multiply-adds its two factors keep
+    codebook: str | None = None  # fitted grid: "K", "K-row", "binary" or "ternary" (see codebook_kind)
     symmetric: bool = True
     method: str = "exact"
     damp: float = 0.01
@@ -64,17 +69,21 @@ class Options:
     def check(self, planned: bool = False):
         """Raise ValueError on a bad combination. `planned`: a budget picks the levels, so the
         options must not pick any themselves."""
-        if planned and any(v is not None for v in (self.sparsity, self.nm, self.block4, self.wbits, self.abits)):
+        if planned and any(v is not None for v in (self.sparsity, self.nm, self.block4, self.wbits, self.abits,
+                                                   self.rank, self.codebook)):
             raise ValueError("a budget (--speedup, --size, --flops, --bops) chooses each layer's level itself: "
-                             "drop --sparsity, --nm, --block4, --wbits and --abits")
+                             "drop --sparsity, --nm, --block4, --wbits, --abits, --rank and --codebook")
+        if self.rank is not None or self.codebook is not None:
+            self._check_alone()
         if self.abits is not None and self.abits != 8:
             raise ValueError(f"--abits supports 8 (int8 activations), got {self.abits}")
         if self.abits is not None and self.wbits not in (7, 8):
             raise ValueError("--abits 8 quantizes activations for int8 kernels, which need int8 weights as well: "
                              "--wbits 8 (or 7, which avoids the saturation of onnxruntime's U8S8 kernels on "
                              "CPUs without VNNI)")
-        if not planned and self.sparsity is None and self.nm is None and self.block4 is None and self.wbits is None:
-            raise ValueError("nothing to do: give --sparsity, --nm, --block4 or --wbits")
+        if not planned and all(v is None for v in (self.sparsity, self.nm, self.block4, self.wbits, self.rank,
+                                                   self.codebook)):
+            raise ValueError("nothing to do: give --sparsity, --nm, --block4, --wbits, --rank or --codebook")
         if sum(x is not None for x in (self.sparsity, self.nm, self.block4)) > 1:
             raise ValueError("--sparsity, --nm and --block4 are exclusive")
         if self.block4 is not None and not 0 < self.block4 < 1:
@@ -107,11 +116,52 @@ class Options:
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
 
+    def _check_alone(self):
+        """--rank and --codebook: one compression on its own."""
+        what = "--rank" if self.rank is not None else "--codebook"
+        others = [n for n, v in (("--sparsity", self.sparsity), ("--nm", self.nm), ("--block4", self.block4),
+                                 ("--wbits", self.wbits), ("--abits", self.abits), ("--matmulnbits", self.matmulnbits or None),
+                                 ("--codebook", self.codebook if self.rank is not None else None)) if v is not None]
+        if others:
+            raise ValueError(f"{what} is a compression of its own: drop {', '.join(others)}")
+        if self.rank is not None:
+            if not 0 < self.rank < 1:
+                raise ValueError(f"--rank is the share of each layer's multiply-adds kept, in (0, 1), got {self.rank}")
+            if self.method != "exact":
+                raise ValueError(f"--rank is solved in closed form; --method {self.method} does not apply")
+        else:
+            codebook_kind(self.codebook)
+            if self.method not in ("exact", "gptq", "rtn"):
+                raise ValueError(f"--codebook places weights with exact, gptq or rtn, not {self.method}")
+
+
+def codebook_kind(text: str) -> tuple:
+    """--codebook's value → (values, kind): "16" one 16-value codebook per layer ("shared"),
+    "16-row" one per output channel ("rows"), "binary" {−c, c} and "ternary" {−c, 0, c} per
+    output channel ("sign")."""
+    if text in ("binary", "ternary"):
+        return (2 if text == "binary" else 3), "sign"
+    k, _, per = str(text).partition("-")
+    if not k.isdigit() or per not in ("", "row") or not 2 <= int(k) <= 256:
+        raise ValueError(f"--codebook takes K (2 to 256 values per layer), K-row (per output channel), binary or "
+                         f"ternary, got {text!r}")
+    return int(k), "rows" if per else "shared"
+
 
 def _solve(W, H, opt: Options, pruned=None):
-    """One group's matrix: prune, quantize, or prune then quantize the survivors; `pruned`, a
-    pruning Result computed already (one level of a many-level pass), replaces the pruning step.
-    Returns (Ŵ, loss, grid or None)."""
+    """One group's matrix: prune, quantize, or prune then quantize the survivors; or low-rank,
+    or a fitted codebook; `pruned`, a pruning Result computed already (one level of a
+    many-level pass), replaces the pruning step. Returns (Ŵ, loss, grid or None, factors or None)."""
+    if opt.rank is not None:
+        r = solver.low_rank(W, H, [solver.rank_for(*W.shape, opt.rank)])[0]
+        return r.weight, r.loss, None, r.factors
+    if opt.codebook is not None:
+        k, kind = codebook_kind(opt.codebook)
+        if kind == "sign":
+            r = solver.quantize_fitted(W, H, solver.sign_grid(W, H, ternary=k == 3), "sign", QUANT_OF[opt.method])
+        else:
+            r = solver.codebook(W, H, k, per_row=kind == "rows", method=QUANT_OF[opt.method])
+        return r.weight, r.loss, r.grid, None
     mask, grid = None, None
     loss = 0.0
     if opt.sparsity is not None or opt.nm is not None or opt.block4 is not None:
@@ -129,7 +179,7 @@ def _solve(W, H, opt: Options, pruned=None):
         grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
         r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask)
         W_hat, loss = r.weight, r.loss
-    return W_hat, loss, grid
+    return W_hat, loss, grid, None
 
 
 def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool = True):
@@ -141,10 +191,9 @@ def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool =
     return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
 
 
-def _compress_layer(layer, w, hessians, options: Options, normalized: bool = False, pruned=None):
+def _compress_layer(layer, w, hessians, options: Options, normalized: bool = False, pruned=None) -> "Solved":
     """Solve every group of one layer; with `normalized` (a BatchNormalization reads its output)
-    rescale each output channel to the dense channel's variance. Returns (new weight, summary row,
-    bias shift or None, (codes per group, grids) or None)."""
+    rescale each output channel to the dense channel's variance."""
     if not np.isfinite(w).all():
         raise ValueError(f"weight {layer.weight!r} contains NaN or Inf")
     opt, note = options, ""
@@ -155,32 +204,44 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
     if options.block4 is not None and channels % 4:
         opt = dataclasses.replace(options, block4=None)
         note = f"{channels} input channels are not divisible by 4: no 4-blocks"
+    if options.rank is not None and layer.groups > 1:
+        opt = dataclasses.replace(options, rank=None)
+        note = f"grouped Conv ({layer.groups} groups): no low-rank"
     dense = layer.matrices(w)
-    solved = not (opt.sparsity is None and opt.nm is None and opt.block4 is None and opt.wbits is None)
-    mats, grids, loss = list(dense), [], 0.0
+    solved = any(v is not None for v in (opt.sparsity, opt.nm, opt.block4, opt.wbits, opt.rank, opt.codebook))
+    mats, grids, factors, loss = list(dense), [], [], 0.0
     if solved:
         mats = []
         for g, (M, acc) in enumerate(zip(dense, hessians)):
-            W_hat, group_loss, grid = _solve(*solver.prepare(M, acc.hessian, options.damp), opt,
-                                             None if pruned is None else pruned[g])
+            W_hat, group_loss, grid, f = _solve(*solver.prepare(M, acc.hessian, options.damp), opt,
+                                                None if pruned is None else pruned[g])
             mats.append(W_hat)
             grids.append(grid)
+            factors.append(f)
             loss += group_loss
     if solved and normalized and options.variance_correction:
         for k, (M, acc) in enumerate(zip(dense, hessians)):
             ratio = solver.variance_ratio(M, mats[k], acc.hessian, acc.mean)
             mats[k] = (mats[k] * ratio[:, None]).astype(np.float32)
             if grids[k] is not None:  # the same codes on a rescaled grid
-                grids[k] = dataclasses.replace(grids[k], scale=grids[k].scale * ratio)
+                grids[k] = grids[k].scaled(ratio)
+            if factors[k] is not None:
+                factors[k] = ((factors[k][0] * ratio[:, None]).astype(np.float32), factors[k][1])
         loss = sum(solver.layer_loss(M, Mh, acc.hessian) for M, Mh, acc in zip(dense, mats, hessians))
         note = "; ".join(x for x in (note, "variance corrected (BatchNormalization follows)") if x)
+    if solved and opt.rank is not None:
+        note = "; ".join(x for x in (f"rank {factors[0][0].shape[1]}", note) if x)
     weight = layer.weight_from(mats)
     shift = None
     if options.bias_correction and solved:
         shift = np.concatenate([(M.astype(np.float64) - Mh) @ acc.mean for M, Mh, acc in zip(dense, mats, hessians)])
-    codes = ([g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)], grids) if opt.wbits is not None else None
+    quantized = bool(grids) and grids[0] is not None
+    codes = [g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)] if quantized else None
     dense_out = sum(solver.layer_loss(M, 0, acc.hessian) for M, acc in zip(dense, hessians))
-    return weight, summary_row(layer, weight, loss, loss / dense_out if dense_out > 0 else 0.0, note), shift, codes
+    row = summary_row(layer, weight, loss, loss / dense_out if dense_out > 0 else 0.0, note)
+    row["applied"] = solved  # False: the compression does not fit this layer, which stays dense
+    return Solved(weight, row, shift, codes, grids if quantized else None,
+                  factors if solved and opt.rank is not None else None)
 
 
 def summary_row(layer, weight, loss: float = 0.0, relative: float = 0.0, note: str = "") -> dict:
@@ -258,17 +319,16 @@ class Solved:
     weight: np.ndarray  # Ŵ in the ONNX weight's layout
     row: dict  # the summary row
     shift: np.ndarray | None  # output mean shift to fold into the bias
-    codes: list | None  # integer codes per group, when quantized
-    grids: list | None
+    codes: list | None  # integer codes per group, when quantized (uniform grid or codebook)
+    grids: list | None  # UniformGrid or ValueGrid per group
+    factors: list | None = None  # low-rank: (A, B) per group with Ŵ = A B
 
 
 def solve_layer(prep: Prepared, layer, options: Options, pruned=None) -> Solved:
     """`layer` compressed as `options` say; `pruned` (a pruning Result per group) reuses a
     many-level pruning pass."""
-    weight, row, shift, codes = _compress_layer(layer, weight_array(prep.model, layer.weight),
-                                                prep.hessians[layer.weight], options,
-                                                feeds_batch_norm(prep.model, layer), pruned)
-    return Solved(weight, row, shift, *(codes if codes is not None else (None, None)))
+    return _compress_layer(layer, weight_array(prep.model, layer.weight), prep.hessians[layer.weight], options,
+                           feeds_batch_norm(prep.model, layer), pruned)
 
 
 def pruning_pass(prep: Prepared, layer, options: Options, kind: str, sparsities: list) -> list:
@@ -292,11 +352,22 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
     for l in layers:
         if solved[l.weight].shift is not None:
             add_output_shift(out, l, solved[l.weight].shift)
-    quantized = [l for l in layers if solved[l.weight].codes is not None]
+    for l in layers:
+        if solved[l.weight].factors is not None:
+            store_low_rank(out, l, *solved[l.weight].factors[0])
+    coded = [l for l in layers if solved[l.weight].codes is not None]
+    books = {l.weight for l in coded if isinstance(solved[l.weight].grids[0], solver.ValueGrid)}
+    quantized = [l for l in coded if l.weight not in books]
     nbits = {l.weight for l in quantized if options[l.weight].matmulnbits and l.op == "MatMul"}
-    bits = [options[l.weight].wbits for l in quantized if l.weight not in nbits]
-    if bits:
-        out = ensure_opset(out, max(storage_opset(b) for b in bits))
+    opsets = [storage_opset(options[l.weight].wbits) for l in quantized if l.weight not in nbits]
+    if books:
+        opsets.append(CODEBOOK_OPSET)
+    if opsets:
+        out = ensure_opset(out, max(opsets))
+    for l in coded:
+        if l.weight in books:
+            s = solved[l.weight]
+            store_codebook(out, l, l.weight_from(s.codes), np.concatenate([g.values for g in s.grids]))
     scales = {}
     for l in quantized:
         s, opt = solved[l.weight], options[l.weight]
@@ -312,13 +383,25 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
                               runtime)
     if int8:
         drop_unused_initializers(out)
-    sparse = sparse_where_smaller(out, {l.weight for l in layers} - {l.weight for l in quantized})
+    sparse = sparse_where_smaller(out, {l.weight for l in layers} - {l.weight for l in coded})
     for l in layers:
-        wb = options[l.weight].wbits
-        solved[l.weight].row["storage"] = (
-            "sparse" if l.weight in sparse else f"MatMulNBits {matmulnbits_bits(wb)}-bit" if l.weight in nbits
-            else f"int{wb}" if solved[l.weight].codes is not None else "float32")
+        s = solved[l.weight]
+        s.row["storage"] = _storage(l, s, options[l.weight], sparse, nbits)
     return out
+
+
+def _storage(layer, s: Solved, opt: Options, sparse, nbits) -> str:
+    """How `layer` is stored, for the summary."""
+    if s.factors is not None:
+        return f"low-rank, rank {s.factors[0][0].shape[1]}"
+    if s.codes is not None and isinstance(s.grids[0], solver.ValueGrid):
+        k = s.grids[0].values.shape[1]
+        return f"codebook, {k} values, {index_bits(k)}-bit indices"
+    if layer.weight in sparse:
+        return "sparse"
+    if layer.weight in nbits:
+        return f"MatMulNBits {matmulnbits_bits(opt.wbits)}-bit"
+    return f"int{opt.wbits}" if s.codes is not None else "float32"
 
 
 def _check_paths(src, dst):

@@ -11,7 +11,8 @@ from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.layers import weight_array
 from ..graph.nodes import node_name
 from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer, summary_row
-from ..solver import UniformGrid
+from ..graph.codebook import index_bits
+from ..solver import UniformGrid, ValueGrid
 from .levels import Level
 from .probe import LossProbe
 from .store import Database, fingerprint
@@ -43,7 +44,15 @@ def to_arrays(s: Solved) -> tuple:
     if s.shift is not None:
         arrays["shift"] = s.shift
     meta = {}
-    if s.codes is not None:
+    if s.factors is not None:
+        for g, (A, B) in enumerate(s.factors):
+            arrays[f"factor_a{g}"], arrays[f"factor_b{g}"] = A, B
+        meta = {"groups": len(s.factors), "low_rank": True}
+    elif s.codes is not None and isinstance(s.grids[0], ValueGrid):
+        for g, (c, grid) in enumerate(zip(s.codes, s.grids)):
+            arrays[f"codes{g}"], arrays[f"values{g}"] = c.astype(np.uint8), grid.values
+        meta = {"groups": len(s.codes), "codebook": True}
+    elif s.codes is not None:
         for g, (c, grid) in enumerate(zip(s.codes, s.grids)):
             arrays[f"codes{g}"], arrays[f"scale{g}"], arrays[f"zero{g}"] = c.astype(np.int8), grid.scale, grid.zero
         grid = s.grids[0]
@@ -53,22 +62,36 @@ def to_arrays(s: Solved) -> tuple:
 
 
 def from_arrays(arrays: dict, meta: dict) -> Solved:
-    codes = grids = None
-    if "groups" in meta:
-        codes = [arrays[f"codes{g}"].astype(np.int32) for g in range(meta["groups"])]
+    codes = grids = factors = None
+    groups = range(meta.get("groups", 0))
+    if meta.get("low_rank"):
+        factors = [(arrays[f"factor_a{g}"], arrays[f"factor_b{g}"]) for g in groups]
+    elif meta.get("codebook"):
+        codes = [arrays[f"codes{g}"].astype(np.int32) for g in groups]
+        grids = [ValueGrid(arrays[f"values{g}"]) for g in groups]
+    elif "groups" in meta:
+        codes = [arrays[f"codes{g}"].astype(np.int32) for g in groups]
         grids = [UniformGrid(arrays[f"scale{g}"], arrays[f"zero{g}"], meta["qmin"], meta["qmax"], meta["bits"],
-                             meta["symmetric"]) for g in range(meta["groups"])]
-    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids)
+                             meta["symmetric"]) for g in groups]
+    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids, factors)
 
 
 def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dict:
     """FLOPs and BOPs per sample (MACs × 2, MACs × weight bits × activation bits, both scaled by
-    the kept share of weights) and the bytes of the stored weight."""
+    the kept share of weights, or of multiply-adds for low-rank) and the bytes of the stored weight."""
     n = solved.weight.size
     density = float(np.count_nonzero(solved.weight)) / n
     wbits = level.wbits or 32
     abits = level.abits or 32
-    if level.wbits:
+    if solved.factors is not None:
+        density = sum(A.size + B.size for A, B in solved.factors) / n  # multiply-adds kept
+        nbytes = 4 * sum(A.size + B.size for A, B in solved.factors)
+    elif level.codebook is not None:
+        density = 1.0  # the weight is rebuilt in float: every multiply-add stays
+        values = np.concatenate([g.values for g in solved.grids])
+        table = values[:1] if np.all(values == values[:1]) else values
+        nbytes = -(-n * index_bits(table.shape[1]) // 8) + 4 * table.size
+    elif level.wbits:
         nbytes = n * (1 if level.wbits > 4 else 0.5) + 8 * layer.rows * layer.groups
     else:
         nbytes = min(4 * n, 12 * np.count_nonzero(solved.weight))  # float32, or sparse where smaller
@@ -120,4 +143,4 @@ def _shared_passes(prep, layer, options, levels) -> dict:
 
 def _dense(prep, layer) -> Solved:
     w = weight_array(prep.model, layer.weight)
-    return Solved(w, summary_row(layer, w, note="dense"), None, None, None)
+    return Solved(w, summary_row(layer, w, note="dense"), None, None, None, None)

@@ -6,7 +6,11 @@ A name is "dense", or a sparsity part and/or a quantization part joined by "+":
     b4-0.700      sparsity in blocks of 4 input channels (up to 0.95)
     w8, w4, …     weight-only quantization to b bits (per output channel, symmetric)
     w8a8          int8 weights and int8 activations
-e.g. "2:4+w8a8", "s0.500+w4", "b4-0.800+w8a8". New kinds (low-rank, codebooks) add parts.
+e.g. "2:4+w8a8", "s0.500+w4", "b4-0.800+w8a8". Two kinds stand alone (no "+"):
+    lr0.500       low-rank, two factors keeping that share of the layer's multiply-adds
+    cb16, cb16-row, binary, ternary
+                  a fitted codebook of 16 values per layer (per output channel), or {−c, c} /
+                  {−c, 0, c} per output channel
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ class Level:
     block4: float | None = None
     wbits: int | None = None
     abits: int | None = None
+    rank: float | None = None
+    codebook: str | None = None  # as pipeline.codebook_kind reads it
 
     @property
     def name(self) -> str:
+        if self.rank is not None:
+            return f"lr{self.rank:.3f}"
+        if self.codebook is not None:
+            return self.codebook if self.codebook in ("binary", "ternary") else f"cb{self.codebook}"
         parts = []
         if self.sparsity is not None:
             parts.append(f"s{self.sparsity:.3f}")
@@ -45,9 +55,10 @@ class Level:
     def options(self) -> dict:
         """The pipeline Options fields this level sets."""
         return {"sparsity": self.sparsity, "nm": self.nm, "block4": self.block4, "wbits": self.wbits,
-                "abits": self.abits}
+                "abits": self.abits, "rank": self.rank, "codebook": self.codebook}
 
 
+_ALONE = re.compile(r"^(?:lr(?P<r>0\.\d+)|cb(?P<k>\d+)(?P<row>-row)?|binary|ternary)$")
 _PART = re.compile(r"^(?:s(?P<s>0\.\d+)|(?P<n>\d+):(?P<m>\d+)|b4-(?P<b>0\.\d+)|w(?P<w>\d)(?:a(?P<a>8))?)$")
 
 
@@ -55,11 +66,23 @@ def parse(name: str) -> Level:
     """The Level named `name` (see the module doc); ValueError for anything else."""
     if name == "dense":
         return Level()
+    alone = _ALONE.match(name)
+    if alone:
+        level = (Level(rank=round(float(alone["r"]), 3)) if alone["r"] else
+                 Level(codebook=f"{int(alone['k'])}{alone['row'] or ''}") if alone["k"] else Level(codebook=name))
+        if alone["k"] and not 2 <= int(alone["k"]) <= 256:
+            raise ValueError(f"level {name!r}: a codebook holds 2 to 256 values")
+        if level.rank is not None and not 0 < level.rank < 1:
+            raise ValueError(f"level {name!r}: the low-rank share must be in (0, 1)")
+        if level.name != name:
+            raise ValueError(f"level {name!r} is not in canonical form; write {level.name!r}")
+        return level
     fields: dict = {}
     for part in name.split("+"):
         m = _PART.match(part)
         if not m:
-            raise ValueError(f"unknown level {name!r}: parts are s<sparsity>, N:M, b4-<sparsity>, w<bits>[a8]")
+            raise ValueError(f"unknown level {name!r}: parts are s<sparsity>, N:M, b4-<sparsity>, w<bits>[a8]; "
+                             "lr<share>, cb<K>[-row], binary and ternary stand alone")
         key = "quant" if m["w"] else "sparse"
         if key in fields:
             raise ValueError(f"level {name!r} has two {key} parts")
@@ -91,14 +114,20 @@ def blocks() -> list[Level]:
     return [Level(block4=round(s, 3)) for s in sparsity_grid() if s <= 0.95 + 1e-9] + [Level(block4=0.95)]
 
 
+def low_rank(shares=(0.5, 0.25)) -> list[Level]:
+    return [Level(rank=s) for s in shares]
+
+
+FITTED = [Level(codebook="16"), Level(codebook="16-row"), Level(codebook="ternary"), Level(codebook="binary")]
+
 LATENCY_SETS = {
     # what each runtime runs faster than dense
     # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones
-    "onnxruntime": lambda: [Level(), Level(wbits=8 if cpu_has_vnni() else 7, abits=8), Level(wbits=4)],
+    "onnxruntime": lambda: [Level(), Level(wbits=8 if cpu_has_vnni() else 7, abits=8), Level(wbits=4)] + low_rank(),
     "tensorrt": lambda: [Level(), Level(nm=(2, 4)), Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8),
-                         Level(wbits=4)],
+                         Level(wbits=4)] + low_rank(),
     # 4-blocks from about 70 %, where DeepSparse speeds them up (its int8 form is not written yet)
-    "deepsparse": lambda: [Level()] + [l for l in blocks() if l.block4 >= 0.7],
+    "deepsparse": lambda: [Level()] + [l for l in blocks() if l.block4 >= 0.7] + low_rank(),
 }
 
 
@@ -120,11 +149,12 @@ def level_set(cost: str, runtime: str = "onnxruntime") -> list[Level]:
             raise ValueError(f"no latency levels for runtime {runtime!r}; choose one of {sorted(LATENCY_SETS)}")
         return LATENCY_SETS[runtime]()
     sparse = unstructured() + [Level(nm=(2, 4))]
+    shares = low_rank((0.75, 0.5, 0.25, 0.125))
     if cost == "flops":
-        return [Level()] + sparse + blocks()
+        return [Level()] + sparse + blocks() + shares
     quant = [Level(wbits=b) for b in (8, 4, 3, 2)]
     if cost == "size":
-        return [Level()] + sparse + quant + [Level(nm=(2, 4), wbits=b) for b in (8, 4)]
+        return [Level()] + sparse + quant + [Level(nm=(2, 4), wbits=b) for b in (8, 4)] + FITTED + shares
     if cost == "bops":
-        return [Level()] + sparse + quant + [Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8)]
+        return [Level()] + sparse + quant + [Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8)] + shares
     raise ValueError(f"unknown cost {cost!r}: latency, size, flops or bops")

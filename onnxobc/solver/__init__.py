@@ -9,13 +9,16 @@ Exact solvers take engine options: engine="deferred" (the fast path) or "eager" 
 device="cpu"|"cuda"|"auto", dtype, flush_every, mem_bytes, progress.
 """
 
+from .codebook import codebook, quantize_fitted, sign_grid
 from .grids import UniformGrid, ValueGrid, fit_uniform_grid
 from .hessian import HessianAccumulator, inverse, layer_loss, prepare, variance_ratio
+from .lowrank import low_rank, rank_for
 from .prune import prune_blocks, prune_nm, prune_unstructured, sparsity_grid
 from .quant import quantize
 from .result import Result
 
 __all__ = [
-    "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "fit_uniform_grid", "inverse", "layer_loss",
-    "prepare", "prune_blocks", "prune_nm", "prune_unstructured", "quantize", "sparsity_grid", "variance_ratio",
+    "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "codebook", "fit_uniform_grid", "inverse",
+    "layer_loss", "low_rank", "prepare", "prune_blocks", "prune_nm", "prune_unstructured", "quantize",
+    "quantize_fitted", "rank_for", "sign_grid", "sparsity_grid", "variance_ratio",
 ]

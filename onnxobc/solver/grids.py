@@ -68,6 +68,10 @@ class UniformGrid:
         s, z = _col(self.scale, rows, xp), _col(self.zero, rows, xp)
         return (s * (codes - z)).astype(np.float32)
 
+    def scaled(self, ratio) -> "UniformGrid":
+        """The same codes with each row's values multiplied by ratio[row] (> 0)."""
+        return UniformGrid(self.scale * ratio, self.zero, self.qmin, self.qmax, self.bits, self.symmetric)
+
     def take(self, rows, xp=np):
         return UniformGrid(xp.asarray(self.scale[rows]), xp.asarray(self.zero[rows]),
                            self.qmin, self.qmax, self.bits, self.symmetric)
@@ -117,6 +121,10 @@ class ValueGrid:
         xp = xp_of(codes)
         g = xp.asarray(self.values if rows is None else self.values[rows])
         return xp.take_along_axis(g, codes, axis=1).astype(np.float32)
+
+    def scaled(self, ratio) -> "ValueGrid":
+        """The same codes with each row's values multiplied by ratio[row] (> 0)."""
+        return ValueGrid(self.values * np.asarray(ratio).reshape(-1, 1))
 
     def take(self, rows, xp=np):
         return ValueGrid(xp.asarray(self.values[rows]))

@@ -16,6 +16,14 @@ from .hessian import row_losses
 from .result import Result
 
 
+def rank_for(rows: int, cols: int, share: float) -> int:
+    """The rank whose two factors cost `share` (0 < share < 1) of the dense layer's multiply-adds:
+    r (rows + cols) = share · rows · cols, at least 1 (always below min(rows, cols))."""
+    if not 0 < share < 1:
+        raise ValueError(f"a low-rank share of the multiply-adds must be in (0, 1), got {share}")
+    return max(1, int(share * rows * cols / (rows + cols)))
+
+
 def low_rank(W, H, ranks) -> list[Result]:
     """For each rank r in `ranks` (1 ≤ r ≤ min(rows, cols)), the optimal rank-r Ŵ and its factors.
     H must be positive definite (see hessian.prepare); one SVD serves every rank."""
