@@ -66,7 +66,8 @@ def test_output_mean_is_restored(tmp_path, kind):
     assert fixed < 1e-4 and raw > 1e-2, (fixed, raw)
 
 
-@pytest.mark.parametrize("opts", [dict(wbits=2, method="rtn"), dict(sparsity=0.8, method="magnitude")])
+@pytest.mark.parametrize("opts", [dict(wbits=2, method="rtn"), dict(sparsity=0.8, method="magnitude"),
+                                  dict(rank=0.3), dict(codebook="ternary")])
 def test_channels_read_by_batch_norm_keep_their_variance(tmp_path, opts):
     rng = np.random.default_rng(1)
     arr = lambda name, *s: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), name)  # noqa: E731

@@ -11,7 +11,7 @@ from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.layers import weight_array
 from ..graph.nodes import node_name
 from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer, summary_row
-from ..graph.codebook import index_bits
+from ..graph.codebook import stored_bytes
 from ..solver import UniformGrid, ValueGrid
 from .levels import Level
 from .probe import LossProbe
@@ -88,9 +88,7 @@ def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dic
         nbytes = 4 * sum(A.size + B.size for A, B in solved.factors)
     elif level.codebook is not None:
         density = 1.0  # the weight is rebuilt in float: every multiply-add stays
-        values = np.concatenate([g.values for g in solved.grids])
-        table = values[:1] if np.all(values == values[:1]) else values
-        nbytes = -(-n * index_bits(table.shape[1]) // 8) + 4 * table.size
+        nbytes = stored_bytes(layer, layer.weight_from(solved.codes), np.concatenate([g.values for g in solved.grids]))
     elif level.wbits:
         nbytes = n * (1 if level.wbits > 4 else 0.5) + 8 * layer.rows * layer.groups
     else:

@@ -1,0 +1,189 @@
+"""Low-rank and codebook layers written as ONNX: each form computes exactly what the dense model
+with the same effective weight computes (onnxruntime on both), the codebook's indices are packed
+to their bit width and folded away when onnxruntime loads the model, and the whole pipeline
+(--rank, --codebook, budgets with these levels, bad options) works end to end."""
+
+import json
+import pathlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx_models import conv_model, effective_weights, make_model, run
+from test_capture import small_net
+from test_compress import onnxobc
+
+from onnxobc.graph.codebook import index_bits, store_codebook, stored_bytes
+from onnxobc.graph.layers import discover
+from onnxobc.graph.lowrank import store_low_rank
+from onnxobc.graph.write import set_weights
+from onnxobc.pipeline import Options, compress
+
+DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
+MODEL, CALIB = DIGITS / "mlp.onnx", DIGITS / "calib.npz"
+F = TensorProto.FLOAT
+
+
+def gemm_model(trans_b, alpha=0.7, beta=1.3):
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((9, 14) if trans_b else (14, 9)).astype(np.float32)
+    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(rng.standard_normal(9).astype(np.float32), "C")]
+    node = helper.make_node("Gemm", ["x", "W", "C"], ["y"], name="gemm", transB=trans_b, alpha=alpha, beta=beta)
+    return make_model([node], [helper.make_tensor_value_info("x", F, ["n", 14])],
+                      [helper.make_tensor_value_info("y", F, ["n", 9])], inits)
+
+
+def matmul_model():
+    W = np.random.default_rng(3).standard_normal((14, 9)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
+    return make_model([node], [helper.make_tensor_value_info("x", F, ["b", "t", 14])],
+                      [helper.make_tensor_value_info("y", F, ["b", "t", 9])], [numpy_helper.from_array(W, "W")])
+
+
+CASES = {
+    "conv3x3_strided": (lambda: conv_model(6, 10, (3, 3), strides=[2, 2], pads=[1, 0, 1, 2], dilations=[1, 2])[0],
+                        {"x": (2, 6, 9, 11)}),
+    "conv1d": (lambda: conv_model(5, 7, (3,), pads=[1, 1])[0], {"x": (3, 5, 8)}),
+    "gemm_transB": (lambda: gemm_model(1), {"x": (4, 14)}),
+    "gemm": (lambda: gemm_model(0), {"x": (4, 14)}),
+    "matmul_3d": (matmul_model, {"x": (2, 3, 14)}),
+    "shared_matmul": (small_net, {"x": (2, 8, 6, 6)}),
+}
+
+
+def feeds(shapes):
+    rng = np.random.default_rng(0)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_low_rank_form_computes_the_product_of_its_factors(case):
+    build, shapes = CASES[case]
+    model = build()
+    layer = next(l for l in discover(model)[0] if l.groups == 1 and l.weight in ("W", "Wm"))
+    rng = np.random.default_rng(1)
+    r = 2
+    A, B = rng.standard_normal((layer.rows, r)).astype(np.float32), rng.standard_normal((r, layer.cols)).astype(np.float32)
+    expected = run(set_weights(model, {layer.weight: layer.weight_from([A @ B])}), feeds(shapes))
+    store_low_rank(model, layer, A, B)
+    onnx.checker.check_model(model)
+    got = run(model, feeds(shapes))
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    names = {n.name for n in model.graph.node}
+    assert set(layer.nodes) <= names and {f"{n}.lr_in" for n in layer.nodes} <= names  # the name stays on the 2nd
+    assert layer.weight not in {t.name for t in model.graph.initializer}
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 16, 17, 256])
+@pytest.mark.parametrize("case,shared", [("conv3x3_strided", False), ("gemm", True), ("gemm", False),
+                                         ("matmul_3d", False)])
+def test_codebook_form_rebuilds_the_weight_from_packed_indices(k, case, shared):
+    build, shapes = CASES[case]
+    model = build()
+    layer = discover(model)[0][0]
+    rng = np.random.default_rng(k)
+    channels = layer.rows * layer.groups
+    values = np.sort(rng.standard_normal((1 if shared else channels, k)), axis=1).astype(np.float32)
+    values = np.broadcast_to(values, (channels, k))
+    codes_view = rng.integers(0, k, (channels, layer.cols))
+    want = layer.weight_from([np.take_along_axis(values, codes_view, axis=1)])
+    expected = run(set_weights(model, {layer.weight: want}), feeds(shapes))
+    store_codebook(model, layer, layer.weight_from([codes_view]), values)
+    onnx.checker.check_model(model)
+    np.testing.assert_array_equal(effective_weights(model, [layer.weight], feeds(shapes))[layer.weight], want)
+    for e, g in zip(expected, run(model, feeds(shapes))):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert inits[f"{layer.weight}.cb_codes"].size == -(-want.size * index_bits(k) // 8)
+    assert inits[f"{layer.weight}.cb_values"].size == (1 if shared else channels) * k
+    added = [t for t in model.graph.initializer if t.name.startswith(layer.weight + ".")] + list(model.graph.node[:-1])
+    assert stored_bytes(layer, layer.weight_from([codes_view]), values) == sum(len(x.SerializeToString()) for x in added)
+    # every input of the rebuild is constant: onnxruntime folds it when it loads the model
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(pathlib.Path(__import__("tempfile").mkdtemp()) / "opt.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    assert not {"Gather", "BitShift"} & {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+
+
+def digits_effective(path, feeds_):
+    names = ["fc0.weight", "fc1.weight", "fc2.weight"]
+    return effective_weights(onnx.load(path), names, feeds_)
+
+
+def test_rank_end_to_end_beats_plain_svd_on_the_trained_digits_model(tmp_path):
+    out = tmp_path / "lr.onnx"
+    rep = compress(MODEL, out, CALIB, Options(rank=0.5))
+    model = onnx.load(out)
+    assert [n.op_type for n in model.graph.node].count("Gemm") == 6
+    assert all(r["storage"].startswith("low-rank, rank") for r in rep["layers"])
+    ours = rep["verification"]["relative_output_error"]["logits"]
+    # the same ranks by truncated SVD of W alone (no calibration data), same held-out samples
+    dense = onnx.load(MODEL)
+    plain = {}
+    for layer, row in zip(discover(dense)[0], rep["layers"]):
+        r = int(row["storage"].split()[-1])
+        W = layer.matrices(numpy_helper.to_array(next(t for t in dense.graph.initializer if t.name == layer.weight)))[0]
+        U, S, Vt = np.linalg.svd(W, full_matrices=False)
+        plain[layer.weight] = layer.weight_from([(U[:, :r] * S[:r]) @ Vt[:r]])
+    x = np.load(CALIB)["x"]
+    held = x[len(x) - rep["verification"]["samples"]:]
+    ref = run(dense, {"x": held})[0]
+    svd = run(set_weights(dense, plain), {"x": held})[0]
+    svd_err = np.linalg.norm(svd - ref) / np.linalg.norm(ref)
+    assert ours < 0.85 * svd_err, (ours, svd_err)
+
+
+@pytest.mark.parametrize("book,per_row_values", [("16", None), ("16-row", 16), ("ternary", 3), ("binary", 2)])
+def test_codebook_end_to_end_on_the_digits_model(tmp_path, book, per_row_values):
+    out = tmp_path / "cb.onnx"
+    rep = compress(MODEL, out, CALIB, Options(codebook=book))
+    assert rep["verification"]["relative_output_error"]["logits"] < (0.05 if book[0].isdigit() else 0.6)
+    x = np.load(CALIB)["x"][:2]
+    layers = {l.weight: l for l in discover(onnx.load(MODEL))[0]}
+    for name, W in digits_effective(out, {"x": x}).items():
+        W = layers[name].matrices(W)[0]  # rows are output channels
+        if per_row_values is None:
+            assert len(np.unique(W)) <= 16
+        else:
+            assert max(len(np.unique(row)) for row in W) <= per_row_values
+        if book in ("binary", "ternary"):
+            c = np.abs(W).max(axis=1, keepdims=True)
+            assert np.all(np.isclose(np.abs(W), c) | (W == 0 if book == "ternary" else False))
+    ratio = pathlib.Path(MODEL).stat().st_size / out.stat().st_size
+    assert ratio > {"16": 5, "16-row": 2.2, "ternary": 5, "binary": 6}[book], ratio
+
+
+def test_budgets_choose_low_rank_and_codebook_levels(tmp_path):
+    r = onnxobc("compress", str(MODEL), str(tmp_path / "f.onnx"), "--calib", str(CALIB), "--flops", "1.8x",
+                "--levels", "dense", "lr0.750", "lr0.500", "lr0.250", "--report", str(tmp_path / "f.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "f.json").read_text())
+    assert rep["budget"]["predicted_layer_cost"] <= rep["budget"]["layer_budget"]
+    assert any(v.startswith("lr") for v in rep["plan"].values())
+    r = onnxobc("compress", str(MODEL), str(tmp_path / "s.onnx"), "--calib", str(CALIB), "--size", "0.12",
+                "--levels", "dense", "cb16", "ternary", "binary", "lr0.250", "--report", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "s.json").read_text())
+    assert rep["budget"]["measured_share"] <= 0.12
+    onnx.checker.check_model(onnx.load(tmp_path / "s.onnx"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rank", "1.5"], "--rank is the share"),
+    (["--rank", "0.5", "--wbits", "4"], "drop --wbits"),
+    (["--rank", "0.5", "--method", "rtn"], "closed form"),
+    (["--codebook", "1"], "--codebook takes"),
+    (["--codebook", "16x"], "--codebook takes"),
+    (["--codebook", "16", "--sparsity", "0.5"], "drop --sparsity"),
+    (["--codebook", "binary", "--method", "magnitude"], "exact, gptq or rtn"),
+    (["--speedup", "2x", "--levels", "lr0.500+w8"], "stand alone"),
+    (["--speedup", "2x", "--rank", "0.5"], "chooses each layer's level itself"),
+])
+def test_bad_low_rank_and_codebook_options(tmp_path, args, message):
+    r = onnxobc("compress", str(MODEL), str(tmp_path / "o.onnx"), "--calib", str(CALIB), *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.onnx").exists()
