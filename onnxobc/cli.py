@@ -164,6 +164,27 @@ def _db_ls(args) -> int:
     return 0
 
 
+def _tradeoff(args) -> int:
+    from .progress import ProgressPrinter
+    from .tradeoff import tradeoff
+
+    opt = _options(args)
+    report = tradeoff(args.model, args.calib, args.out, opt, args.levels, not args.no_plot, ProgressPrinter())
+    timed = report["dense_seconds"] is not None
+    header = ("family", "level", "bytes", "compression", "rel. output error") + (("ms/batch", "speedup") if timed
+                                                                              else ())
+    rows = [(p["family"], p["level"], str(p["bytes"]), f"{p['compression_ratio']:.2f}x", f"{p['error']:.4g}")
+            + ((f"{p['seconds'] * 1e3:.3f}", f"{p['speedup']:.2f}x") if timed else ()) for p in report["points"]]
+    _print_table(header, rows)
+    if timed:
+        print(f"dense: {report['bytes']} bytes, {report['dense_seconds'] * 1e3:.3f} ms per batch on {report['runtime']}")
+    else:
+        print(f"latency {report['latency']}")
+    print(f"wrote {args.out}/tradeoff.json" + (f" and {report['plot']}" if "plot" in report else "")
+          + f" in {report['seconds_total']:.1f} s")
+    return 0
+
+
 def _add_solver_options(c) -> None:
     c.add_argument("--calib", help="an .npz file keyed by input name (samples first), a folder of them, or "
                                    "'random' (required, here or in --config)")
@@ -246,6 +267,13 @@ def main(argv=None) -> int:
     c.add_argument("--report", help="also write the summary as JSON here")
     c.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
     c.set_defaults(run=_compress)
+    t = sub.add_parser("tradeoff", help="error against bytes on disk and measured latency, per compression family")
+    t.add_argument("model", help="the .onnx file (never modified)")
+    t.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for one model per level, tradeoff.json, tradeoff.png and the database")
+    _add_solver_options(t)
+    t.add_argument("--no-plot", action="store_true", help="write tradeoff.json only (no matplotlib needed)")
+    t.set_defaults(run=_tradeoff)
     d = sub.add_parser("db", help="the database of compressed layers")
     dsub = d.add_subparsers(dest="db_command", required=True)
     b = dsub.add_parser("build", help="solve every layer at every level of a budget's set, resuming what is stored")

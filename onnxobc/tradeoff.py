@@ -1,0 +1,142 @@
+"""Trade-off curves (the LC paper's comparison, post-training): for each compression family at
+several levels, every layer compressed at that level, the output error against the dense model
+(held-out samples) and against what it costs: the bytes on disk (the compression ratio) and the
+latency measured on the runtime. Layers are solved through the database, so an interrupted run
+resumes and later budgets reuse them. Writes each model, tradeoff.json and tradeoff.png."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import onnx
+
+from .atomic import atomic_path
+from .budget import _feed
+from .db.build import build, from_arrays, level_options, model_key, settings_key
+from .db.levels import parse
+from .db.store import Database
+from .graph.write import save_atomic
+from .pipeline import Options, _outputs, _relative_errors, prepare, write
+
+FAMILIES = {
+    "uniform quantization": ["w8", "w4", "w3", "w2"],
+    "unstructured sparsity": ["s0.500", "s0.750", "s0.900"],
+    "low-rank": ["lr0.750", "lr0.500", "lr0.250"],
+    "codebook (per layer)": ["cb16", "cb4"],
+    "ternary / binary": ["ternary", "binary"],
+}
+
+
+def family_of(name: str) -> str:
+    for family, names in FAMILIES.items():
+        if name in names:
+            return family
+    return "other"
+
+
+def check_plotting() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("the trade-off plot needs matplotlib: pip install 'onnxobc[plot]' (or pass --no-plot "
+                         "for the JSON alone)") from None
+
+
+def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None = None, plot: bool = True,
+             progress=None) -> dict:
+    """Every level of `levels` (names; default FAMILIES) applied to all layers; returns the report
+    written to out_dir/tradeoff.json."""
+    progress = progress or (lambda *a: None)
+    options.check(planned=True)
+    if plot:
+        check_plotting()
+    src, out_dir = pathlib.Path(model_path), pathlib.Path(out_dir)
+    names = levels or [n for family in FAMILIES.values() for n in family]
+    parsed = [parse(n) for n in names]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if src.resolve().parent == out_dir.resolve() and any(src.name == f"{n}.onnx" for n in names):
+        raise ValueError(f"{src} would be overwritten by a level's output; choose another --out")
+    t0 = time.perf_counter()
+    prep = prepare(src, calib, options, progress, activation_ranges=any(lv.abits for lv in parsed))
+    with Database(out_dir / "db") as db:
+        build(prep, db, src, parsed, options, progress)
+        mkey, skey = model_key(src), settings_key(prep, options)
+        reference = _outputs(src, prep.held, options.batch_size, options.custom_ops)
+        points, paths = [], {}
+        for i, lv in enumerate(parsed):
+            progress("write", i, len(parsed), lv.name)
+            solved = {l.weight: from_arrays(*db.get(mkey, skey, l.weight, lv.name)) for l in prep.layers}
+            solved = {w: s for w, s in solved.items() if s.row.get("applied", True)}
+            model = write(prep, solved, {w: level_options(options, lv) for w in solved})
+            onnx.checker.check_model(model)
+            errors = _relative_errors(reference, _outputs(model, prep.held, options.batch_size, options.custom_ops))
+            path = out_dir / f"{lv.name}.onnx"
+            save_atomic(model, path)
+            paths[lv.name] = path
+            points.append({"family": family_of(lv.name), "level": lv.name, "path": str(path),
+                           "bytes": path.stat().st_size, "compression_ratio": src.stat().st_size / path.stat().st_size,
+                           "relative_output_error": errors, "error": max(errors.values()),
+                           "layers_compressed": len(solved)})
+        progress("write", len(parsed), len(parsed), "")
+    from . import runtimes
+
+    runtime = runtimes.load(options.runtime)
+    reason = runtime.available()
+    seconds = {}
+    if reason is None:
+        progress("timing", 0, 1, f"{len(paths) + 1} models in turns on {options.runtime}")
+        seconds = runtime.latencies({"dense": src, **paths}, _feed(prep, options), custom_ops=options.custom_ops)
+        progress("timing", 1, 1, "")
+    for p in points:
+        if seconds:
+            p["seconds"] = seconds[p["level"]]
+            p["speedup"] = seconds["dense"] / seconds[p["level"]]
+    report = {"input": str(src), "bytes": src.stat().st_size, "runtime": options.runtime,
+              "latency": "not measured: " + reason if reason else f"median seconds per batch of {options.batch_size}",
+              "dense_seconds": seconds.get("dense"), "points": points,
+              "seconds_total": time.perf_counter() - t0}
+    with atomic_path(out_dir / "tradeoff.json") as tmp:
+        pathlib.Path(tmp).write_text(json.dumps(report, indent=2))
+    if plot:
+        draw(report, out_dir / "tradeoff.png")
+        report["plot"] = str(out_dir / "tradeoff.png")
+    return report
+
+
+def draw(report: dict, path) -> None:
+    """Output error against compression ratio and against measured latency, a line per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = report["dense_seconds"] is not None
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12 if timed else 6.5, 4.5), squeeze=False)
+    families = list(dict.fromkeys(p["family"] for p in report["points"]))
+    for family in families:
+        pts = [p for p in report["points"] if p["family"] == family]
+        pts_r = sorted(pts, key=lambda p: p["compression_ratio"])
+        line = axes[0][0].plot([p["compression_ratio"] for p in pts_r], [p["error"] for p in pts_r], "o-",
+                               label=family)[0]
+        for p in pts_r:
+            axes[0][0].annotate(p["level"], (p["compression_ratio"], p["error"]), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points")
+        if timed:  # in the order the levels were given, mildest first
+            axes[0][1].plot([p["seconds"] * 1e3 for p in pts], [p["error"] for p in pts], "o-",
+                            color=line.get_color(), label=family)
+    name = pathlib.Path(report["input"]).name
+    axes[0][0].set(xscale="log", yscale="log", xlabel="compression ratio (input bytes / output bytes on disk)",
+                   ylabel="relative output error", title=f"{name}: error vs size")
+    if timed:
+        axes[0][1].axvline(report["dense_seconds"] * 1e3, color="grey", ls="--", label="dense")
+        axes[0][1].set(yscale="log", xlabel=f"{report['runtime']} ms per batch (measured)",
+                       ylabel="relative output error", title=f"{name}: error vs latency")
+    for ax in axes[0]:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
