@@ -134,7 +134,7 @@ def ppocr_tables(parts=("weights", "w8a8")):
             for label, reduce in [("quantize_static", False), ("quantize_static reduce_range", True)]:
                 models[label] = tmp / f"{len(models)}.onnx"
                 quantize_static(paths[name], models[label], calib, reduce)
-            sessions = {k: session(p) for k, p in models.items()}
+            sessions = {k: session(p, spinning=False) for k, p in models.items()}
             latency = compare_latency(sessions, {"x": held[:1]})
             for label, sess in sessions.items():
                 got = sess.run(None, {"x": held})[0]

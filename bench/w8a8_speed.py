@@ -33,8 +33,9 @@ def main():
             np.savez(tmp / "c.npz", x=x)
             compress(paths[name], tmp / f"{name}.ours.onnx", tmp / "c.npz", Options(wbits=7, abits=8, holdout=0.25))
             quantize_static(paths[name], tmp / f"{name}.qs.onnx", x[:48], False)
-            sessions = {"dense": session(paths[name]), "ours": session(tmp / f"{name}.ours.onnx"),
-                        "qs": session(tmp / f"{name}.qs.onnx")}
+            sessions = {"dense": session(paths[name], spinning=False),
+                        "ours": session(tmp / f"{name}.ours.onnx", spinning=False),
+                        "qs": session(tmp / f"{name}.qs.onnx", spinning=False)}
             for rep in range(3):
                 t = compare_latency(sessions, {"x": x[:1]}, rounds=30, repeats=10)
                 rows.append([name, str(rep)] + [f"{t[k] * 1e3:.2f}" for k in ("dense", "ours", "qs")]

@@ -19,10 +19,10 @@ HERE = pathlib.Path(__file__).parent
 SIZES = [64, 128, 64, 10]
 
 
-def train(x, y, epochs=300, lr=1e-2, seed=0):
+def train(x, y, epochs=300, lr=1e-2, seed=0, sizes=SIZES):
     rng = np.random.default_rng(seed)
     params = []
-    for a, b in zip(SIZES[:-1], SIZES[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:]):
         params.append([rng.standard_normal((a, b)) * np.sqrt(2 / a), np.zeros(b)])
     m = [[np.zeros_like(p) for p in layer] for layer in params]
     v = [[np.zeros_like(p) for p in layer] for layer in params]
@@ -47,18 +47,25 @@ def train(x, y, epochs=300, lr=1e-2, seed=0):
     return params
 
 
-def export(params) -> onnx.ModelProto:
+def export(params, matmul: bool = False) -> onnx.ModelProto:
+    """Gemm + Relu, or with `matmul` MatMul + Add + Relu (the form transformer exports use)."""
     nodes, inits, cur = [], [], "x"
     for i, (W, b) in enumerate(params):
-        inits += [numpy_helper.from_array(W.T.astype(np.float32), f"fc{i}.weight"),
+        inits += [numpy_helper.from_array((W if matmul else W.T).astype(np.float32), f"fc{i}.weight"),
                   numpy_helper.from_array(b.astype(np.float32), f"fc{i}.bias")]
         out = f"fc{i}" if i < len(params) - 1 else "logits"
-        nodes.append(helper.make_node("Gemm", [cur, f"fc{i}.weight", f"fc{i}.bias"], [out], name=f"fc{i}", transB=1))
+        if matmul:
+            nodes += [helper.make_node("MatMul", [cur, f"fc{i}.weight"], [f"fc{i}.mm"], name=f"fc{i}"),
+                      helper.make_node("Add", [f"fc{i}.mm", f"fc{i}.bias"], [out], name=f"fc{i}.add")]
+        else:
+            nodes.append(helper.make_node("Gemm", [cur, f"fc{i}.weight", f"fc{i}.bias"], [out], name=f"fc{i}",
+                                          transB=1))
         if i < len(params) - 1:
             nodes.append(helper.make_node("Relu", [out], [f"relu{i}"], name=f"relu{i}"))
             out = f"relu{i}"
         cur = out
-    graph = helper.make_graph(nodes, "digits_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+    graph = helper.make_graph(nodes, "digits_mlp",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", params[0][0].shape[0]])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnxobc")
     model.ir_version = 8
@@ -66,13 +73,18 @@ def export(params) -> onnx.ModelProto:
     return model
 
 
-def main():
+def digits():
+    """(x, y, test indices, training indices) of the scikit-learn digits, split as shipped."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x, y = (d.data / 16.0).astype(np.float32), d.target
     order = np.random.default_rng(0).permutation(len(x))
-    test, trainset = order[:360], order[360:]
+    return x, y, order[:360], order[360:]
+
+
+def main():
+    x, y, test, trainset = digits()
     params = train(x[trainset].astype(np.float64), y[trainset])
     model = export(params)
     onnx.save(model, HERE / "mlp.onnx")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from onnx import TensorProto, helper
 
 from ..calib.capture import exposing
 from ..graph.single import single_layer_model
@@ -27,7 +28,8 @@ def activation_shapes(prep: Prepared, options) -> dict:
 
 
 def signature(layer, input_shape) -> str:
-    return fingerprint(layer.op, layer.weight_shape, layer.groups, layer.attrs[0], list(input_shape))
+    # "v2": the runtime's per-run overhead (an empty model's time) is subtracted
+    return fingerprint("v2", layer.op, layer.weight_shape, layer.groups, layer.attrs[0], list(input_shape))
 
 
 def level_model(prep: Prepared, layer, level, solved, options, input_shape):
@@ -43,10 +45,26 @@ def level_model(prep: Prepared, layer, level, solved, options, input_shape):
     return model, {node.input[0]: x}
 
 
+def empty_model(model, input_name: str, input_shape):
+    """A model that only passes its input through, at the layer's input shape: its time is the
+    runtime's fixed cost of one run, which a layer inside a whole model does not pay."""
+    x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))
+    y = helper.make_tensor_value_info(f"{input_name}.alone", TensorProto.FLOAT, list(input_shape))
+    m = helper.make_model(helper.make_graph([helper.make_node("Identity", [input_name], [y.name])], "empty", [x], [y]),
+                          opset_imports=list(model.opset_import))
+    m.ir_version = model.ir_version
+    return m
+
+
 def layer_latencies(prep: Prepared, layer, solved: dict, options, input_shape, runtime) -> dict:
     """{level name: seconds per run} of `layer` alone at each level of `solved` (Level →
-    Solved), timed together (in turns where the runtime allows) so they compare fairly."""
+    Solved), timed together (in turns where the runtime allows) so they compare fairly, less
+    the time of an empty run (at least a tenth of each level's own time is kept)."""
     models, feed = {}, None
     for level, s in solved.items():
         models[level.name], feed = level_model(prep, layer, level, s, options, input_shape)
-    return runtime.latencies(models, feed, custom_ops=options.custom_ops)
+    (name,) = feed
+    models[" empty"] = empty_model(prep.model, name, input_shape)
+    seconds = runtime.latencies(models, feed, custom_ops=options.custom_ops)
+    overhead = seconds.pop(" empty")
+    return {k: max(v - overhead, 0.1 * v) for k, v in seconds.items()}

@@ -83,12 +83,20 @@ def _plan(model, layers, runtime) -> _Plan:
     consts = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT} - {i.name for i in g.input}
     floats = _float_tensors(model)
     layer_nodes = {n for l in layers for n in l.nodes}
+    rows = {n: l.rows * l.groups for l in layers for n in l.nodes}
+    shapes = output_shapes(model) if any(l.op == "MatMul" for l in layers) else {}
     quantized, elementwise, folded, outputs = set(), [], {}, {}
     for n in g.node:
         name = node_name(n)
         if name in layer_nodes:
-            if n.op_type not in ("Conv", "Gemm"):
-                continue
+            if n.op_type == "MatMul":
+                # 2-D with its bias Add: onnxruntime fuses the pair into a Gemm, which runs as QGemm
+                # only with a Q on its output (else it dequantizes the weight at every run)
+                if len(shapes.get(n.input[0]) or ()) != 2:
+                    continue  # N-D: DQ → MatMul fuses into MatMulIntegerToFloat as it is
+                bias = matmul_bias(model, n, rows[name])
+                if bias is not None:
+                    n = next(u for u in users_of[n.output[0]] if bias in u.input)
         elif not (n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
                   and all(x in floats or x in consts for x in n.input) and n.output[0] in floats
                   and any(x in quantized for x in n.input)

@@ -24,5 +24,5 @@ def latencies(models: dict, feed: dict, rounds: int = 10, repeats: int = 10, cus
     if reason:
         raise ValueError(f"--runtime tensorrt: {reason}")
     trt = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
-    return compare_latency({k: session(m, custom_ops, execution_providers=trt) for k, m in models.items()}, feed,
+    return compare_latency({k: session(m, custom_ops, execution_providers=trt, spinning=False) for k, m in models.items()}, feed,
                            rounds=rounds, repeats=repeats)

@@ -4,9 +4,10 @@ low-rank, or all three, fitted by alternating minimisation of the layer objectiv
 With every part but one fixed, ‖(W − Σ Δ)X‖² = ‖((W − Σ_{j≠i} Δ_j) − Δ_i)X‖² is the ordinary
 layer problem for part i with target W − Σ_{j≠i} Δ_j on the same H, so each step is that part's
 own solver (OBQ, ExactOBS, the closed-form low-rank). Parts start at zero and are solved in the
-order given: put a sparse part first and it takes the weights that matter most (the outliers),
-so the quantization grid after it spans a narrower range. The greedy solvers do not promise a
-monotone descent, so the best combination seen is returned."""
+order given, each first by its `start` solver: a sparse part first takes the largest-magnitude
+weights (the outliers), so the quantization grid after it spans a narrower range, and is
+re-solved by ExactOBS on the residual from the second round on. The greedy solvers do not
+promise a monotone descent, so the best combination seen is returned."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ from .result import Result
 
 @dataclass(frozen=True)
 class Part:
-    """One summand: `solve(target, H)` → Result; `kind` names it in results and exports."""
+    """One summand: `solve(target, H)` → Result (`start`, if given, in the first round); `kind`
+    names it."""
 
     kind: str
     solve: Callable
+    start: Callable | None = None
 
 
 def quantized(bits: int, symmetric: bool = True, method: str = "exact") -> Part:
@@ -41,7 +44,8 @@ def sparse(density: float, method: str = "exact") -> Part:
     """The `density` share of weights kept (the rest zero), chosen by ExactOBS (or `method`)."""
     if not 0 < density < 1:
         raise ValueError(f"a sparse part keeps a share of the weights in (0, 1), got {density}")
-    return Part(f"sparse{density:g}", lambda T, H: prune_unstructured(T, H, [1 - density], method=method)[0])
+    return Part(f"sparse{density:g}", lambda T, H: prune_unstructured(T, H, [1 - density], method=method)[0],
+                lambda T, H: prune_unstructured(T, H, [1 - density], method="magnitude")[0])
 
 
 def low_rank_part(rank: int) -> Part:
@@ -59,11 +63,12 @@ def additive(W, H, parts: list, rounds: int = 3) -> Result:
     W64 = W.astype(np.float64)
     current = [None] * len(parts)
     best = None
-    for _ in range(rounds):
+    for k in range(rounds):
         for i, part in enumerate(parts):
             others = sum((r.weight.astype(np.float64) for j, r in enumerate(current) if j != i and r is not None),
                          np.zeros_like(W64))
-            current[i] = part.solve((W64 - others).astype(np.float32), H)
+            solve = part.start if k == 0 and part.start is not None else part.solve
+            current[i] = solve((W64 - others).astype(np.float32), H)
         if any(r is None for r in current):
             continue
         W_hat = sum(r.weight.astype(np.float64) for r in current)
