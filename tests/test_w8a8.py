@@ -151,6 +151,26 @@ def test_elementwise_neighbours_run_on_uint8_and_float_islands_stay_float(tmp_pa
     assert v["relative_output_error"]["y"] == pytest.approx(v["unfused_relative_output_error"]["y"], rel=0.2, abs=2e-3)
 
 
+def test_int8_matmul_before_a_float_layer_still_runs_as_qgemm(tmp_path):
+    """MatMul + bias Add (+ Relu) quantized, the next MatMul left float: without a Q on its output,
+    onnxruntime fuses the pair into a float Gemm that dequantizes the weight at every run."""
+    rng = np.random.default_rng(0)
+    w = lambda name, *s: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, name)  # noqa: E731
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["m0"], name="fc0"), helper.make_node("Add", ["m0", "b0"], ["a0"]),
+             helper.make_node("Relu", ["a0"], ["r0"]), helper.make_node("MatMul", ["r0", "W1"], ["m1"], name="fc1"),
+             helper.make_node("Add", ["m1", "b1"], ["y"])]
+    vi = lambda n, s: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s)  # noqa: E731
+    model = make_model(nodes, [vi("x", ["n", 32])], [vi("y", ["n", 8])],
+                       [w("W0", 32, 64), w("b0", 64), w("W1", 64, 8), w("b1", 8)])
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((64, 32)).astype(np.float32))
+    rep = compress(tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "c.npz",
+                   Options(wbits=7, abits=8, skip=("W1",)))
+    ops = fused_ops(tmp_path / "q.onnx")
+    assert ops["QGemm"] == 1 and ops["DequantizeLinear"] == 1, ops  # the only DQ turns fc0's uint8 output to float
+    assert rep["verification"]["relative_output_error"]["y"] < 0.05
+
+
 def test_tensorrt_form_is_symmetric_on_layer_inputs_only(net, tmp_path):
     path, calib = net
     out = tmp_path / "trt.onnx"
