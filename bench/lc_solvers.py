@@ -24,7 +24,7 @@ from problems import layer_problem  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.solver import fit_uniform_grid, layer_loss, prune_unstructured, quantize  # noqa: E402
-from onnxobc.solver.additive import additive, low_rank_part, quantized, sparse  # noqa: E402
+from onnxobc.solver.additive import additive, low_rank_part, quantized_part, sparse_part  # noqa: E402
 from onnxobc.solver.codebook import codebook, quantize_fitted, sign_grid  # noqa: E402
 from onnxobc.solver.lc import lc_penalty, project_rank, project_sparse, project_uniform  # noqa: E402
 from onnxobc.solver.lowrank import low_rank  # noqa: E402
@@ -56,14 +56,14 @@ def main():
             (f"low-rank r={r4}", 4 * r4 * (rows + cols), lambda: low_rank(W, H, [r4])[0]),
             # additive, at about the bytes of 4-bit: 3-bit codes leave n/8 bytes, 2-bit ones n/4
             ("3-bit + 1% sparse", n * 3 / 8 + 4 * rows + 12 * 0.01 * n,
-             lambda: additive(W, H, [sparse(0.01), quantized(3)])),
+             lambda: additive(W, H, [sparse_part(0.01), quantized_part(3)])),
             ("1% sparse alone", 12 * 0.01 * n, lambda: prune_unstructured(W, H, [0.99])[0]),
             ("3-bit alone", n * 3 / 8 + 4 * rows, lambda: quantize(W, H, fit_uniform_grid(W, 3))),
             (f"2-bit + low-rank r={r4 // 2}", n / 4 + 4 * rows + 4 * (r4 // 2) * (rows + cols),
-             lambda: additive(W, H, [low_rank_part(r4 // 2), quantized(2)])),
+             lambda: additive(W, H, [low_rank_part(r4 // 2), quantized_part(2)])),
             ("2-bit alone", n / 4 + 4 * rows, lambda: quantize(W, H, fit_uniform_grid(W, 2))),
             (f"{d_half:.1%} sparse + low-rank r={r4 // 2}", 12 * d_half * n + 4 * (r4 // 2) * (rows + cols),
-             lambda: additive(W, H, [low_rank_part(r4 // 2), sparse(d_half)])),
+             lambda: additive(W, H, [low_rank_part(r4 // 2), sparse_part(d_half)])),
             (f"{d4:.1%} sparse alone", 12 * d4 * n, lambda: prune_unstructured(W, H, [1 - d4])[0]),
             # the LC penalty method on the same problems as the OBS solvers above and below
             ("LC 4-bit (refitted grid)", n / 2 + 4 * rows, lambda: lc_penalty(W, H, project_uniform(4))),

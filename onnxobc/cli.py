@@ -62,7 +62,8 @@ def _options(args):
     if not args.calib:
         raise ValueError("--calib is required (on the command line or in --config)")
     return Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, rank=args.rank,
-                   codebook=None if args.codebook is None else str(args.codebook), symmetric=not args.asym,
+                   codebook=None if args.codebook is None else str(args.codebook), outliers=args.outliers,
+                   symmetric=not args.asym,
                    method=args.method, damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction,
                    variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
@@ -209,7 +210,7 @@ def _add_solver_options(c) -> None:
                         "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8")
     # the fixed-level choices, for the subcommands that do not take them (compress overrides them)
     c.set_defaults(sparsity=None, nm=None, block4=None, wbits=None, abits=None, matmulnbits=False, rank=None,
-                   codebook=None)
+                   codebook=None, outliers=None)
 
 
 def _config_defaults(argv) -> dict:
@@ -249,6 +250,9 @@ def main(argv=None) -> int:
                    help="sparsity in blocks of 4 consecutive input channels (DeepSparse's pattern), e.g. 0.8")
     c.add_argument("--wbits", type=int, help="weight bits (2-8), per output channel")
     c.add_argument("--abits", type=int, help="8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)")
+    c.add_argument("--outliers", type=float, metavar="SHARE",
+                   help="with --wbits: also keep this share of each layer's weights in float, added to the quantized "
+                        "ones (fitted by alternating OBQ and ExactOBS), e.g. 0.01")
     c.add_argument("--rank", type=float, metavar="SHARE",
                    help="low-rank: each layer becomes two smaller ones keeping this share of its multiply-adds, "
                         "e.g. 0.5 (grouped Convs stay dense)")

@@ -33,7 +33,8 @@ from .graph.fold import fold_output_affine
 from .graph.layers import discover, weight_array
 from .graph.lowrank import store_low_rank
 from .graph.model import load_model
-from .graph.qdq import ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
+from .graph.qdq import (add_outliers, ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits,
+                        store_quantized)
 from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
 from .runtimes import ADAPTERS
 from .runtimes.onnxruntime import custom_op_library, session
@@ -53,6 +54,7 @@ class Options:
     wbits: int | None = None
     rank: float | None = None  # low-rank: the share of the layer's multiply-adds its two factors keep
     codebook: str | None = None  # fitted grid: "K", "K-row", "binary" or "ternary" (see codebook_kind)
+    outliers: float | None = None  # with wbits: a sparse float part keeping this share of weights, added
     symmetric: bool = True
     method: str = "exact"
     damp: float = 0.01
@@ -70,11 +72,13 @@ class Options:
         """Raise ValueError on a bad combination. `planned`: a budget picks the levels, so the
         options must not pick any themselves."""
         if planned and any(v is not None for v in (self.sparsity, self.nm, self.block4, self.wbits, self.abits,
-                                                   self.rank, self.codebook)):
+                                                   self.rank, self.codebook, self.outliers)):
             raise ValueError("a budget (--speedup, --size, --flops, --bops) chooses each layer's level itself: "
-                             "drop --sparsity, --nm, --block4, --wbits, --abits, --rank and --codebook")
+                             "drop --sparsity, --nm, --block4, --wbits, --abits, --rank, --codebook and --outliers")
         if self.rank is not None or self.codebook is not None:
             self._check_alone()
+        if self.outliers is not None:
+            self._check_outliers()
         if self.abits is not None and self.abits != 8:
             raise ValueError(f"--abits supports 8 (int8 activations), got {self.abits}")
         if self.abits is not None and self.wbits not in (7, 8):
@@ -116,12 +120,24 @@ class Options:
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
 
+    def _check_outliers(self):
+        if not 0 < self.outliers < 0.5:
+            raise ValueError(f"--outliers is the share of weights kept in float, in (0, 0.5), got {self.outliers}")
+        if self.wbits is None or self.abits is not None or self.matmulnbits:
+            raise ValueError("--outliers adds a sparse float part to weight-only quantized layers: it needs --wbits, "
+                             "and no --abits or --matmulnbits")
+        if self.sparsity is not None or self.nm is not None or self.block4 is not None:
+            raise ValueError("--outliers does not combine with pruning (--sparsity, --nm, --block4)")
+        if self.method not in ("exact", "gptq", "rtn"):
+            raise ValueError(f"--outliers quantizes with exact, gptq or rtn, not {self.method}")
+
     def _check_alone(self):
         """--rank and --codebook: one compression on its own."""
         what = "--rank" if self.rank is not None else "--codebook"
         others = [n for n, v in (("--sparsity", self.sparsity), ("--nm", self.nm), ("--block4", self.block4),
                                  ("--wbits", self.wbits), ("--abits", self.abits), ("--matmulnbits", self.matmulnbits or None),
-                                 ("--codebook", self.codebook if self.rank is not None else None)) if v is not None]
+                                 ("--codebook", self.codebook if self.rank is not None else None),
+                                 ("--outliers", self.outliers)) if v is not None]
         if others:
             raise ValueError(f"{what} is a compression of its own: drop {', '.join(others)}")
         if self.rank is not None:
@@ -151,17 +167,22 @@ def codebook_kind(text: str) -> tuple:
 def _solve(W, H, opt: Options, pruned=None):
     """One group's matrix: prune, quantize, or prune then quantize the survivors; or low-rank,
     or a fitted codebook; `pruned`, a pruning Result computed already (one level of a
-    many-level pass), replaces the pruning step. Returns (Ŵ, loss, grid or None, factors or None)."""
+    many-level pass), replaces the pruning step; or quantize with a sparse float part added (the
+    outliers). Returns (Ŵ, loss, grid or None, factors or None, outlier part or None)."""
+    if opt.outliers is not None:
+        r = solver.additive(W, H, [solver.sparse_part(opt.outliers, PRUNE_OF[opt.method]),
+                                   solver.quantized_part(opt.wbits, opt.symmetric, QUANT_OF[opt.method])])
+        return r.weight, r.loss, r.parts[1].grid, None, r.parts[0].weight
     if opt.rank is not None:
         r = solver.low_rank(W, H, [solver.rank_for(*W.shape, opt.rank)])[0]
-        return r.weight, r.loss, None, r.factors
+        return r.weight, r.loss, None, r.factors, None
     if opt.codebook is not None:
         k, kind = codebook_kind(opt.codebook)
         if kind == "sign":
             r = solver.quantize_fitted(W, H, solver.sign_grid(W, H, ternary=k == 3), "sign", QUANT_OF[opt.method])
         else:
             r = solver.codebook(W, H, k, per_row=kind == "rows", method=QUANT_OF[opt.method])
-        return r.weight, r.loss, r.grid, None
+        return r.weight, r.loss, r.grid, None, None
     mask, grid = None, None
     loss = 0.0
     if opt.sparsity is not None or opt.nm is not None or opt.block4 is not None:
@@ -179,7 +200,7 @@ def _solve(W, H, opt: Options, pruned=None):
         grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
         r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask)
         W_hat, loss = r.weight, r.loss
-    return W_hat, loss, grid, None
+    return W_hat, loss, grid, None, None
 
 
 def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool = True):
@@ -209,15 +230,16 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
         note = f"grouped Conv ({layer.groups} groups): no low-rank"
     dense = layer.matrices(w)
     solved = any(v is not None for v in (opt.sparsity, opt.nm, opt.block4, opt.wbits, opt.rank, opt.codebook))
-    mats, grids, factors, loss = list(dense), [], [], 0.0
+    mats, grids, factors, outliers, loss = list(dense), [], [], [], 0.0
     if solved:
         mats = []
         for g, (M, acc) in enumerate(zip(dense, hessians)):
-            W_hat, group_loss, grid, f = _solve(*solver.prepare(M, acc.hessian, options.damp), opt,
-                                                None if pruned is None else pruned[g])
+            W_hat, group_loss, grid, f, o = _solve(*solver.prepare(M, acc.hessian, options.damp), opt,
+                                                   None if pruned is None else pruned[g])
             mats.append(W_hat)
             grids.append(grid)
             factors.append(f)
+            outliers.append(o)
             loss += group_loss
     if solved and normalized and options.variance_correction:
         for k, (M, acc) in enumerate(zip(dense, hessians)):
@@ -227,6 +249,8 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
                 grids[k] = grids[k].scaled(ratio)
             if factors[k] is not None:
                 factors[k] = ((factors[k][0] * ratio[:, None]).astype(np.float32), factors[k][1])
+            if outliers[k] is not None:
+                outliers[k] = (outliers[k] * ratio[:, None]).astype(np.float32)
         loss = sum(solver.layer_loss(M, Mh, acc.hessian) for M, Mh, acc in zip(dense, mats, hessians))
         note = "; ".join(x for x in (note, "variance corrected (BatchNormalization follows)") if x)
     if solved and opt.rank is not None:
@@ -236,12 +260,17 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
     if options.bias_correction and solved:
         shift = np.concatenate([(M.astype(np.float64) - Mh) @ acc.mean for M, Mh, acc in zip(dense, mats, hessians)])
     quantized = bool(grids) and grids[0] is not None
-    codes = [g.codes(m.astype(np.float64)) for g, m in zip(grids, mats)] if quantized else None
+    added = opt.outliers is not None and solved
+    if added:
+        note = "; ".join(x for x in (note, f"{np.count_nonzero(np.concatenate(outliers)) / w.size:.2%} outliers in float")
+                         if x)
+    codes = [g.codes(m.astype(np.float64) - (o if added else 0)) for g, m, o in zip(grids, mats, outliers)] \
+        if quantized else None
     dense_out = sum(solver.layer_loss(M, 0, acc.hessian) for M, acc in zip(dense, hessians))
     row = summary_row(layer, weight, loss, loss / dense_out if dense_out > 0 else 0.0, note)
     row["applied"] = solved  # False: the compression does not fit this layer, which stays dense
     return Solved(weight, row, shift, codes, grids if quantized else None,
-                  factors if solved and opt.rank is not None else None)
+                  factors if solved and opt.rank is not None else None, outliers if added else None)
 
 
 def summary_row(layer, weight, loss: float = 0.0, relative: float = 0.0, note: str = "") -> dict:
@@ -322,6 +351,7 @@ class Solved:
     codes: list | None  # integer codes per group, when quantized (uniform grid or codebook)
     grids: list | None  # UniformGrid or ValueGrid per group
     factors: list | None = None  # low-rank: (A, B) per group with Ŵ = A B
+    outliers: list | None = None  # per group, the sparse float part added to the quantized one
 
 
 def solve_layer(prep: Prepared, layer, options: Options, pruned=None) -> Solved:
@@ -368,7 +398,7 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
         if l.weight in books:
             s = solved[l.weight]
             store_codebook(out, l, l.weight_from(s.codes), np.concatenate([g.values for g in s.grids]))
-    scales = {}
+    scales, outlier_parts = {}, set()
     for l in quantized:
         s, opt = solved[l.weight], options[l.weight]
         scales[l.weight] = np.concatenate([g.scale for g in s.grids])
@@ -377,13 +407,15 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
             store_matmulnbits(out, l, s.codes[0], scales[l.weight], zero, opt.wbits, opt.symmetric)
         else:
             store_quantized(out, l, l.weight_from(s.codes), scales[l.weight], zero, opt.wbits, opt.symmetric)
+        if s.outliers is not None:
+            outlier_parts.add(add_outliers(out, l, l.weight_from(s.outliers)))
     int8 = [l for l in quantized if options[l.weight].abits]
     for runtime in sorted({options[l.weight].runtime for l in int8}):
         insert_activation_qdq(out, [l for l in int8 if options[l.weight].runtime == runtime], prep.ranges, scales,
                               runtime)
     if int8:
         drop_unused_initializers(out)
-    sparse = sparse_where_smaller(out, {l.weight for l in layers} - {l.weight for l in coded})
+    sparse = sparse_where_smaller(out, {l.weight for l in layers} - {l.weight for l in coded} | outlier_parts)
     for l in layers:
         s = solved[l.weight]
         s.row["storage"] = _storage(l, s, options[l.weight], sparse, nbits)
@@ -401,6 +433,8 @@ def _storage(layer, s: Solved, opt: Options, sparse, nbits) -> str:
         return "sparse"
     if layer.weight in nbits:
         return f"MatMulNBits {matmulnbits_bits(opt.wbits)}-bit"
+    if s.outliers is not None:
+        return f"int{opt.wbits} + sparse float outliers"
     return f"int{opt.wbits}" if s.codes is not None else "float32"
 
 

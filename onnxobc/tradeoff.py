@@ -22,6 +22,7 @@ from .pipeline import Options, _outputs, _relative_errors, prepare, write
 
 FAMILIES = {
     "uniform quantization": ["w8", "w4", "w3", "w2"],
+    "quantized + 1% float outliers": ["w4+o0.010", "w2+o0.010"],
     "unstructured sparsity": ["s0.500", "s0.750", "s0.900"],
     "low-rank": ["lr0.750", "lr0.500", "lr0.250"],
     "codebook (per layer)": ["cb16", "cb4"],

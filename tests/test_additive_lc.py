@@ -9,13 +9,13 @@ import pytest
 from oracles import make_problem, masked_optimum
 
 from onnxobc.solver import ValueGrid, fit_uniform_grid, layer_loss, low_rank, quantize
-from onnxobc.solver.additive import additive, low_rank_part, quantized, sparse
+from onnxobc.solver.additive import additive, low_rank_part, quantized_part, sparse_part
 from onnxobc.solver.lc import lc_penalty, project_rank, project_sparse, project_uniform
 
 
 def test_additive_result_is_the_sum_of_its_parts():
     W, H = make_problem(8, 24, seed=1)
-    res = additive(W, H, [sparse(0.05), quantized(3)])
+    res = additive(W, H, [sparse_part(0.05), quantized_part(3)])
     assert [p.mask is not None for p in res.parts] == [True, False]
     np.testing.assert_allclose(res.weight, res.parts[0].weight + res.parts[1].weight, atol=1e-6)
     assert res.loss == pytest.approx(layer_loss(W, res.weight, H), rel=1e-6)
@@ -29,7 +29,7 @@ def test_outliers_in_a_sparse_part_beat_quantization_alone():
     W, H = make_problem(16, 64, seed=2)
     W[np.random.default_rng(0).random(W.shape) < 0.02] *= 8  # a few outliers stretch every row's grid
     alone = quantize(W, H, fit_uniform_grid(W, 3))
-    combined = additive(W, H, [sparse(0.03), quantized(3)])
+    combined = additive(W, H, [sparse_part(0.03), quantized_part(3)])
     assert combined.loss < 0.5 * alone.loss, (combined.loss, alone.loss)
 
 
@@ -37,7 +37,7 @@ def test_low_rank_plus_quantization_beats_each_part_on_a_low_rank_weight():
     rng = np.random.default_rng(3)
     W, H = make_problem(24, 48, seed=3)
     W = (rng.standard_normal((24, 3)) @ rng.standard_normal((3, 48)) + 0.05 * W).astype(np.float32)
-    both = additive(W, H, [low_rank_part(3), quantized(2)])
+    both = additive(W, H, [low_rank_part(3), quantized_part(2)])
     assert both.loss < 0.5 * low_rank(W, H, [3])[0].loss
     assert both.loss < 0.5 * quantize(W, H, fit_uniform_grid(W, 2)).loss
 
@@ -45,11 +45,11 @@ def test_low_rank_plus_quantization_beats_each_part_on_a_low_rank_weight():
 def test_additive_rejects_bad_input():
     W, H = make_problem(4, 8)
     with pytest.raises(ValueError, match="at least two parts"):
-        additive(W, H, [quantized(4)])
+        additive(W, H, [quantized_part(4)])
     with pytest.raises(ValueError, match="rounds"):
-        additive(W, H, [quantized(4), sparse(0.1)], rounds=0)
+        additive(W, H, [quantized_part(4), sparse_part(0.1)], rounds=0)
     with pytest.raises(ValueError, match="share of the weights"):
-        sparse(1.5)
+        sparse_part(1.5)
 
 
 def brute_sparse(W, H, keep):

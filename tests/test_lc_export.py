@@ -157,6 +157,27 @@ def test_codebook_end_to_end_on_the_digits_model(tmp_path, book, per_row_values)
     assert ratio > {"16": 5, "16-row": 2.2, "ternary": 5, "binary": 6}[book], ratio
 
 
+def test_outliers_end_to_end_on_the_digits_model(tmp_path):
+    plain = compress(MODEL, tmp_path / "w3.onnx", CALIB, Options(wbits=3))
+    rep = compress(MODEL, tmp_path / "o.onnx", CALIB, Options(wbits=3, outliers=0.02))
+    err = rep["verification"]["relative_output_error"]["logits"]
+    assert err < 0.85 * plain["verification"]["relative_output_error"]["logits"]
+    model = onnx.load(tmp_path / "o.onnx")
+    sparse = {t.values.name: t for t in model.graph.sparse_initializer}
+    layers = {l.weight: l for l in discover(onnx.load(MODEL))[0]}
+    x = np.load(CALIB)["x"][:2]
+    names = list(layers) + [f"{w}.quantized" for w in layers]
+    got = effective_weights(model, names, {"x": x})
+    for w, layer in layers.items():
+        part = numpy_helper.to_array(sparse[f"{w}.outliers"].values)
+        assert 0 < part.size <= 0.02 * np.prod(layer.weight_shape) + 1
+        outlier = got[w] - got[f"{w}.quantized"]
+        assert np.count_nonzero(outlier) <= part.size
+        q = layer.matrices(got[f"{w}.quantized"])[0]
+        assert max(len(np.unique(row)) for row in q) <= 8  # each row on its 3-bit grid
+    assert all(r["storage"] == "int3 + sparse float outliers" for r in rep["layers"])
+
+
 def test_budgets_choose_low_rank_and_codebook_levels(tmp_path):
     r = onnxobc("compress", str(MODEL), str(tmp_path / "f.onnx"), "--calib", str(CALIB), "--flops", "1.8x",
                 "--levels", "dense", "lr0.750", "lr0.500", "lr0.250", "--report", str(tmp_path / "f.json"))
@@ -182,6 +203,12 @@ def test_budgets_choose_low_rank_and_codebook_levels(tmp_path):
     (["--codebook", "binary", "--method", "magnitude"], "exact, gptq or rtn"),
     (["--speedup", "2x", "--levels", "lr0.500+w8"], "stand alone"),
     (["--speedup", "2x", "--rank", "0.5"], "chooses each layer's level itself"),
+    (["--outliers", "0.01"], "it needs --wbits"),
+    (["--outliers", "0.01", "--wbits", "8", "--abits", "8"], "it needs --wbits, and no --abits"),
+    (["--outliers", "0.7", "--wbits", "4"], "in (0, 0.5)"),
+    (["--outliers", "0.01", "--wbits", "4", "--sparsity", "0.5"], "does not combine with pruning"),
+    (["--outliers", "0.01", "--wbits", "4", "--method", "magnitude"], "exact, gptq or rtn"),
+    (["--size", "0.5", "--levels", "s0.500+w4+o0.010"], "go with weight-only bits"),
 ])
 def test_bad_low_rank_and_codebook_options(tmp_path, args, message):
     r = onnxobc("compress", str(MODEL), str(tmp_path / "o.onnx"), "--calib", str(CALIB), *args)

@@ -17,10 +17,10 @@ def test_tradeoff_writes_models_json_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "t"
     r = onnxobc("tradeoff", MODEL, "--calib", CALIB, "--out", str(out), "--levels", "w4", "s0.750", "lr0.500",
-                "cb16", "ternary")
+                "cb16", "ternary", "w4+o0.010")
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "tradeoff.json").read_text())
-    assert [p["level"] for p in rep["points"]] == ["w4", "s0.750", "lr0.500", "cb16", "ternary"]
+    assert [p["level"] for p in rep["points"]] == ["w4", "s0.750", "lr0.500", "cb16", "ternary", "w4+o0.010"]
     assert rep["dense_seconds"] > 0
     for p in rep["points"]:
         path = pathlib.Path(p["path"])
@@ -28,7 +28,8 @@ def test_tradeoff_writes_models_json_and_plot(tmp_path):
         assert p["compression_ratio"] == pytest.approx(pathlib.Path(MODEL).stat().st_size / p["bytes"])
     assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same level through `compress` gives the same model error
-    for level, opts in (("w4", dict(wbits=4)), ("lr0.500", dict(rank=0.5)), ("cb16", dict(codebook="16"))):
+    for level, opts in (("w4", dict(wbits=4)), ("lr0.500", dict(rank=0.5)), ("cb16", dict(codebook="16")),
+                        ("w4+o0.010", dict(wbits=4, outliers=0.01))):
         direct = compress(MODEL, tmp_path / f"{level}.onnx", CALIB, Options(**opts))
         point = next(p for p in rep["points"] if p["level"] == level)
         assert point["error"] == pytest.approx(direct["verification"]["relative_output_error"]["logits"], rel=1e-4)

@@ -34,7 +34,7 @@ def model_key(path) -> str:
 def level_options(options: Options, level: Level) -> Options:
     """The pipeline options that write `level`: on onnxruntime, weight-only MatMuls go to its
     MatMulNBits kernel (the form it runs fast)."""
-    nbits = options.runtime == "onnxruntime" and level.wbits is not None and not level.abits
+    nbits = options.runtime == "onnxruntime" and level.wbits is not None and not level.abits and not level.outliers
     return dataclasses.replace(options, **level.options(), matmulnbits=nbits)
 
 
@@ -58,6 +58,8 @@ def to_arrays(s: Solved) -> tuple:
         grid = s.grids[0]
         meta = {"groups": len(s.codes), "qmin": grid.qmin, "qmax": grid.qmax, "bits": grid.bits,
                 "symmetric": grid.symmetric}
+    for g, part in enumerate(s.outliers or []):
+        arrays[f"outliers{g}"] = part
     return arrays, meta
 
 
@@ -73,7 +75,8 @@ def from_arrays(arrays: dict, meta: dict) -> Solved:
         codes = [arrays[f"codes{g}"].astype(np.int32) for g in groups]
         grids = [UniformGrid(arrays[f"scale{g}"], arrays[f"zero{g}"], meta["qmin"], meta["qmax"], meta["bits"],
                              meta["symmetric"]) for g in groups]
-    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids, factors)
+    outliers = [arrays[f"outliers{g}"] for g in groups] if "outliers0" in arrays else None
+    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids, factors, outliers)
 
 
 def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dict:
@@ -91,6 +94,7 @@ def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dic
         nbytes = stored_bytes(layer, layer.weight_from(solved.codes), np.concatenate([g.values for g in solved.grids]))
     elif level.wbits:
         nbytes = n * (1 if level.wbits > 4 else 0.5) + 8 * layer.rows * layer.groups
+        nbytes += 12 * sum(np.count_nonzero(o) for o in solved.outliers or [])  # value + int64 index each
     else:
         nbytes = min(4 * n, 12 * np.count_nonzero(solved.weight))  # float32, or sparse where smaller
     return {"flops": None if macs is None else 2 * macs * density,

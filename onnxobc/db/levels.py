@@ -6,6 +6,7 @@ A name is "dense", or a sparsity part and/or a quantization part joined by "+":
     b4-0.700      sparsity in blocks of 4 input channels (up to 0.95)
     w8, w4, …     weight-only quantization to b bits (per output channel, symmetric)
     w8a8          int8 weights and int8 activations
+    w4+o0.010     4-bit weights plus a sparse float part keeping 1 % of the weights (outliers)
 e.g. "2:4+w8a8", "s0.500+w4", "b4-0.800+w8a8". Two kinds stand alone (no "+"):
     lr0.500       low-rank, two factors keeping that share of the layer's multiply-adds
     cb16, cb16-row, binary, ternary
@@ -30,6 +31,7 @@ class Level:
     abits: int | None = None
     rank: float | None = None
     codebook: str | None = None  # as pipeline.codebook_kind reads it
+    outliers: float | None = None
 
     @property
     def name(self) -> str:
@@ -46,6 +48,8 @@ class Level:
             parts.append(f"b4-{self.block4:.3f}")
         if self.wbits is not None:
             parts.append(f"w{self.wbits}" + (f"a{self.abits}" if self.abits else ""))
+        if self.outliers is not None:
+            parts.append(f"o{self.outliers:.3f}")
         return "+".join(parts) or "dense"
 
     @property
@@ -55,11 +59,12 @@ class Level:
     def options(self) -> dict:
         """The pipeline Options fields this level sets."""
         return {"sparsity": self.sparsity, "nm": self.nm, "block4": self.block4, "wbits": self.wbits,
-                "abits": self.abits, "rank": self.rank, "codebook": self.codebook}
+                "abits": self.abits, "rank": self.rank, "codebook": self.codebook, "outliers": self.outliers}
 
 
 _ALONE = re.compile(r"^(?:lr(?P<r>0\.\d+)|cb(?P<k>\d+)(?P<row>-row)?|binary|ternary)$")
-_PART = re.compile(r"^(?:s(?P<s>0\.\d+)|(?P<n>\d+):(?P<m>\d+)|b4-(?P<b>0\.\d+)|w(?P<w>\d)(?:a(?P<a>8))?)$")
+_PART = re.compile(r"^(?:s(?P<s>0\.\d+)|(?P<n>\d+):(?P<m>\d+)|b4-(?P<b>0\.\d+)|w(?P<w>\d)(?:a(?P<a>8))?"
+                   r"|o(?P<o>0\.\d+))$")
 
 
 def parse(name: str) -> Level:
@@ -83,7 +88,7 @@ def parse(name: str) -> Level:
         if not m:
             raise ValueError(f"unknown level {name!r}: parts are s<sparsity>, N:M, b4-<sparsity>, w<bits>[a8]; "
                              "lr<share>, cb<K>[-row], binary and ternary stand alone")
-        key = "quant" if m["w"] else "sparse"
+        key = "quant" if m["w"] else "outliers" if m["o"] else "sparse"
         if key in fields:
             raise ValueError(f"level {name!r} has two {key} parts")
         if m["s"]:
@@ -92,6 +97,8 @@ def parse(name: str) -> Level:
             fields[key] = {"nm": (int(m["n"]), int(m["m"]))}
         elif m["b"]:
             fields[key] = {"block4": round(float(m["b"]), 3)}
+        elif m["o"]:
+            fields[key] = {"outliers": round(float(m["o"]), 3)}
         else:
             fields[key] = {"wbits": int(m["w"]), "abits": int(m["a"]) if m["a"] else None}
     level = Level(**{k: v for part in fields.values() for k, v in part.items()})
@@ -99,6 +106,9 @@ def parse(name: str) -> Level:
         raise ValueError(f"level {name!r}: weight bits must be 2 to 8")
     if level.nm is not None and not 0 < level.nm[0] < level.nm[1]:
         raise ValueError(f"level {name!r}: N:M needs 0 < N < M")
+    if level.outliers is not None and (level.wbits is None or level.abits or "sparse" in fields
+                                       or not 0 < level.outliers < 0.5):
+        raise ValueError(f"level {name!r}: outliers (o<share>, share < 0.5) go with weight-only bits and no sparsity")
     if level.abits and level.wbits not in (7, 8):
         raise ValueError(f"level {name!r}: int8 activations need 7- or 8-bit weights")
     if level.name != name:
@@ -154,7 +164,8 @@ def level_set(cost: str, runtime: str = "onnxruntime") -> list[Level]:
         return [Level()] + sparse + blocks() + shares
     quant = [Level(wbits=b) for b in (8, 4, 3, 2)]
     if cost == "size":
-        return [Level()] + sparse + quant + [Level(nm=(2, 4), wbits=b) for b in (8, 4)] + FITTED + shares
+        return ([Level()] + sparse + quant + [Level(nm=(2, 4), wbits=b) for b in (8, 4)]
+                + [Level(wbits=b, outliers=0.01) for b in (4, 2)] + FITTED + shares)
     if cost == "bops":
         return [Level()] + sparse + quant + [Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8)] + shares
     raise ValueError(f"unknown cost {cost!r}: latency, size, flops or bops")

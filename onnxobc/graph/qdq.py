@@ -127,3 +127,19 @@ def store_matmulnbits(model: onnx.ModelProto, layer, codes: np.ndarray, scale: n
                                    helper.make_attribute("bits", nbits), helper.make_attribute("block_size", block)])
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+def add_outliers(model: onnx.ModelProto, layer, part: np.ndarray) -> str:
+    """Add a float tensor (the sparse outlier part, in the weight's layout) to every dequantized
+    copy of `layer`'s weight, in place: DequantizeLinear → Add(outliers) → the layer. Returns the
+    initializer's name (store it sparse)."""
+    g = model.graph
+    name = f"{layer.weight}.outliers"
+    g.initializer.append(numpy_helper.from_array(np.asarray(part, np.float32), name))
+    for node in list(g.node):
+        if node.op_type == "DequantizeLinear" and node.input[0] == f"{layer.weight}.q":
+            out = node.output[0]
+            node.output[0] = f"{out}.quantized"
+            g.node.insert(list(g.node).index(node) + 1,
+                          helper.make_node("Add", [node.output[0], name], [out], name=f"{out}.add_outliers"))
+    return name

@@ -9,6 +9,7 @@ Exact solvers take engine options: engine="deferred" (the fast path) or "eager" 
 device="cpu"|"cuda"|"auto", dtype, flush_every, mem_bytes, progress.
 """
 
+from .additive import additive, low_rank_part, quantized_part, sparse_part
 from .codebook import codebook, quantize_fitted, sign_grid
 from .grids import UniformGrid, ValueGrid, fit_uniform_grid
 from .hessian import HessianAccumulator, inverse, layer_loss, prepare, variance_ratio
@@ -18,7 +19,8 @@ from .quant import quantize
 from .result import Result
 
 __all__ = [
-    "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "codebook", "fit_uniform_grid", "inverse",
-    "layer_loss", "low_rank", "prepare", "prune_blocks", "prune_nm", "prune_unstructured", "quantize",
-    "quantize_fitted", "rank_for", "sign_grid", "sparsity_grid", "variance_ratio",
+    "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "additive", "codebook", "fit_uniform_grid",
+    "inverse", "layer_loss", "low_rank", "low_rank_part", "prepare", "prune_blocks", "prune_nm", "prune_unstructured",
+    "quantize", "quantize_fitted", "quantized_part", "rank_for", "sign_grid", "sparse_part", "sparsity_grid",
+    "variance_ratio",
 ]

@@ -35,12 +35,12 @@ class Part:
     start: Callable | None = None
 
 
-def quantized(bits: int, symmetric: bool = True, method: str = "exact") -> Part:
+def quantized_part(bits: int, symmetric: bool = True, method: str = "exact") -> Part:
     """A uniform per-row grid, fitted to each target, solved by OBQ (or `method`)."""
     return Part(f"w{bits}", lambda T, H: quantize(T, H, fit_uniform_grid(T, bits, symmetric), method=method))
 
 
-def sparse(density: float, method: str = "exact") -> Part:
+def sparse_part(density: float, method: str = "exact") -> Part:
     """The `density` share of weights kept (the rest zero), chosen by ExactOBS (or `method`)."""
     if not 0 < density < 1:
         raise ValueError(f"a sparse part keeps a share of the weights in (0, 1), got {density}")
