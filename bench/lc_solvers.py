@@ -3,9 +3,10 @@
 the rank that stores as many bytes as 4-bit weights, against uniform 4-bit OBQ and
 round-to-nearest; additive combinations (3-bit + a sparse part, 2-bit + low-rank, sparse +
 low-rank) at about the bytes of 4-bit; and the LC penalty method against OBS on the same
-problems. Losses are relative to the dense layer's output energy ‖WX‖². Bytes as onnxobc stores
-them: codes packed, float32 tables and factors, a sparse part as float32 values with int64
-indices (12 bytes per weight kept).
+problems. Losses are relative to the dense layer's output energy ‖WX‖². Bytes count b bits per
+code (the LC paper's measure; onnxobc's files hold 2–4-bit codes in INT4 and 5–8-bit codes in
+INT8), float32 scales, tables and factors, and 12 bytes per weight of a sparse part (a float32
+value and an int64 index, as a sparse initializer stores it).
 
     python bench/lc_solvers.py                    # 256x1152 and 768x768
     python bench/lc_solvers.py --shapes 64x256    # others
