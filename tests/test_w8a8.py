@@ -151,6 +151,22 @@ def test_elementwise_neighbours_run_on_uint8_and_float_islands_stay_float(tmp_pa
     assert v["relative_output_error"]["y"] == pytest.approx(v["unfused_relative_output_error"]["y"], rel=0.2, abs=2e-3)
 
 
+def test_elementwise_ops_after_the_last_int8_layer_stay_float(tmp_path):
+    """The Gemm left float (a mixed plan): the residual Add, Concat and pooling reach no int8
+    layer any more, so they stay float; the hard-swish before conv2 is still quantized."""
+    path = tmp_path / "ew.onnx"
+    onnx.save(elementwise_net(), path)
+    x = np.random.default_rng(1).standard_normal((40, 4, 6, 6)).astype(np.float32) * 2
+    np.savez(tmp_path / "calib.npz", x=x)
+    out = tmp_path / "ew.mixed.onnx"
+    rep = compress(path, out, tmp_path / "calib.npz", Options(wbits=7, abits=8, skip=("Wg",)))
+    ops = fused_ops(out)
+    assert ops["QLinearConv"] == 2 and ops["QLinearAdd"] == 1 and ops["QLinearMul"] == 1, ops
+    assert not ops.keys() & {"QLinearConcat", "QLinearGlobalAveragePool", "QGemm"}, ops
+    assert ops["Concat"] == 1 and ops["GlobalAveragePool"] == 1
+    assert rep["verification"]["relative_output_error"]["y"] < 0.05
+
+
 def test_int8_matmul_before_a_float_layer_still_runs_as_qgemm(tmp_path):
     """MatMul + bias Add (+ Relu) quantized, the next MatMul left float: without a Q on its output,
     onnxruntime fuses the pair into a float Gemm that dequantizes the weight at every run."""

@@ -52,10 +52,10 @@ ELEMENTWISE = ("Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigm
 @dataclasses.dataclass
 class _Plan:
     """Which tensors get a Q/DQ pair (onnxruntime form): the layers' inputs; the outputs of the
-    Conv/Gemm layers and of the element-wise ops that read them, directly or through other such
-    ops (quantization spreads forward from the layers, so float islands such as a decomposed
-    LayerNorm stay float); a Relu or Clip-from-0 that alone reads one of those outputs is folded
-    into its Q."""
+    Conv/Gemm layers (and 2-D MatMul + bias) and of the element-wise ops that read them, directly
+    or through other such ops, up to where no quantized layer follows (quantization spreads
+    forward from the layers, so float islands such as a decomposed LayerNorm stay float); a Relu
+    or Clip-from-0 that alone reads one of those outputs is folded into its Q."""
 
     elementwise: list  # node names
     folded: dict  # producer's output → the Relu / Clip node folded into its Q
@@ -85,6 +85,13 @@ def _plan(model, layers, runtime) -> _Plan:
     layer_nodes = {n for l in layers for n in l.nodes}
     rows = {n: l.rows * l.groups for l in layers for n in l.nodes}
     shapes = output_shapes(model) if any(l.op == "MatMul" for l in layers) else {}
+    # the tensors some quantized layer reads, directly or through other ops: an element-wise op
+    # whose output reaches none (the float tail of a mixed plan) stays float, int8 there would
+    # only add rounding
+    feeds_layer = set()
+    for n in reversed(g.node):
+        if node_name(n) in layer_nodes or any(o in feeds_layer for o in n.output):
+            feeds_layer.update(n.input)
     quantized, elementwise, folded, outputs = set(), [], {}, {}
     for n in g.node:
         name = node_name(n)
@@ -99,7 +106,7 @@ def _plan(model, layers, runtime) -> _Plan:
                     n = next(u for u in users_of[n.output[0]] if bias in u.input)
         elif not (n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
                   and all(x in floats or x in consts for x in n.input) and n.output[0] in floats
-                  and any(x in quantized for x in n.input)
+                  and any(x in quantized for x in n.input) and n.output[0] in feeds_layer
                   and (n.op_type != "MatMul" or not set(n.input) & consts)):
             continue
         out = n.output[0]
