@@ -15,7 +15,7 @@ from onnx_models import conv_model, effective_weights, make_model, run
 from test_capture import small_net
 from test_compress import onnxobc
 
-from onnxobc.graph.codebook import index_bits, store_codebook, stored_bytes
+from onnxobc.graph.codebook import index_bits, store_codebook
 from onnxobc.graph.layers import discover
 from onnxobc.graph.lowrank import store_low_rank
 from onnxobc.graph.write import set_weights
@@ -99,8 +99,6 @@ def test_codebook_form_rebuilds_the_weight_from_packed_indices(k, case, shared):
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     assert inits[f"{layer.weight}.cb_codes"].size == -(-want.size * index_bits(k) // 8)
     assert inits[f"{layer.weight}.cb_values"].size == (1 if shared else channels) * k
-    added = [t for t in model.graph.initializer if t.name.startswith(layer.weight + ".")] + list(model.graph.node[:-1])
-    assert stored_bytes(layer, layer.weight_from([codes_view]), values) == sum(len(x.SerializeToString()) for x in added)
     # every input of the rebuild is constant: onnxruntime folds it when it loads the model
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(pathlib.Path(__import__("tempfile").mkdtemp()) / "opt.onnx")

@@ -1,17 +1,19 @@
-"""Building the database: every layer at every level, solved once and stored with its losses
-and analytic costs; a rerun skips what is stored (so a killed build resumes)."""
+"""Building the database: every layer at every level, solved once and stored with its losses,
+analytic FLOPs and BOPs and the bytes it takes written; a rerun skips what is stored (so a
+killed build resumes)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+import onnx
 
 from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.layers import weight_array
 from ..graph.nodes import node_name
-from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer, summary_row
-from ..graph.codebook import stored_bytes
+from ..graph.single import single_layer_model
+from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer, summary_row, write
 from ..solver import UniformGrid, ValueGrid
 from .levels import Level
 from .probe import LossProbe
@@ -20,9 +22,10 @@ from .store import Database, fingerprint
 
 def settings_key(prep: Prepared, options: Options) -> str:
     """What the stored results depend on besides model, layer and level ("v2": the layers'
-    weights include the per-channel affine steps folded into them)."""
+    weights include the per-channel affine steps folded into them; "v3": bytes are measured from
+    the written form)."""
     o = options
-    return fingerprint("v2", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
+    return fingerprint("v3", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
                        o.holdout, *[prep.calib[k] for k in sorted(prep.calib)])
 
 
@@ -80,26 +83,37 @@ def from_arrays(arrays: dict, meta: dict) -> Solved:
 
 
 def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dict:
-    """FLOPs and BOPs per sample (MACs × 2, MACs × weight bits × activation bits, both scaled by
-    the kept share of weights, or of multiply-adds for low-rank) and the bytes of the stored weight."""
+    """FLOPs and BOPs per sample: MACs × 2 and MACs × weight bits × activation bits, both scaled
+    by the kept share of weights (of multiply-adds for low-rank)."""
     n = solved.weight.size
     density = float(np.count_nonzero(solved.weight)) / n
-    wbits = level.wbits or 32
-    abits = level.abits or 32
     if solved.factors is not None:
-        density = sum(A.size + B.size for A, B in solved.factors) / n  # multiply-adds kept
-        nbytes = 4 * sum(A.size + B.size for A, B in solved.factors)
+        density = sum(A.size + B.size for A, B in solved.factors) / n
     elif level.codebook is not None:
         density = 1.0  # the weight is rebuilt in float: every multiply-add stays
-        nbytes = stored_bytes(layer, layer.weight_from(solved.codes), np.concatenate([g.values for g in solved.grids]))
-    elif level.wbits:
-        nbytes = n * (1 if level.wbits > 4 else 0.5) + 8 * layer.rows * layer.groups
-        nbytes += 12 * sum(np.count_nonzero(o) for o in solved.outliers or [])  # value + int64 index each
-    else:
-        nbytes = min(4 * n, 12 * np.count_nonzero(solved.weight))  # float32, or sparse where smaller
+    wbits, abits = level.wbits or 32, level.abits or 32
     return {"flops": None if macs is None else 2 * macs * density,
-            "bops": None if macs is None else macs * wbits * abits * density, "bytes": float(nbytes),
-            "density": density}
+            "bops": None if macs is None else macs * wbits * abits * density, "density": density}
+
+
+def file_bytes(prep: Prepared, layer, level: Level, solved: Solved, options: Options) -> int:
+    """The bytes `layer` takes in an output file at `level`: its one-layer model written in the
+    level's format, less that model without the weight (nodes, integer codes, scales, sparse
+    storage and factors all count, exactly as write() stores them)."""
+    rank = 2 + len(layer.kernel) if layer.op == "Conv" else 2  # symbolic sizes: only the bytes matter here
+    model, view = single_layer_model(prep.model, layer, [f"d{i}" for i in range(rank)])
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    keep = [t for t in bare.graph.initializer if t.name != layer.weight]
+    del bare.graph.initializer[:]
+    bare.graph.initializer.extend(keep)
+    if not level.dense:
+        node = model.graph.node[0]
+        alone = dataclasses.replace(prep, model=model, layers=[view],
+                                    ranges={node.input[0]: (-1.0, 1.0), node.output[0]: (-1.0, 1.0)})
+        model = write(alone, {layer.weight: dataclasses.replace(solved, row=dict(solved.row))},
+                      {layer.weight: level_options(options, level)})
+    return len(model.SerializeToString()) - len(bare.SerializeToString())
 
 
 def build(prep: Prepared, db: Database, model_path, levels: list, options: Options, progress=None) -> dict:
@@ -122,7 +136,7 @@ def build(prep: Prepared, db: Database, model_path, levels: list, options: Optio
             s = solve_layer(prep, layer, opt, passes.get(lv.name)) if not lv.dense else _dense(prep, layer)
             arrays, meta = to_arrays(s)
             meta.update(row=s.row, layer_loss=s.row["layer_loss"], calib_loss=probe.loss(layer, s),
-                        **analytic_costs(layer, lv, macs, s))
+                        bytes=float(file_bytes(prep, layer, lv, s, options)), **analytic_costs(layer, lv, macs, s))
             db.put(mkey, skey, layer.weight, lv.name, arrays, meta)
             done += 1
             progress("database", done + skipped, total, f"{layer.weight} {lv.name}")

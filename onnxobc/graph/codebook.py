@@ -51,12 +51,6 @@ def store_codebook(model: onnx.ModelProto, layer, codes: np.ndarray, values: np.
         g.node.insert(i, node)
 
 
-def stored_bytes(layer, codes: np.ndarray, values: np.ndarray) -> int:
-    """The bytes the codebook form of `layer` takes in the file (its constants and nodes)."""
-    inits, nodes = _codebook_form(layer, codes, values)
-    return sum(len(x.SerializeToString()) for x in inits + nodes)
-
-
 def _codebook_form(layer, codes: np.ndarray, values: np.ndarray) -> tuple:
     """(initializers, nodes) that rebuild the weight from `codes` and `values`."""
     name = layer.weight
