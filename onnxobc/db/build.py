@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx
 
 from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.layers import weight_array
@@ -96,24 +95,30 @@ def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dic
             "bops": None if macs is None else macs * wbits * abits * density, "density": density}
 
 
+def written_alone(prep: Prepared, layer, level: Level, solved: Solved, options: Options, input_shape):
+    """`layer` alone (graph/single.py) at `input_shape`, written in `level`'s export format."""
+    model, view = single_layer_model(prep.model, layer, input_shape)
+    if level.dense:
+        return model
+    node = model.graph.node[0]
+    alone = dataclasses.replace(prep, model=model, layers=[view],
+                                ranges={node.input[0]: (-1.0, 1.0), node.output[0]: (-1.0, 1.0)})
+    return write(alone, {layer.weight: dataclasses.replace(solved, row=dict(solved.row))},
+                 {layer.weight: level_options(options, level)})
+
+
 def file_bytes(prep: Prepared, layer, level: Level, solved: Solved, options: Options) -> int:
     """The bytes `layer` takes in an output file at `level`: its one-layer model written in the
     level's format, less that model without the weight (nodes, integer codes, scales, sparse
     storage and factors all count, exactly as write() stores them)."""
     rank = 2 + len(layer.kernel) if layer.op == "Conv" else 2  # symbolic sizes: only the bytes matter here
-    model, view = single_layer_model(prep.model, layer, [f"d{i}" for i in range(rank)])
-    bare = onnx.ModelProto()
-    bare.CopyFrom(model)
+    shape = [f"d{i}" for i in range(rank)]
+    bare = single_layer_model(prep.model, layer, shape)[0]
     keep = [t for t in bare.graph.initializer if t.name != layer.weight]
     del bare.graph.initializer[:]
     bare.graph.initializer.extend(keep)
-    if not level.dense:
-        node = model.graph.node[0]
-        alone = dataclasses.replace(prep, model=model, layers=[view],
-                                    ranges={node.input[0]: (-1.0, 1.0), node.output[0]: (-1.0, 1.0)})
-        model = write(alone, {layer.weight: dataclasses.replace(solved, row=dict(solved.row))},
-                      {layer.weight: level_options(options, level)})
-    return len(model.SerializeToString()) - len(bare.SerializeToString())
+    written = written_alone(prep, layer, level, solved, options, shape)
+    return len(written.SerializeToString()) - len(bare.SerializeToString())
 
 
 def build(prep: Prepared, db: Database, model_path, levels: list, options: Options, progress=None) -> dict:

@@ -124,7 +124,7 @@ def blocks() -> list[Level]:
     return [Level(block4=round(s, 3)) for s in sparsity_grid() if s <= 0.95 + 1e-9] + [Level(block4=0.95)]
 
 
-def low_rank(shares=(0.5, 0.25)) -> list[Level]:
+def low_rank_levels(shares=(0.5, 0.25)) -> list[Level]:
     return [Level(rank=s) for s in shares]
 
 
@@ -133,11 +133,12 @@ FITTED = [Level(codebook="16"), Level(codebook="16-row"), Level(codebook="ternar
 LATENCY_SETS = {
     # what each runtime runs faster than dense
     # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones
-    "onnxruntime": lambda: [Level(), Level(wbits=8 if cpu_has_vnni() else 7, abits=8), Level(wbits=4)] + low_rank(),
+    "onnxruntime": lambda: ([Level(), Level(wbits=8 if cpu_has_vnni() else 7, abits=8), Level(wbits=4)]
+                            + low_rank_levels()),
     "tensorrt": lambda: [Level(), Level(nm=(2, 4)), Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8),
-                         Level(wbits=4)] + low_rank(),
+                         Level(wbits=4)] + low_rank_levels(),
     # 4-blocks from about 70 %, where DeepSparse speeds them up (its int8 form is not written yet)
-    "deepsparse": lambda: [Level()] + [l for l in blocks() if l.block4 >= 0.7] + low_rank(),
+    "deepsparse": lambda: [Level()] + [l for l in blocks() if l.block4 >= 0.7] + low_rank_levels(),
 }
 
 
@@ -159,7 +160,7 @@ def level_set(cost: str, runtime: str = "onnxruntime") -> list[Level]:
             raise ValueError(f"no latency levels for runtime {runtime!r}; choose one of {sorted(LATENCY_SETS)}")
         return LATENCY_SETS[runtime]()
     sparse = unstructured() + [Level(nm=(2, 4))]
-    shares = low_rank((0.75, 0.5, 0.25, 0.125))
+    shares = low_rank_levels((0.75, 0.5, 0.25, 0.125))
     if cost == "flops":
         return [Level()] + sparse + blocks() + shares
     quant = [Level(wbits=b) for b in (8, 4, 3, 2)]

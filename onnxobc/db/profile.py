@@ -5,15 +5,12 @@ attributes, so layers alike are timed once."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from onnx import TensorProto, helper
 
 from ..calib.capture import exposing
-from ..graph.single import single_layer_model
-from ..pipeline import Prepared, write
-from .build import level_options
+from ..pipeline import Prepared
+from .build import written_alone
 from .store import fingerprint
 
 
@@ -34,15 +31,9 @@ def signature(layer, input_shape) -> str:
 
 def level_model(prep: Prepared, layer, level, solved, options, input_shape):
     """(`layer` alone at `level` in its export format, its feed)."""
-    model, view = single_layer_model(prep.model, layer, input_shape)
-    node = model.graph.node[0]
-    alone = dataclasses.replace(prep, model=model, layers=[view],
-                                ranges={node.input[0]: (-1.0, 1.0), node.output[0]: (-1.0, 1.0)})
-    if not level.dense:
-        model = write(alone, {layer.weight: dataclasses.replace(solved, row=dict(solved.row))},
-                      {layer.weight: level_options(options, level)})
+    model = written_alone(prep, layer, level, solved, options, input_shape)
     x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-    return model, {node.input[0]: x}
+    return model, {model.graph.input[0].name: x}
 
 
 def empty_model(model, input_name: str, input_shape):
