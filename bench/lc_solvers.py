@@ -1,7 +1,8 @@
 """The LC toolkit's compression families solved post-training on the layer objective
 ‖(W − Ŵ)X‖²: codebooks (16 values, per row and per layer), binary and ternary, and low-rank at
-the rank that stores as many bytes as 4-bit weights, against uniform 4-bit OBQ and
-round-to-nearest; additive combinations (3-bit + a sparse part, 2-bit + low-rank, sparse +
+the rank that stores as many bytes as 4-bit weights (float factors, or 8-bit and 4-bit
+factors at the ranks those bytes buy, against rounding the factors to nearest), against uniform
+4-bit OBQ and round-to-nearest; additive combinations (3-bit + a sparse part, 2-bit + low-rank, sparse +
 low-rank) at about the bytes of 4-bit; and the LC penalty method against OBS on the same
 problems. Losses are relative to the dense layer's output energy ‖WX‖². Bytes count b bits per
 code (the LC paper's measure; onnxobc's files hold 2–4-bit codes in INT4 and 5–8-bit codes in
@@ -28,7 +29,7 @@ from onnxobc.solver import fit_uniform_grid, layer_loss, prune_unstructured, qua
 from onnxobc.solver.additive import additive, low_rank_part, quantized_part, sparse_part  # noqa: E402
 from onnxobc.solver.codebook import codebook, quantize_fitted, sign_grid  # noqa: E402
 from onnxobc.solver.lc import lc_penalty, project_rank, project_sparse, project_uniform  # noqa: E402
-from onnxobc.solver.lowrank import low_rank  # noqa: E402
+from onnxobc.solver.lowrank import low_rank, quantized_low_rank  # noqa: E402
 
 
 def main():
@@ -55,6 +56,12 @@ def main():
             ("binary", rows * cols / 8 + 4 * rows, lambda: quantize_fitted(W, H, sign_grid(W, H, False), "sign")),
             ("binary, RTN", rows * cols / 8 + 4 * rows, lambda: quantize(W, H, sign_grid(W, H, False), method="rtn")),
             (f"low-rank r={r4}", 4 * r4 * (rows + cols), lambda: low_rank(W, H, [r4])[0]),
+            (f"low-rank r={4 * r4}, 8-bit factors", 4 * r4 * (rows + cols) + 4 * (rows + 4 * r4),
+             lambda: quantized_low_rank(W, H, 4 * r4, 8)),
+            (f"low-rank r={8 * r4}, 4-bit factors", 4 * r4 * (rows + cols) + 4 * (rows + 8 * r4),
+             lambda: quantized_low_rank(W, H, 8 * r4, 4)),
+            (f"low-rank r={8 * r4}, 4-bit factors, RTN", 4 * r4 * (rows + cols) + 4 * (rows + 8 * r4),
+             lambda: quantized_low_rank(W, H, 8 * r4, 4, method="rtn")),
             # additive, at about the bytes of 4-bit: 3-bit codes leave n/8 bytes, 2-bit ones n/4
             ("3-bit + 1% sparse", n * 3 / 8 + 4 * rows + 12 * 0.01 * n,
              lambda: additive(W, H, [sparse_part(0.01), quantized_part(3)])),

@@ -63,6 +63,7 @@ def _options(args):
         raise ValueError("--calib is required (on the command line or in --config)")
     return Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, rank=args.rank,
                    codebook=None if args.codebook is None else str(args.codebook), outliers=args.outliers,
+                   plus_rank=args.plus_rank,
                    symmetric=not args.asym,
                    method=args.method, damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction,
@@ -210,7 +211,7 @@ def _add_solver_options(c) -> None:
                         "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8")
     # the fixed-level choices, for the subcommands that do not take them (compress overrides them)
     c.set_defaults(sparsity=None, nm=None, block4=None, wbits=None, abits=None, matmulnbits=False, rank=None,
-                   codebook=None, outliers=None)
+                   codebook=None, outliers=None, plus_rank=None)
 
 
 def _config_defaults(argv) -> dict:
@@ -253,9 +254,13 @@ def main(argv=None) -> int:
     c.add_argument("--outliers", type=float, metavar="SHARE",
                    help="with --wbits: also keep this share of each layer's weights in float, added to the quantized "
                         "ones (fitted by alternating OBQ and ExactOBS), e.g. 0.01")
+    c.add_argument("--plus-rank", type=float, metavar="SHARE",
+                   help="with --wbits (and --outliers) or --sparsity: also add a low-rank part costing this share of "
+                        "each layer's multiply-adds, fitted by alternating minimisation and folded into the weight "
+                        "when the model loads (a form for size), e.g. 0.05")
     c.add_argument("--rank", type=float, metavar="SHARE",
                    help="low-rank: each layer becomes two smaller ones keeping this share of its multiply-adds, "
-                        "e.g. 0.5 (grouped Convs stay dense)")
+                        "e.g. 0.5 (grouped Convs stay dense); with --wbits both factors are quantized too")
     c.add_argument("--codebook", metavar="K|K-row|binary|ternary",
                    help="fitted grid: a K-value codebook per layer (K-row: per output channel), or binary {-c, c} / "
                         "ternary {-c, 0, c} per output channel; stored as packed indices plus the values")

@@ -31,9 +31,9 @@ from .graph.codebook import OPSET as CODEBOOK_OPSET
 from .graph.codebook import index_bits, store_codebook
 from .graph.fold import fold_output_affine
 from .graph.layers import discover, weight_array
-from .graph.lowrank import store_low_rank
+from .graph.lowrank import add_low_rank_part, store_low_rank
 from .graph.model import load_model
-from .graph.qdq import (add_outliers, ensure_opset, matmulnbits_bits, storage_opset, store_matmulnbits,
+from .graph.qdq import (add_outliers, ensure_opset, matmulnbits_bits, output_axis, storage_opset, store_matmulnbits,
                         store_quantized)
 from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
 from .runtimes import ADAPTERS
@@ -55,6 +55,7 @@ class Options:
     rank: float | None = None  # low-rank: the share of the layer's multiply-adds its two factors keep
     codebook: str | None = None  # fitted grid: "K", "K-row", "binary" or "ternary" (see codebook_kind)
     outliers: float | None = None  # with wbits: a sparse float part keeping this share of weights, added
+    plus_rank: float | None = None  # with wbits and/or sparsity: a low-rank part (this share of multiply-adds), added
     symmetric: bool = True
     method: str = "exact"
     damp: float = 0.01
@@ -72,13 +73,16 @@ class Options:
         """Raise ValueError on a bad combination. `planned`: a budget picks the levels, so the
         options must not pick any themselves."""
         if planned and any(v is not None for v in (self.sparsity, self.nm, self.block4, self.wbits, self.abits,
-                                                   self.rank, self.codebook, self.outliers)):
+                                                   self.rank, self.codebook, self.outliers, self.plus_rank)):
             raise ValueError("a budget (--speedup, --size, --flops, --bops) chooses each layer's level itself: "
-                             "drop --sparsity, --nm, --block4, --wbits, --abits, --rank, --codebook and --outliers")
+                             "drop --sparsity, --nm, --block4, --wbits, --abits, --rank, --codebook, --outliers and "
+                             "--plus-rank")
         if self.rank is not None or self.codebook is not None:
             self._check_alone()
         if self.outliers is not None:
             self._check_outliers()
+        if self.plus_rank is not None:
+            self._check_plus_rank()
         if self.abits is not None and self.abits != 8:
             raise ValueError(f"--abits supports 8 (int8 activations), got {self.abits}")
         if self.abits is not None and self.wbits not in (7, 8):
@@ -131,20 +135,38 @@ class Options:
         if self.method not in ("exact", "gptq", "rtn"):
             raise ValueError(f"--outliers quantizes with exact, gptq or rtn, not {self.method}")
 
+    def _check_plus_rank(self):
+        if not 0 < self.plus_rank < 1:
+            raise ValueError(f"--plus-rank is the share of each layer's multiply-adds its low-rank part keeps, in "
+                             f"(0, 1), got {self.plus_rank}")
+        if (self.wbits is None and self.sparsity is None) or self.nm is not None or self.block4 is not None:
+            raise ValueError("--plus-rank adds a low-rank part to quantized (--wbits) and/or sparse (--sparsity) "
+                             "weights; it does not combine with --nm or --block4")
+        if self.abits is not None or self.matmulnbits:
+            raise ValueError("--plus-rank folds its part into the weight, which int8 and MatMulNBits kernels cannot "
+                             "read: drop --abits and --matmulnbits")
+        if self.wbits is not None and self.sparsity is not None:
+            raise ValueError("--plus-rank adds to one part, quantized or sparse: for quantized + sparse + low-rank "
+                             "use --wbits with --outliers and --plus-rank")
+
     def _check_alone(self):
-        """--rank and --codebook: one compression on its own."""
+        """--rank (its factors optionally quantized by --wbits) and --codebook: one compression on its own."""
         what = "--rank" if self.rank is not None else "--codebook"
         others = [n for n, v in (("--sparsity", self.sparsity), ("--nm", self.nm), ("--block4", self.block4),
-                                 ("--wbits", self.wbits), ("--abits", self.abits), ("--matmulnbits", self.matmulnbits or None),
+                                 ("--wbits", self.wbits if self.rank is None else None), ("--abits", self.abits),
+                                 ("--matmulnbits", self.matmulnbits or None),
                                  ("--codebook", self.codebook if self.rank is not None else None),
-                                 ("--outliers", self.outliers)) if v is not None]
+                                 ("--outliers", self.outliers), ("--plus-rank", self.plus_rank)) if v is not None]
         if others:
-            raise ValueError(f"{what} is a compression of its own: drop {', '.join(others)}")
+            raise ValueError(f"{what} is a compression of its own{' (--wbits quantizes its factors)' * (what == '--rank')}"
+                             f": drop {', '.join(others)}")
         if self.rank is not None:
             if not 0 < self.rank < 1:
                 raise ValueError(f"--rank is the share of each layer's multiply-adds kept, in (0, 1), got {self.rank}")
-            if self.method != "exact":
+            if self.wbits is None and self.method != "exact":
                 raise ValueError(f"--rank is solved in closed form; --method {self.method} does not apply")
+            if self.wbits is not None and self.method not in ("exact", "gptq", "rtn"):
+                raise ValueError(f"--rank --wbits quantizes the factors with exact, gptq or rtn, not {self.method}")
         else:
             codebook_kind(self.codebook)
             if self.method not in ("exact", "gptq", "rtn"):
@@ -164,25 +186,58 @@ def codebook_kind(text: str) -> tuple:
     return int(k), "rows" if per else "shared"
 
 
-def _solve(W, H, opt: Options, pruned=None):
-    """One group's matrix: prune, quantize, or prune then quantize the survivors; or low-rank,
-    or a fitted codebook; `pruned`, a pruning Result computed already (one level of a
-    many-level pass), replaces the pruning step; or quantize with a sparse float part added (the
-    outliers). Returns (Ŵ, loss, grid or None, factors or None, outlier part or None)."""
-    if opt.outliers is not None:
-        r = solver.additive(W, H, [solver.sparse_part(opt.outliers, PRUNE_OF[opt.method]),
-                                   solver.quantized_part(opt.wbits, opt.symmetric, QUANT_OF[opt.method])])
-        return r.weight, r.loss, r.parts[1].grid, None, r.parts[0].weight
+@dataclasses.dataclass
+class _Group:
+    """One group's matrix solved: Ŵ, its layer loss, and the parts it is stored as."""
+
+    weight: np.ndarray
+    loss: float
+    grid: object = None  # the quantized part's grid (UniformGrid, or ValueGrid for a fitted codebook)
+    factors: tuple | None = None  # low-rank: (A, B) with Ŵ = A B
+    factor_grids: tuple | None = None  # quantized factors: (grid of A, grid of B)
+    sparse: np.ndarray | None = None  # an added sparse float part (outliers, or sparse + low-rank's sparse part)
+    plus: tuple | None = None  # an added low-rank part (A, B)
+
+    def scaled(self, ratio) -> "_Group":
+        """Every output channel (row) multiplied by `ratio`: the same codes on rescaled grids."""
+        def rows(M):
+            return None if M is None else (M * ratio[:, None]).astype(np.float32)
+        return _Group(rows(self.weight), self.loss, None if self.grid is None else self.grid.scaled(ratio),
+                      None if self.factors is None else (rows(self.factors[0]), self.factors[1]),
+                      None if self.factor_grids is None else (self.factor_grids[0].scaled(ratio), self.factor_grids[1]),
+                      rows(self.sparse), None if self.plus is None else (rows(self.plus[0]), self.plus[1]))
+
+    def codes(self):
+        """The quantized part's integer codes: Ŵ less the added parts, on the grid."""
+        rest = np.asarray(self.weight, np.float64)
+        if self.sparse is not None:
+            rest = rest - self.sparse
+        if self.plus is not None:
+            rest = rest - self.plus[0].astype(np.float64) @ self.plus[1]
+        return self.grid.codes(rest)
+
+
+def _solve(W, H, opt: Options, pruned=None) -> _Group:
+    """One group's matrix: prune, quantize, or prune then quantize the survivors; or low-rank
+    (its factors quantized with wbits), or a fitted codebook; or an additive combination
+    (--outliers, --plus-rank). `pruned`, a pruning Result computed already (one level of a
+    many-level pass), replaces the pruning step."""
+    if opt.outliers is not None or opt.plus_rank is not None:
+        return _solve_additive(W, H, opt)
     if opt.rank is not None:
-        r = solver.low_rank(W, H, [solver.rank_for(*W.shape, opt.rank)])[0]
-        return r.weight, r.loss, None, r.factors, None
+        rank = solver.rank_for(*W.shape, opt.rank)
+        if opt.wbits is None:
+            r = solver.low_rank(W, H, [rank])[0]
+            return _Group(r.weight, r.loss, factors=r.factors)
+        r = solver.quantized_low_rank(W, H, rank, opt.wbits, opt.symmetric, QUANT_OF[opt.method], opt.damp)
+        return _Group(r.weight, r.loss, factors=r.factors, factor_grids=tuple(f.grid for f in r.factor_results))
     if opt.codebook is not None:
         k, kind = codebook_kind(opt.codebook)
         if kind == "sign":
             r = solver.quantize_fitted(W, H, solver.sign_grid(W, H, ternary=k == 3), "sign", QUANT_OF[opt.method])
         else:
             r = solver.codebook(W, H, k, per_row=kind == "rows", method=QUANT_OF[opt.method])
-        return r.weight, r.loss, r.grid, None, None
+        return _Group(r.weight, r.loss, r.grid)
     mask, grid = None, None
     loss = 0.0
     if opt.sparsity is not None or opt.nm is not None or opt.block4 is not None:
@@ -200,7 +255,30 @@ def _solve(W, H, opt: Options, pruned=None):
         grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
         r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask)
         W_hat, loss = r.weight, r.loss
-    return W_hat, loss, grid, None, None
+    return _Group(W_hat, loss, grid)
+
+
+def _solve_additive(W, H, opt: Options) -> _Group:
+    """Ŵ = the outliers (a sparse float part) + a low-rank part + the quantized (or sparse) part,
+    whichever are asked for, by alternating minimisation (solver.additive)."""
+    parts, kinds = [], []
+    if opt.outliers is not None:
+        parts.append(solver.sparse_part(opt.outliers, PRUNE_OF[opt.method]))
+        kinds.append("sparse")
+    if opt.plus_rank is not None:
+        parts.append(solver.low_rank_part(solver.rank_for(*W.shape, opt.plus_rank)))
+        kinds.append("plus")
+    if opt.wbits is not None:
+        parts.append(solver.quantized_part(opt.wbits, opt.symmetric, QUANT_OF[opt.method]))
+        kinds.append("quant")
+    else:
+        parts.append(solver.sparse_part(1 - opt.sparsity, PRUNE_OF[opt.method]))
+        kinds.append("sparse")
+    r = solver.additive(W, H, parts)
+    by = dict(zip(kinds, r.parts))
+    return _Group(r.weight, r.loss, by["quant"].grid if "quant" in by else None,
+                  sparse=by["sparse"].weight if "sparse" in by else None,
+                  plus=by["plus"].factors if "plus" in by else None)
 
 
 def _outputs(model, data: dict, batch_size: int, custom_ops=(), optimize: bool = True):
@@ -226,51 +304,44 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
         opt = dataclasses.replace(options, block4=None)
         note = f"{channels} input channels are not divisible by 4: no 4-blocks"
     if options.rank is not None and layer.groups > 1:
-        opt = dataclasses.replace(options, rank=None)
+        opt = dataclasses.replace(options, rank=None, wbits=None)
         note = f"grouped Conv ({layer.groups} groups): no low-rank"
+    if options.plus_rank is not None and layer.groups > 1:
+        opt = dataclasses.replace(options, plus_rank=None)
+        note = f"grouped Conv ({layer.groups} groups): no low-rank part"
     dense = layer.matrices(w)
     solved = any(v is not None for v in (opt.sparsity, opt.nm, opt.block4, opt.wbits, opt.rank, opt.codebook))
-    mats, grids, factors, outliers, loss = list(dense), [], [], [], 0.0
-    if solved:
-        mats = []
-        for g, (M, acc) in enumerate(zip(dense, hessians)):
-            W_hat, group_loss, grid, f, o = _solve(*solver.prepare(M, acc.hessian, options.damp), opt,
-                                                   None if pruned is None else pruned[g])
-            mats.append(W_hat)
-            grids.append(grid)
-            factors.append(f)
-            outliers.append(o)
-            loss += group_loss
+    groups = [_solve(*solver.prepare(M, acc.hessian, options.damp), opt, None if pruned is None else pruned[g])
+              for g, (M, acc) in enumerate(zip(dense, hessians))] if solved else []
+    loss = sum(x.loss for x in groups)
     if solved and normalized and options.variance_correction:
-        for k, (M, acc) in enumerate(zip(dense, hessians)):
-            ratio = solver.variance_ratio(M, mats[k], acc.hessian, acc.mean)
-            mats[k] = (mats[k] * ratio[:, None]).astype(np.float32)
-            if grids[k] is not None:  # the same codes on a rescaled grid
-                grids[k] = grids[k].scaled(ratio)
-            if factors[k] is not None:
-                factors[k] = ((factors[k][0] * ratio[:, None]).astype(np.float32), factors[k][1])
-            if outliers[k] is not None:
-                outliers[k] = (outliers[k] * ratio[:, None]).astype(np.float32)
-        loss = sum(solver.layer_loss(M, Mh, acc.hessian) for M, Mh, acc in zip(dense, mats, hessians))
+        groups = [x.scaled(solver.variance_ratio(M, x.weight, acc.hessian, acc.mean))
+                  for x, M, acc in zip(groups, dense, hessians)]
+        loss = sum(solver.layer_loss(M, x.weight, acc.hessian) for M, x, acc in zip(dense, groups, hessians))
         note = "; ".join(x for x in (note, "variance corrected (BatchNormalization follows)") if x)
-    if solved and opt.rank is not None:
-        note = "; ".join(x for x in (f"rank {factors[0][0].shape[1]}", note) if x)
+    mats = [x.weight for x in groups] if solved else list(dense)
+    first = groups[0] if groups else _Group(None, 0.0)
+    if first.factors is not None:
+        note = "; ".join(x for x in (f"rank {first.factors[0].shape[1]}", note) if x)
+    if first.plus is not None:
+        note = "; ".join(x for x in (note, f"low-rank part of rank {first.plus[0].shape[1]} added") if x)
+    if first.sparse is not None and first.grid is not None:
+        share = sum(np.count_nonzero(x.sparse) for x in groups) / w.size
+        note = "; ".join(x for x in (note, f"{share:.2%} outliers in float") if x)
     weight = layer.weight_from(mats)
     shift = None
     if options.bias_correction and solved:
         shift = np.concatenate([(M.astype(np.float64) - Mh) @ acc.mean for M, Mh, acc in zip(dense, mats, hessians)])
-    quantized = bool(grids) and grids[0] is not None
-    added = opt.outliers is not None and solved
-    if added:
-        note = "; ".join(x for x in (note, f"{np.count_nonzero(np.concatenate(outliers)) / w.size:.2%} outliers in float")
-                         if x)
-    codes = [g.codes(m.astype(np.float64) - (o if added else 0)) for g, m, o in zip(grids, mats, outliers)] \
-        if quantized else None
     dense_out = sum(solver.layer_loss(M, 0, acc.hessian) for M, acc in zip(dense, hessians))
     row = summary_row(layer, weight, loss, loss / dense_out if dense_out > 0 else 0.0, note)
     row["applied"] = solved  # False: the compression does not fit this layer, which stays dense
-    return Solved(weight, row, shift, codes, grids if quantized else None,
-                  factors if solved and opt.rank is not None else None, outliers if added else None)
+    quantized = first.grid is not None
+
+    def each(field):
+        return [getattr(x, field) for x in groups] if getattr(first, field) is not None else None
+
+    return Solved(weight, row, shift, [x.codes() for x in groups] if quantized else None, each("grid"),
+                  each("factors"), each("sparse"), each("factor_grids"), each("plus"))
 
 
 def summary_row(layer, weight, loss: float = 0.0, relative: float = 0.0, note: str = "") -> dict:
@@ -351,7 +422,9 @@ class Solved:
     codes: list | None  # integer codes per group, when quantized (uniform grid or codebook)
     grids: list | None  # UniformGrid or ValueGrid per group
     factors: list | None = None  # low-rank: (A, B) per group with Ŵ = A B
-    outliers: list | None = None  # per group, the sparse float part added to the quantized one
+    sparse: list | None = None  # per group, an added sparse float part (outliers, or sparse + low-rank's)
+    factor_grids: list | None = None  # quantized low-rank factors: (grid of A, grid of B) per group
+    plus: list | None = None  # per group, an added low-rank part (A, B)
 
 
 def solve_layer(prep: Prepared, layer, options: Options, pruned=None) -> Solved:
@@ -378,27 +451,32 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
     `options[weight]` asks for (layers not in `solved` stay as they are). Fills each summary
     row's "storage"."""
     layers = [l for l in prep.layers if l.weight in solved]
-    out = set_weights(prep.model, {l.weight: solved[l.weight].weight for l in layers})
+    # a sparse part alone under a low-rank part (sparse + low-rank) is the weight initializer itself
+    out = set_weights(prep.model, {l.weight: l.weight_from(solved[l.weight].sparse) if _sparse_base(solved[l.weight])
+                                   else solved[l.weight].weight for l in layers})
     for l in layers:
         if solved[l.weight].shift is not None:
             add_output_shift(out, l, solved[l.weight].shift)
-    for l in layers:
-        if solved[l.weight].factors is not None:
-            store_low_rank(out, l, *solved[l.weight].factors[0])
     coded = [l for l in layers if solved[l.weight].codes is not None]
     books = {l.weight for l in coded if isinstance(solved[l.weight].grids[0], solver.ValueGrid)}
     quantized = [l for l in coded if l.weight not in books]
     nbits = {l.weight for l in quantized if options[l.weight].matmulnbits and l.op == "MatMul"}
     opsets = [storage_opset(options[l.weight].wbits) for l in quantized if l.weight not in nbits]
+    opsets += [storage_opset(options[l.weight].wbits) for l in layers if solved[l.weight].factor_grids is not None]
     if books:
         opsets.append(CODEBOOK_OPSET)
     if opsets:
         out = ensure_opset(out, max(opsets))
+    for l in layers:
+        s, opt = solved[l.weight], options[l.weight]
+        if s.factors is not None:
+            store_low_rank(out, l, *s.factors[0], None if s.factor_grids is None else
+                           (*s.factor_grids[0], opt.wbits, opt.symmetric))
     for l in coded:
         if l.weight in books:
             s = solved[l.weight]
             store_codebook(out, l, l.weight_from(s.codes), np.concatenate([g.values for g in s.grids]))
-    scales, outlier_parts = {}, set()
+    scales, sparse_parts = {}, set()
     for l in quantized:
         s, opt = solved[l.weight], options[l.weight]
         scales[l.weight] = np.concatenate([g.scale for g in s.grids])
@@ -406,26 +484,37 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
         if l.weight in nbits:
             store_matmulnbits(out, l, s.codes[0], scales[l.weight], zero, opt.wbits, opt.symmetric)
         else:
-            store_quantized(out, l, l.weight_from(s.codes), scales[l.weight], zero, opt.wbits, opt.symmetric)
-        if s.outliers is not None:
-            outlier_parts.add(add_outliers(out, l, l.weight_from(s.outliers)))
+            store_quantized(out, l.weight, output_axis(l), l.weight_from(s.codes), scales[l.weight], zero, opt.wbits,
+                            opt.symmetric)
+        if s.sparse is not None:
+            sparse_parts.add(add_outliers(out, l, l.weight_from(s.sparse)))
+    for l in layers:
+        if solved[l.weight].plus is not None:
+            sparse_parts.add(add_low_rank_part(out, l, *solved[l.weight].plus[0]) or l.weight)
     int8 = [l for l in quantized if options[l.weight].abits]
     for runtime in sorted({options[l.weight].runtime for l in int8}):
         insert_activation_qdq(out, [l for l in int8 if options[l.weight].runtime == runtime], prep.ranges, scales,
                               runtime)
     if int8:
         drop_unused_initializers(out)
-    sparse = sparse_where_smaller(out, {l.weight for l in layers} - {l.weight for l in coded} | outlier_parts)
+    sparse = sparse_where_smaller(out, {l.weight for l in layers} - {l.weight for l in coded} | sparse_parts)
     for l in layers:
         s = solved[l.weight]
         s.row["storage"] = _storage(l, s, options[l.weight], sparse, nbits)
     return out
 
 
+def _sparse_base(s: Solved) -> bool:
+    return s.sparse is not None and s.codes is None
+
+
 def _storage(layer, s: Solved, opt: Options, sparse, nbits) -> str:
     """How `layer` is stored, for the summary."""
     if s.factors is not None:
-        return f"low-rank, rank {s.factors[0][0].shape[1]}"
+        return f"low-rank, rank {s.factors[0][0].shape[1]}" + (f", int{opt.wbits} factors" if s.factor_grids else "")
+    plus = "" if s.plus is None else f" + low-rank part of rank {s.plus[0][0].shape[1]}, folded at load"
+    if _sparse_base(s):
+        return f"sparse{plus}"
     if s.codes is not None and isinstance(s.grids[0], solver.ValueGrid):
         k = s.grids[0].values.shape[1]
         return f"codebook, {k} values, {index_bits(k)}-bit indices"
@@ -433,9 +522,9 @@ def _storage(layer, s: Solved, opt: Options, sparse, nbits) -> str:
         return "sparse"
     if layer.weight in nbits:
         return f"MatMulNBits {matmulnbits_bits(opt.wbits)}-bit"
-    if s.outliers is not None:
-        return f"int{opt.wbits} + sparse float outliers"
-    return f"int{opt.wbits}" if s.codes is not None else "float32"
+    if s.sparse is not None:
+        return f"int{opt.wbits} + sparse float outliers{plus}"
+    return f"int{opt.wbits}{plus}" if s.codes is not None else "float32"
 
 
 def _check_paths(src, dst):

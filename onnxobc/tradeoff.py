@@ -25,6 +25,9 @@ FAMILIES = {
     "quantized + 1% float outliers": ["w4+o0.010", "w2+o0.010"],
     "unstructured sparsity": ["s0.500", "s0.750", "s0.900"],
     "low-rank": ["lr0.750", "lr0.500", "lr0.250"],
+    "low-rank, 4-bit factors": ["lr0.500+w4", "lr0.250+w4"],
+    "quantized + low-rank": ["w4+r0.050", "w2+r0.050"],
+    "sparse + low-rank": ["s0.900+r0.050"],
     "codebook (per layer)": ["cb16", "cb4"],
     "ternary / binary": ["ternary", "binary"],
 }

@@ -32,10 +32,15 @@ def conv_model(c_in, c_out, kernel, group=1, bias=True, seed=0, **attrs):
     return make_model([node], [x], [y], inits), W
 
 
-def run(model, feeds):
+def run(model, feeds, fuse=True):
+    """The model's outputs on onnxruntime's CPU; `fuse=False` stops at its basic optimizations
+    (constant folding), before it fuses nodes into other kernels."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    if not fuse:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
 
 

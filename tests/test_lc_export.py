@@ -17,9 +17,11 @@ from test_compress import onnxobc
 
 from onnxobc.graph.codebook import index_bits, store_codebook
 from onnxobc.graph.layers import discover
-from onnxobc.graph.lowrank import store_low_rank
+from onnxobc.graph.lowrank import add_low_rank_part, store_low_rank
+from onnxobc.graph.qdq import ensure_opset, output_axis, store_quantized
 from onnxobc.graph.write import set_weights
 from onnxobc.pipeline import Options, compress
+from onnxobc.solver import fit_uniform_grid, rank_for
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 MODEL, CALIB = DIGITS / "mlp.onnx", DIGITS / "calib.npz"
@@ -75,6 +77,55 @@ def test_low_rank_form_computes_the_product_of_its_factors(case):
     names = {n.name for n in model.graph.node}
     assert set(layer.nodes) <= names and {f"{n}.lr_in" for n in layer.nodes} <= names  # the name stays on the 2nd
     assert layer.weight not in {t.name for t in model.graph.initializer}
+
+
+def _layer_and_factors(model, r=2, seed=1):
+    layer = next(l for l in discover(model)[0] if l.groups == 1 and l.weight in ("W", "Wm"))
+    rng = np.random.default_rng(seed)
+    return layer, rng.standard_normal((layer.rows, r)).astype(np.float32), \
+        rng.standard_normal((r, layer.cols)).astype(np.float32)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("case", CASES)
+def test_quantized_factors_form_computes_the_product_of_the_dequantized_factors(case, bits):
+    build, shapes = CASES[case]
+    model = ensure_opset(build(), 21)
+    layer, A, B = _layer_and_factors(model, r=3)
+    ga, gb = fit_uniform_grid(A, bits), fit_uniform_grid(B, bits)
+    Aq, Bq = ga.dequantize(ga.codes(A)), gb.dequantize(gb.codes(B))
+    expected = run(set_weights(model, {layer.weight: layer.weight_from([Aq @ Bq])}), feeds(shapes))
+    store_low_rank(model, layer, A, B, quantized=(ga, gb, bits, True))
+    onnx.checker.check_model(model)
+    # unfused: onnxruntime turns a 4-bit DequantizeLinear → MatMul into MatMulNBits, whose kernel
+    # rounds the activations to int8 (about 0.5 % here), which is not what the graph says
+    for e, g in zip(expected, run(model, feeds(shapes), fuse=False)):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    inits = {t.name: t for t in model.graph.initializer}
+    kind = TensorProto.INT4 if bits == 4 else TensorProto.INT8
+    assert inits[f"{layer.weight}.lr_in.q"].data_type == inits[f"{layer.weight}.lr_out.q"].data_type == kind
+    assert not {f"{layer.weight}.lr_in", f"{layer.weight}.lr_out"} & set(inits)  # no float copy left
+
+
+@pytest.mark.parametrize("base", ["float", "quantized"])
+@pytest.mark.parametrize("case", CASES)
+def test_low_rank_part_is_added_to_whatever_the_weight_is(case, base):
+    build, shapes = CASES[case]
+    model = ensure_opset(build(), 13)
+    layer, A, B = _layer_and_factors(model, seed=4)
+    W = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == layer.weight))
+    if base == "quantized":
+        grid = fit_uniform_grid(layer.matrices(W)[0], 8)
+        codes = grid.codes(layer.matrices(W)[0])
+        W = layer.weight_from([grid.dequantize(codes)])
+        store_quantized(model, layer.weight, output_axis(layer), layer.weight_from([codes]), grid.scale, grid.zero, 8,
+                        True)
+    expected = run(set_weights(build(), {layer.weight: W + layer.weight_from([A @ B])}), feeds(shapes))
+    renamed = add_low_rank_part(model, layer, A, B)
+    assert renamed == (f"{layer.weight}.base" if base == "float" else None)
+    onnx.checker.check_model(model)
+    for e, g in zip(expected, run(model, feeds(shapes))):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 5, 16, 17, 256])
@@ -176,6 +227,63 @@ def test_outliers_end_to_end_on_the_digits_model(tmp_path):
     assert all(r["storage"] == "int3 + sparse float outliers" for r in rep["layers"])
 
 
+def test_quantized_factors_end_to_end_on_the_digits_model(tmp_path):
+    float_lr = compress(MODEL, tmp_path / "lr.onnx", CALIB, Options(rank=0.5))
+    rep = compress(MODEL, tmp_path / "lrq.onnx", CALIB, Options(rank=0.5, wbits=4))
+    assert all(r["storage"] == f"low-rank, rank {int(f['storage'].split()[-1])}, int4 factors"
+               for r, f in zip(rep["layers"], float_lr["layers"]))
+    err, float_err = (r["verification"]["relative_output_error"]["logits"] for r in (rep, float_lr))
+    assert err < 1.5 * float_err, (err, float_err)
+    assert rep["bytes"]["output"] < 0.25 * float_lr["bytes"]["output"]
+    model = onnx.load(tmp_path / "lrq.onnx")
+    assert sum(n.op_type == "DequantizeLinear" for n in model.graph.node) == 6
+    assert not any(t.data_type == TensorProto.FLOAT and t.name.endswith((".lr_in", ".lr_out"))
+                   for t in model.graph.initializer)
+
+
+@pytest.mark.parametrize("args,alone", [({"wbits": 2}, {"wbits": 2}), ({"sparsity": 0.9}, {"sparsity": 0.9}),
+                                        ({"wbits": 4, "outliers": 0.01}, {"wbits": 4, "outliers": 0.01})])
+def test_low_rank_part_end_to_end_on_the_digits_model(tmp_path, args, alone):
+    base = compress(MODEL, tmp_path / "base.onnx", CALIB, Options(**alone))
+    rep = compress(MODEL, tmp_path / "plus.onnx", CALIB, Options(**args, plus_rank=0.05))
+    err, base_err = (r["verification"]["relative_output_error"]["logits"] for r in (rep, base))
+    assert err < 0.9 * base_err, (err, base_err)
+    assert all("low-rank part of rank" in r["storage"] for r in rep["layers"])
+    model = onnx.load(tmp_path / "plus.onnx")
+    layers = discover(onnx.load(MODEL))[0]
+    sparse = {t.values.name: t for t in model.graph.sparse_initializer}
+    exposed = [l.weight for l in layers] + ([] if "sparsity" in args else [f"{l.weight}.base" for l in layers])
+    got = effective_weights(model, exposed, {"x": np.load(CALIB)["x"][:2]})
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for l in layers:
+        if "sparsity" in args:  # the sparse part is the weight's initializer, stored sparse under its own name
+            t = sparse[f"{l.weight}.base"]
+            base = np.zeros(int(np.prod(t.dims)), np.float32)
+            base[numpy_helper.to_array(t.indices)] = numpy_helper.to_array(t.values)
+            got[f"{l.weight}.base"] = base.reshape(tuple(t.dims))
+            assert np.mean(base == 0) >= 0.89
+        A, B = inits[f"{l.weight}.plus_left"], inits[f"{l.weight}.plus_right"]
+        np.testing.assert_allclose(got[l.weight] - got[f"{l.weight}.base"], A @ B, rtol=1e-4, atol=1e-5)
+        assert min(A.shape) == rank_for(l.rows, l.cols, 0.05)
+
+
+def test_size_budget_with_additive_and_quantized_factor_levels(tmp_path):
+    r = onnxobc("compress", str(MODEL), str(tmp_path / "s.onnx"), "--calib", str(CALIB), "--size", "0.1",
+                "--levels", "dense", "w2+r0.050", "s0.900+r0.050", "lr0.500+w4", "lr0.250+w4", "w4",
+                "--report", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "s.json").read_text())
+    assert rep["budget"]["measured_share"] <= 0.1
+    assert set(rep["plan"].values()) - {"w4", "dense"}, rep["plan"]
+    r = onnxobc("compress", str(MODEL), str(tmp_path / "s2.onnx"), "--calib", str(CALIB), "--size", "0.1",
+                "--levels", "dense", "w2+r0.050", "s0.900+r0.050", "lr0.500+w4", "lr0.250+w4", "w4",
+                "--report", str(tmp_path / "s2.json"), "--db", rep["database"]["path"])
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "s2.json").read_text())
+    assert again["database"]["computed"] == 0 and again["plan"] == rep["plan"]
+    assert (tmp_path / "s.onnx").read_bytes() == (tmp_path / "s2.onnx").read_bytes()  # from the database alone
+
+
 def test_budgets_choose_low_rank_and_codebook_levels(tmp_path):
     r = onnxobc("compress", str(MODEL), str(tmp_path / "f.onnx"), "--calib", str(CALIB), "--flops", "1.8x",
                 "--levels", "dense", "lr0.750", "lr0.500", "lr0.250", "--report", str(tmp_path / "f.json"))
@@ -193,13 +301,21 @@ def test_budgets_choose_low_rank_and_codebook_levels(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--rank", "1.5"], "--rank is the share"),
-    (["--rank", "0.5", "--wbits", "4"], "drop --wbits"),
+    (["--rank", "0.5", "--wbits", "4", "--abits", "8"], "drop --abits"),
+    (["--rank", "0.5", "--wbits", "4", "--method", "magnitude"], "exact, gptq or rtn"),
     (["--rank", "0.5", "--method", "rtn"], "closed form"),
     (["--codebook", "1"], "--codebook takes"),
     (["--codebook", "16x"], "--codebook takes"),
     (["--codebook", "16", "--sparsity", "0.5"], "drop --sparsity"),
     (["--codebook", "binary", "--method", "magnitude"], "exact, gptq or rtn"),
-    (["--speedup", "2x", "--levels", "lr0.500+w8"], "stand alone"),
+    (["--speedup", "2x", "--levels", "lr0.500+w8a8"], "stand alone"),
+    (["--plus-rank", "0.05"], "adds a low-rank part to quantized"),
+    (["--plus-rank", "0.05", "--nm", "2:4"], "does not combine with --nm"),
+    (["--plus-rank", "1.5", "--wbits", "4"], "--plus-rank is the share"),
+    (["--plus-rank", "0.05", "--wbits", "8", "--abits", "8"], "drop --abits"),
+    (["--plus-rank", "0.05", "--wbits", "4", "--sparsity", "0.5"], "adds to one part"),
+    (["--plus-rank", "0.05", "--rank", "0.5", "--wbits", "4"], "drop --plus-rank"),
+    (["--size", "0.5", "--levels", "w8a8+r0.050"], "a low-rank part (r<share>)"),
     (["--speedup", "2x", "--rank", "0.5"], "chooses each layer's level itself"),
     (["--outliers", "0.01"], "it needs --wbits"),
     (["--outliers", "0.01", "--wbits", "8", "--abits", "8"], "it needs --wbits, and no --abits"),

@@ -8,7 +8,7 @@ from oracles import make_problem
 
 from onnxobc.solver import ValueGrid, fit_uniform_grid, layer_loss, quantize
 from onnxobc.solver.codebook import codebook, codebook_grid, quantize_fitted, refit_values, sign_grid, weighted_kmeans
-from onnxobc.solver.lowrank import low_rank
+from onnxobc.solver.lowrank import low_rank, quantized_low_rank
 
 
 def als_low_rank(W, H, r, iters=500, seed=0):
@@ -53,6 +53,45 @@ def test_low_rank_many_ranks_full_rank_and_errors():
         low_rank(W, H, [9])
     with pytest.raises(ValueError, match="not positive definite"):
         low_rank(W, -np.eye(12), [1])
+
+
+def _on_grid(res):
+    grid = res.grid
+    return np.allclose(grid.dequantize(res.codes), res.weight, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_quantized_factors_lie_on_their_grids_and_refit_a_exactly(bits):
+    W, H = make_problem(12, 20, seed=bits)
+    res = quantized_low_rank(W, H, 4, bits, damp=0.0)
+    ra, rb = res.factor_results
+    A, B = res.factors
+    assert A.shape == (12, 4) and B.shape == (4, 20) and _on_grid(ra) and _on_grid(rb)
+    np.testing.assert_allclose(A.astype(np.float64) @ B, res.weight, rtol=1e-4, atol=1e-6)
+    assert res.loss == pytest.approx(layer_loss(W, res.weight, H), rel=1e-6)
+    # the refit A*: the least-squares A for the quantized B in the whitened space ‖(W − A B̂) L‖
+    L = np.linalg.cholesky(H)
+    Bq = B.astype(np.float64)
+    A_ls = np.linalg.lstsq((Bq @ L).T, (W.astype(np.float64) @ L).T, rcond=None)[0].T
+    H_A = Bq @ H @ Bq.T
+    # ‖(W − Â B̂)X‖² = ‖(W − A* B̂)X‖² + ‖(Â − A*) B̂X‖² (the residual of A* is orthogonal)
+    split = layer_loss(W, A_ls @ Bq, H) + layer_loss(A, A_ls, H_A)
+    assert res.loss == pytest.approx(split, rel=1e-5)
+
+
+def test_quantized_factors_beat_rounding_both_factors_and_approach_float_low_rank():
+    better = 0
+    for seed in range(6):
+        W, H = make_problem(16, 24, seed=seed)
+        A, B = low_rank(W, H, [6])[0].factors
+        floating = low_rank(W, H, [6])[0].loss
+        rtn = layer_loss(W, fit_uniform_grid(A, 4).dequantize(fit_uniform_grid(A, 4).codes(A))
+                         @ fit_uniform_grid(B, 4).dequantize(fit_uniform_grid(B, 4).codes(B)), H)
+        res = quantized_low_rank(W, H, 6, 4)
+        assert res.loss >= floating * (1 - 1e-6)
+        better += res.loss < rtn
+        assert quantized_low_rank(W, H, 6, 8).loss < floating * 1.05
+    assert better == 6
 
 
 def test_weighted_kmeans_matches_brute_force_on_separated_data_and_is_a_fixed_point():

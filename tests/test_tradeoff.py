@@ -40,7 +40,7 @@ def test_tradeoff_writes_models_json_and_plot(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [(["--levels", "w9"], "weight bits must be 2 to 8"),
-                                          (["--levels", "lr0.500+w8"], "stand alone"),
+                                          (["--levels", "lr0.500+w8a8"], "stand alone"),
                                           (["--levels", "fast"], "unknown level")])
 def test_tradeoff_bad_input(tmp_path, args, message):
     r = onnxobc("tradeoff", MODEL, "--calib", CALIB, "--out", str(tmp_path / "t"), "--no-plot", *args)

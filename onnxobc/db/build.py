@@ -22,9 +22,9 @@ from .store import Database, fingerprint
 def settings_key(prep: Prepared, options: Options) -> str:
     """What the stored results depend on besides model, layer and level ("v2": the layers'
     weights include the per-channel affine steps folded into them; "v3": bytes are measured from
-    the written form)."""
+    the written form; "v4": additive parts and quantized factors are stored)."""
     o = options
-    return fingerprint("v3", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
+    return fingerprint("v4", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
                        o.holdout, *[prep.calib[k] for k in sorted(prep.calib)])
 
 
@@ -36,20 +36,26 @@ def model_key(path) -> str:
 def level_options(options: Options, level: Level) -> Options:
     """The pipeline options that write `level`: on onnxruntime, weight-only MatMuls go to its
     MatMulNBits kernel (the form it runs fast)."""
-    nbits = options.runtime == "onnxruntime" and level.wbits is not None and not level.abits and not level.outliers
+    nbits = (options.runtime == "onnxruntime" and level.wbits is not None and not level.abits and not level.outliers
+             and level.rank is None and level.plus_rank is None)
     return dataclasses.replace(options, **level.options(), matmulnbits=nbits)
 
 
 def to_arrays(s: Solved) -> tuple:
-    """(arrays, grid meta) for the store."""
+    """(arrays, meta) for the store: Ŵ, its bias shift, and each group's stored parts."""
     arrays = {"weight": s.weight}
     if s.shift is not None:
         arrays["shift"] = s.shift
     meta = {}
+    uniform = None
     if s.factors is not None:
         for g, (A, B) in enumerate(s.factors):
             arrays[f"factor_a{g}"], arrays[f"factor_b{g}"] = A, B
         meta = {"groups": len(s.factors), "low_rank": True}
+        for g, grids in enumerate(s.factor_grids or []):
+            for which, grid in zip("ab", grids):
+                arrays[f"factor_{which}_scale{g}"], arrays[f"factor_{which}_zero{g}"] = grid.scale, grid.zero
+            uniform = grids[0]
     elif s.codes is not None and isinstance(s.grids[0], ValueGrid):
         for g, (c, grid) in enumerate(zip(s.codes, s.grids)):
             arrays[f"codes{g}"], arrays[f"values{g}"] = c.astype(np.uint8), grid.values
@@ -57,28 +63,40 @@ def to_arrays(s: Solved) -> tuple:
     elif s.codes is not None:
         for g, (c, grid) in enumerate(zip(s.codes, s.grids)):
             arrays[f"codes{g}"], arrays[f"scale{g}"], arrays[f"zero{g}"] = c.astype(np.int8), grid.scale, grid.zero
-        grid = s.grids[0]
-        meta = {"groups": len(s.codes), "qmin": grid.qmin, "qmax": grid.qmax, "bits": grid.bits,
-                "symmetric": grid.symmetric}
-    for g, part in enumerate(s.outliers or []):
-        arrays[f"outliers{g}"] = part
+        meta, uniform = {"groups": len(s.codes)}, s.grids[0]
+    if uniform is not None:
+        meta.update(qmin=uniform.qmin, qmax=uniform.qmax, bits=uniform.bits, symmetric=uniform.symmetric)
+    for g, part in enumerate(s.sparse or []):
+        arrays[f"sparse{g}"] = part
+    for g, (A, B) in enumerate(s.plus or []):
+        arrays[f"plus_a{g}"], arrays[f"plus_b{g}"] = A, B
+    if s.sparse or s.plus:
+        meta["groups"] = len(s.sparse or s.plus)
     return arrays, meta
 
 
 def from_arrays(arrays: dict, meta: dict) -> Solved:
-    codes = grids = factors = None
+    codes = grids = factors = factor_grids = None
     groups = range(meta.get("groups", 0))
+
+    def uniform(scale, zero):
+        return UniformGrid(scale, zero, meta["qmin"], meta["qmax"], meta["bits"], meta["symmetric"])
+
     if meta.get("low_rank"):
         factors = [(arrays[f"factor_a{g}"], arrays[f"factor_b{g}"]) for g in groups]
+        if "factor_a_scale0" in arrays:
+            factor_grids = [tuple(uniform(arrays[f"factor_{w}_scale{g}"], arrays[f"factor_{w}_zero{g}"]) for w in "ab")
+                            for g in groups]
     elif meta.get("codebook"):
         codes = [arrays[f"codes{g}"].astype(np.int32) for g in groups]
         grids = [ValueGrid(arrays[f"values{g}"]) for g in groups]
-    elif "groups" in meta:
+    elif "codes0" in arrays:
         codes = [arrays[f"codes{g}"].astype(np.int32) for g in groups]
-        grids = [UniformGrid(arrays[f"scale{g}"], arrays[f"zero{g}"], meta["qmin"], meta["qmax"], meta["bits"],
-                             meta["symmetric"]) for g in groups]
-    outliers = [arrays[f"outliers{g}"] for g in groups] if "outliers0" in arrays else None
-    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids, factors, outliers)
+        grids = [uniform(arrays[f"scale{g}"], arrays[f"zero{g}"]) for g in groups]
+    sparse = [arrays[f"sparse{g}"] for g in groups] if "sparse0" in arrays else None
+    plus = [(arrays[f"plus_a{g}"], arrays[f"plus_b{g}"]) for g in groups] if "plus_a0" in arrays else None
+    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids, factors, sparse, factor_grids,
+                  plus)
 
 
 def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dict:

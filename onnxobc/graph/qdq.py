@@ -41,12 +41,11 @@ def storage_opset(bits: int) -> int:
     return 21 if bits <= 4 else 13
 
 
-def store_quantized(model: onnx.ModelProto, layer, codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int,
-                    symmetric: bool) -> None:
-    """Replace the layer's float initializer by integer codes (weight-shaped) + DequantizeLinear,
-    in place; `scale` and `zero` have one entry per output channel."""
+def store_quantized(model: onnx.ModelProto, name: str, axis: int, codes: np.ndarray, scale: np.ndarray,
+                    zero: np.ndarray, bits: int, symmetric: bool) -> None:
+    """Replace the float initializer `name` by integer codes (same shape) + DequantizeLinear, in
+    place; `scale` and `zero` have one entry per output channel, which `axis` of the tensor indexes."""
     g = model.graph
-    name = layer.weight
     kind = {(True, True): TensorProto.INT4, (True, False): TensorProto.UINT4,
             (False, True): TensorProto.INT8, (False, False): TensorProto.UINT8}[(bits <= 4, symmetric)]
     keep = [t for t in g.initializer if t.name != name]
@@ -64,7 +63,7 @@ def store_quantized(model: onnx.ModelProto, layer, codes: np.ndarray, scale: np.
         for i, x in enumerate(user.input):
             user.input[i] = out if x == name else x
         g.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale", f"{name}.zero"], [out],
-                                          name=f"{out}.dequantize", axis=output_axis(layer)))
+                                          name=f"{out}.dequantize", axis=axis))
 
 
 def _integer_tensor(name: str, kind: int, values: np.ndarray) -> onnx.TensorProto:

@@ -20,6 +20,7 @@ class Result:
     grid: object | None = None
     order: np.ndarray | None = None  # exact solvers: per row, the columns in the order they were fixed
     factors: tuple | None = None  # low-rank: (A (rows × r), B (r × cols)) with Ŵ = A B
+    factor_results: tuple | None = None  # quantized low-rank: the Results of A and of B (codes, grid)
     parts: list | None = None  # additive combinations: each summand's Result, Ŵ = Σ part.weight
 
     @property
