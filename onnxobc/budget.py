@@ -21,7 +21,7 @@ from .calib.feeds import batches, model_inputs
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, level_set, parse
 from .db.profile import activation_shapes, layer_latencies, signature
-from .db.store import Database
+from .db.store import Database, fingerprint
 from .pipeline import Options, _check_paths, finish, prepare, write
 
 COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}
@@ -48,6 +48,13 @@ def parse_share(text: str) -> float:
     return v
 
 
+def budget_factor(kind: str, target: str) -> float:
+    """The budget's number: a share for size, a reduction factor for the others."""
+    if kind not in COSTS:
+        raise ValueError(f"unknown budget {kind!r}: {', '.join(COSTS)}")
+    return parse_share(target) if kind == "size" else parse_factor(target, kind)
+
+
 @dataclasses.dataclass
 class Table:
     """Per layer: the levels, their calibration losses and costs."""
@@ -59,7 +66,9 @@ class Table:
 
 
 def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str, options: Options,
-               batch_size: int, progress=None) -> Table:
+               batch_size: int, progress=None, measure: bool = True) -> Table:
+    """Every layer's levels with their calibration losses and costs, read from the database;
+    latencies missing there are measured and stored (with `measure`), else an error."""
     from . import runtimes
 
     progress = progress or (lambda *a: None)
@@ -68,12 +77,19 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
     rows_levels, losses, costs = [], [], []
     total, done = len(prep.layers) * len(levels), 0
     for layer in prep.layers:
+        missing = [lv.name for lv in levels if not db.has(mkey, skey, layer.weight, lv.name)]
+        if missing:
+            raise ValueError(f"the database has no {', '.join(missing)} for layer {layer.weight!r} of this model with "
+                             "these settings: run onnxobc db build with the same options and levels first")
         stored = {lv: db.get(mkey, skey, layer.weight, lv.name) for lv in levels}
         if cost == "latency":
             shape = (batch_size,) + tuple(shapes[layer.activations[0]])
             sig = signature(layer, shape)
             seconds = {lv.name: db.latency(options.runtime, sig, lv.name) for lv in levels}
             if any(v is None for v in seconds.values()):  # time every level of the layer together
+                if not measure:
+                    raise ValueError(f"layer {layer.weight!r} is not timed on {options.runtime} at batch size "
+                                     f"{batch_size} for every level: run onnxobc profile first")
                 seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv]) for lv in levels}, options,
                                           shape, runtime)
                 for name, sec in seconds.items():
@@ -103,79 +119,133 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
     return Table(prep.layers, rows_levels, losses, costs)
 
 
+def model_seconds(prep, db: Database, src, options: Options, measure: bool = True) -> dict:
+    """Seconds per batch of the user's model ("source") and, when affine nodes were folded, of the
+    folded one the plan starts from ("folded"), on the runtime: measured now and stored (with
+    `measure`), else read from the database."""
+    sig = fingerprint("whole model", model_key(src), settings_key(prep, options), options.batch_size,
+                      options.runtime)
+    names = ["source"] + (["folded"] if prep.folded else [])
+    if measure:
+        t = _latencies(prep, options, source=src, **({"folded": prep.model} if prep.folded else {}))
+        for name in names:
+            db.put_latency(options.runtime, sig, name, t[name])
+        return t
+    t = {name: db.latency(options.runtime, sig, name) for name in names}
+    if any(v is None for v in t.values()):
+        raise ValueError(f"the whole model is not timed on {options.runtime} at batch size {options.batch_size}: "
+                         "run onnxobc profile first")
+    return t
+
+
+def check_runtime(options: Options) -> None:
+    from . import runtimes
+
+    reason = runtimes.load(options.runtime).available()
+    if reason:
+        raise ValueError(f"--runtime {options.runtime}: {reason}")
+
+
+def make_plan(prep, db: Database, src, options: Options, kind: str, target: str, levels: list,
+              best_effort: bool = False, progress=None, measure: bool = True) -> dict:
+    """One level per layer with the least summed calibration loss within the budget, from the
+    database (every (layer, level) built; latencies measured now or, without `measure`, profiled
+    before). Returns the plan as JSON-ready data: keys, the chosen level names, the budget figures."""
+    factor = budget_factor(kind, target)
+    cost = COSTS[kind]
+    src = pathlib.Path(src)
+    mkey, skey = model_key(src), settings_key(prep, options)
+    batch = len(next(iter(_feed(prep, options).values())))
+    table = cost_table(prep, db, mkey, skey, levels, cost, options, batch, progress, measure)
+    dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
+    dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
+    fixed, scale, source_s, dense_model_s = 0.0, 1.0, None, None
+    if cost == "latency":  # the speedup is against the user's model; the plan starts from the folded one
+        t = model_seconds(prep, db, src, options, measure)
+        source_s, dense_model_s = t["source"], t.get("folded", t["source"])
+        # what no level changes keeps its time; where the layers alone add up to more than the
+        # whole model (they overlap, or fuse with their neighbours there), they are scaled down
+        fixed = max(0.0, dense_model_s - dense_layers)
+        scale = min(1.0, dense_model_s / dense_layers)
+        budget = (source_s / factor - fixed) / scale
+    elif cost == "size":
+        budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
+    else:
+        budget = dense_layers / factor
+    try:
+        if budget <= 0:  # what no level changes already takes the whole target
+            raise dp.InfeasibleBudget(budget, sum(min(c) for c in table.costs))
+        choice = dp.solve(table.losses, table.costs, budget)
+    except dp.InfeasibleBudget as e:
+        reach = _reachable(kind, e.best * scale, fixed, source_s, dense_layers, src)
+        if not best_effort:
+            raise ValueError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
+                             "(--best-effort writes that)") from None
+        choice = [min(range(len(c)), key=c.__getitem__) for c in table.costs]
+    predicted = sum(c[k] for c, k in zip(table.costs, choice))
+    figures = {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
+               "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers, "layer_scale": scale}
+    if cost == "latency":
+        figures.update(runtime=options.runtime, batch_size=options.batch_size,
+                       predicted_speedup=source_s / (fixed + scale * predicted),
+                       layer_sum_over_model=dense_layers / dense_model_s)
+    elif cost not in ("size",):
+        figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
+    return {"model": mkey, "settings": skey, "input": str(src), "budget": figures,
+            "plan": {l.weight: lvs[k].name for l, lvs, k in zip(table.layers, table.levels, choice)}}
+
+
+def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: float, extra: dict | None = None) -> dict:
+    """Write the model `planned` (make_plan's result) chooses from the database, correct, verify,
+    save; for a latency budget also time it against the dense model. Returns the report."""
+    src = pathlib.Path(src)
+    if planned.get("model") != model_key(src):
+        raise ValueError(f"the plan was made for another model than {src} (its bytes differ)")
+    if planned.get("settings") != settings_key(prep, options):
+        raise ValueError("the plan was made with other solver settings or calibration data than these: "
+                         "give the options the plan was made with")
+    plan = {w: parse(name) for w, name in planned["plan"].items()}
+    lacking = [l.weight for l in prep.layers if l.weight not in plan]
+    if lacking:
+        raise ValueError(f"the plan has no level for the layers {lacking}")
+    chosen = {}
+    for l in prep.layers:
+        if not db.has(planned["model"], planned["settings"], l.weight, plan[l.weight].name):
+            raise ValueError(f"the database has no {plan[l.weight].name} for layer {l.weight!r}: is --db the "
+                             "database the plan was made from?")
+        chosen[l.weight] = from_arrays(*db.get(planned["model"], planned["settings"], l.weight, plan[l.weight].name))
+    written = {w: s for w, s in chosen.items() if not plan[w].dense}
+    out_model = write(prep, written, {w: level_options(options, plan[w]) for w in written})
+    rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32")) for w, s in chosen.items()]
+    budget = dict(planned["budget"])
+    report = finish(prep, out_model, dst, rows, options, t0, {"budget": budget, "plan": planned["plan"], **(extra or {})})
+    if budget["cost"] == "latency":
+        measured = _latencies(prep, options, dense=src, out=dst)
+        budget.update(dense_model_seconds=measured["dense"], output_model_seconds=measured["out"],
+                      measured_speedup=measured["dense"] / measured["out"])
+    elif budget["cost"] == "size":
+        budget["measured_share"] = report["bytes"]["output"] / report["bytes"]["input"]
+    return report
+
+
 def compress_to_budget(model_path, out_path, calib, options: Options, kind: str, target: str, db_dir=None,
                        best_effort: bool = False, levels: list | None = None, progress=None) -> dict:
-    """The whole workflow for one budget; returns the report (the plan, predicted and measured
-    figures, verification)."""
+    """The whole workflow for one budget (db build, profile, plan, stitch); returns the report
+    (the plan, predicted and measured figures, verification)."""
     progress = progress or (lambda *a: None)
-    if kind not in COSTS:
-        raise ValueError(f"unknown budget {kind!r}: {', '.join(COSTS)}")
-    factor = parse_share(target) if kind == "size" else parse_factor(target, kind)
+    budget_factor(kind, target)
     options.check(planned=True)
     src, dst = _check_paths(model_path, out_path)
     t0 = time.perf_counter()
-    cost = COSTS[kind]
-    if cost == "latency":
-        from . import runtimes
-
-        reason = runtimes.load(options.runtime).available()
-        if reason:
-            raise ValueError(f"--runtime {options.runtime}: {reason}")
-    levels = levels or level_set(cost, options.runtime)
+    if COSTS[kind] == "latency":
+        check_runtime(options)
+    levels = levels or level_set(COSTS[kind], options.runtime)
     prep = prepare(src, calib, options, progress, activation_ranges=any(lv.abits for lv in levels))
     db_dir = pathlib.Path(db_dir) if db_dir else dst.parent / f"{dst.name}.db"
     with Database(db_dir) as db:
         built = build(prep, db, src, levels, options, progress)
-        mkey, skey = model_key(src), settings_key(prep, options)
-        batch = len(next(iter(_feed(prep, options).values())))
-        table = cost_table(prep, db, mkey, skey, levels, cost, options, batch, progress)
-        dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
-        dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
-        fixed, scale, source_s, dense_model_s = 0.0, 1.0, None, None
-        if cost == "latency":  # the speedup is against the user's model; the plan starts from the folded one
-            t = _latencies(prep, options, source=src, **({"folded": prep.model} if prep.folded else {}))
-            source_s, dense_model_s = t["source"], t.get("folded", t["source"])
-            # what no level changes keeps its time; where the layers alone add up to more than the
-            # whole model (they overlap, or fuse with their neighbours there), they are scaled down
-            fixed = max(0.0, dense_model_s - dense_layers)
-            scale = min(1.0, dense_model_s / dense_layers)
-            budget = (source_s / factor - fixed) / scale
-        elif cost == "size":
-            budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
-        else:
-            budget = dense_layers / factor
-        try:
-            if budget <= 0:  # what no level changes already takes the whole target
-                raise dp.InfeasibleBudget(budget, sum(min(c) for c in table.costs))
-            choice = dp.solve(table.losses, table.costs, budget)
-        except dp.InfeasibleBudget as e:
-            reach = _reachable(kind, e.best * scale, fixed, source_s, dense_layers, src)
-            if not best_effort:
-                raise ValueError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
-                                 "(--best-effort writes that)") from None
-            choice = [min(range(len(c)), key=c.__getitem__) for c in table.costs]
-        plan = {l.weight: lvs[k] for l, lvs, k in zip(table.layers, table.levels, choice)}
-        predicted = sum(c[k] for c, k in zip(table.costs, choice))
-        chosen = {l.weight: from_arrays(*db.get(mkey, skey, l.weight, plan[l.weight].name)) for l in prep.layers}
-    written = {w: s for w, s in chosen.items() if not plan[w].dense}
-    out_model = write(prep, written, {w: level_options(options, plan[w]) for w in written})
-    rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32")) for w, s in chosen.items()]
-    extra = {"budget": {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
-                        "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers, "layer_scale": scale},
-             "plan": {w: lv.name for w, lv in plan.items()}, "database": {"path": str(db_dir), **built}}
-    report = finish(prep, out_model, dst, rows, options, t0, extra)
-    if cost == "latency":
-        measured = _latencies(prep, options, dense=src, out=dst)
-        report["budget"].update(
-            dense_model_seconds=measured["dense"], output_model_seconds=measured["out"],
-            measured_speedup=measured["dense"] / measured["out"],
-            predicted_speedup=source_s / (fixed + scale * predicted),
-            layer_sum_over_model=dense_layers / dense_model_s)
-    elif cost == "size":
-        report["budget"]["measured_share"] = report["bytes"]["output"] / report["bytes"]["input"]
-    else:
-        report["budget"]["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
-    return report
+        planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress)
+        return stitch(prep, db, src, dst, options, planned, t0, {"database": {"path": str(db_dir), **built}})
 
 
 def _reachable(kind, best, fixed, source_s, dense_layers, src) -> str:

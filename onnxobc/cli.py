@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 
 
@@ -74,25 +75,31 @@ def _options(args):
 BUDGETS = ("speedup", "size", "flops", "bops")
 
 
-def _compress(args) -> int:
-    import pathlib
+def _check_report_path(args) -> None:
+    if args.report and pathlib.Path(args.report).resolve() == pathlib.Path(args.model).resolve():
+        raise ValueError("--report must not be the input model")
 
+
+def _compress(args) -> int:
     from .pipeline import compress
     from .progress import ProgressPrinter
 
-    if args.report and pathlib.Path(args.report).resolve() == pathlib.Path(args.model).resolve():
-        raise ValueError("--report must not be the input model")
-    budgets = [b for b in BUDGETS if getattr(args, b) is not None]
-    if len(budgets) > 1:
-        raise ValueError(f"give one budget, not {' and '.join('--' + b for b in budgets)}")
+    _check_report_path(args)
+    kind = _one_budget(args)
     opt = _options(args)
-    if budgets:
+    if kind:
         from .budget import compress_to_budget, parse_levels
 
-        report = compress_to_budget(args.model, args.out, args.calib, opt, budgets[0], getattr(args, budgets[0]),
+        report = compress_to_budget(args.model, args.out, args.calib, opt, kind, getattr(args, kind),
                                     args.db, args.best_effort, parse_levels(args.levels), ProgressPrinter())
     else:
         report = compress(args.model, args.out, args.calib, opt, progress=ProgressPrinter())
+    _print_report(report, args.out, args.report)
+    return 0
+
+
+def _print_report(report: dict, out, report_path=None) -> None:
+    """The final table, the verification, the budget's figures; the JSON report when asked."""
     header = ("weight", "op", "matrix", "level", "sparsity", "stored as", "layer loss", "rel. layer error", "note")
     table = [(r["weight"], r["op"], r["shape"], r.get("level", ""), f"{r['sparsity']:.3f}", r["storage"],
               f"{r['layer_loss']:.4g}", f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]
@@ -109,12 +116,17 @@ def _compress(args) -> int:
     if "budget" in report:
         _print_budget(report["budget"])
     b = report["bytes"]
-    print(f"wrote {args.out} in {report['seconds']:.1f} s: {b['output']} bytes, {b['input'] / b['output']:.2f}x "
+    print(f"wrote {out} in {report['seconds']:.1f} s: {b['output']} bytes, {b['input'] / b['output']:.2f}x "
           f"smaller than the input's {b['input']}")
-    if args.report:
-        with open(args.report, "w") as f:
-            json.dump(report, f, indent=2, default=str)
-    return 0
+    if report_path:
+        _write_json(report_path, report)
+
+
+def _write_json(path, data) -> None:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=str)
 
 
 def _print_budget(b: dict) -> None:
@@ -151,8 +163,6 @@ def _db_build(args) -> int:
 
 
 def _db_ls(args) -> int:
-    import pathlib
-
     from .db.store import Database
 
     if not (pathlib.Path(args.db) / "index.sqlite").is_file():
@@ -164,6 +174,110 @@ def _db_ls(args) -> int:
     _print_table(("model", "settings", "layer", "level", "layer loss", "calib loss", "bytes", "FLOPs/sample"), table)
     print(f"{len(rows)} entries")
     return 0
+
+
+def _stage(args, hessians: bool, levels=None):
+    """(options, prepared model) for a stage that reads the database."""
+    from .pipeline import prepare
+    from .progress import ProgressPrinter
+
+    if not (pathlib.Path(args.db) / "index.sqlite").is_file():
+        raise ValueError(f"{args.db}: no database there (make it with onnxobc db build)")
+    opt = _options(args)
+    opt.check(planned=True)
+    prep = prepare(args.model, args.calib, opt, ProgressPrinter(), hessians=hessians,
+                   activation_ranges=any(lv.abits for lv in levels or ()))
+    return opt, prep
+
+
+def _profile(args) -> int:
+    from .budget import check_runtime, cost_table, model_seconds, parse_levels
+    from .db.build import model_key, settings_key
+    from .db.levels import level_set
+    from .db.store import Database
+    from .progress import ProgressPrinter
+
+    opt = _options(args)
+    check_runtime(opt)
+    levels = parse_levels(args.levels) or level_set("latency", opt.runtime)
+    opt, prep = _stage(args, hessians=False)
+    with Database(args.db) as db:
+        table = cost_table(prep, db, model_key(args.model), settings_key(prep, opt), levels, "latency", opt,
+                           opt.batch_size, ProgressPrinter())
+        whole = model_seconds(prep, db, args.model, opt)
+    names = [lv.name for lv in levels]
+    rows = [(l.weight,) + tuple(f"{c[lvs.index(lv)] * 1e3:.4f}" if lv in lvs else "-" for lv in levels)
+            for l, lvs, c in zip(table.layers, table.levels, table.costs)]
+    _print_table(("layer (ms per batch)",) + tuple(names), rows)
+    dense = sum(c[lvs.index(levels[0])] for lvs, c in zip(table.levels, table.costs) if levels[0] in lvs)
+    model = whole.get("folded", whole["source"])
+    print(f"{args.db}: timed on {opt.runtime} at batch size {opt.batch_size}; the whole model takes "
+          f"{model * 1e3:.3f} ms per batch" + (f", its layers at {names[0]} sum to {dense / model:.2f}x that"
+                                              if levels[0].dense else ""))
+    return 0
+
+
+def _plan(args) -> int:
+    from .budget import COSTS, budget_factor, make_plan, parse_levels
+    from .db.levels import level_set
+    from .db.store import Database
+    from .progress import ProgressPrinter
+
+    kind = _one_budget(args, required=True)
+    budget_factor(kind, getattr(args, kind))
+    opt = _options(args)
+    levels = parse_levels(args.levels) or level_set(COSTS[kind], opt.runtime)
+    opt, prep = _stage(args, hessians=False)
+    with Database(args.db) as db:
+        planned = make_plan(prep, db, args.model, opt, kind, getattr(args, kind), levels, args.best_effort,
+                            ProgressPrinter(), measure=False)
+    _print_table(("weight", "level"), list(planned["plan"].items()))
+    b = planned["budget"]
+    if b["cost"] == "latency":
+        print(f"predicted speedup on {b['runtime']}: {b['predicted_speedup']:.2f}x")
+    elif "predicted_reduction" in b:
+        print(f"the chosen levels reduce the layers' {b['cost']} {b['predicted_reduction']:.2f}x")
+    else:
+        print(f"the layers' bytes: {b['predicted_layer_cost']:.0f} of {b['layer_budget']:.0f} allowed")
+    _write_json(args.out, planned)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _stitch(args) -> int:
+    import time
+
+    from .budget import check_runtime, stitch
+    from .db.levels import parse
+    from .db.store import Database
+    from .pipeline import _check_paths
+
+    try:
+        with open(args.plan) as f:
+            planned = json.load(f)
+        names = set(planned["plan"].values())
+        cost = planned["budget"]["cost"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"--plan {args.plan}: not a plan written by onnxobc plan ({type(e).__name__}: {e})") from None
+    t0 = time.perf_counter()
+    _check_paths(args.model, args.out)
+    _check_report_path(args)
+    if cost == "latency":
+        check_runtime(_options(args))
+    opt, prep = _stage(args, hessians=False, levels=[parse(n) for n in names])
+    with Database(args.db) as db:
+        report = stitch(prep, db, args.model, args.out, opt, planned, t0)
+    _print_report(report, args.out, args.report)
+    return 0
+
+
+def _one_budget(args, required: bool = False):
+    budgets = [b for b in BUDGETS if getattr(args, b, None) is not None]
+    if len(budgets) > 1:
+        raise ValueError(f"give one budget, not {' and '.join('--' + b for b in budgets)}")
+    if required and not budgets:
+        raise ValueError("give a budget: --speedup, --size, --flops or --bops")
+    return budgets[0] if budgets else None
 
 
 def _tradeoff(args) -> int:
@@ -212,6 +326,15 @@ def _add_solver_options(c) -> None:
     # the fixed-level choices, for the subcommands that do not take them (compress overrides them)
     c.set_defaults(sparsity=None, nm=None, block4=None, wbits=None, abits=None, matmulnbits=False, rank=None,
                    codebook=None, outliers=None, plus_rank=None)
+
+
+def _add_budgets(c) -> None:
+    c.add_argument("--speedup", metavar="FACTOR", help="a budget: measured speedup on --runtime, e.g. 2x")
+    c.add_argument("--size", metavar="SHARE", help="a budget: output bytes as a share of the input's, e.g. 0.25")
+    c.add_argument("--flops", metavar="FACTOR", help="a budget: the layers' FLOPs reduced, e.g. 3x")
+    c.add_argument("--bops", metavar="FACTOR", help="a budget: the layers' bit-operations reduced, e.g. 8x")
+    c.add_argument("--best-effort", action="store_true",
+                   help="when the budget cannot be met, take the closest plan instead of failing")
 
 
 def _config_defaults(argv) -> dict:
@@ -266,13 +389,8 @@ def main(argv=None) -> int:
                         "ternary {-c, 0, c} per output channel; stored as packed indices plus the values")
     c.add_argument("--matmulnbits", action="store_true",
                    help="write quantized MatMul weights as onnxruntime's MatMulNBits (com.microsoft) kernels")
-    c.add_argument("--speedup", metavar="FACTOR", help="a budget: measured speedup on --runtime, e.g. 2x")
-    c.add_argument("--size", metavar="SHARE", help="a budget: output bytes as a share of the input's, e.g. 0.25")
-    c.add_argument("--flops", metavar="FACTOR", help="a budget: the layers' FLOPs reduced, e.g. 3x")
-    c.add_argument("--bops", metavar="FACTOR", help="a budget: the layers' bit-operations reduced, e.g. 8x")
+    _add_budgets(c)
     c.add_argument("--db", metavar="DIR", help="the database a budget builds and reuses (default: OUT.db)")
-    c.add_argument("--best-effort", action="store_true",
-                   help="when the budget cannot be met, write the closest model instead of failing")
     c.add_argument("--report", help="also write the summary as JSON here")
     c.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
     c.set_defaults(run=_compress)
@@ -293,6 +411,32 @@ def main(argv=None) -> int:
     _add_solver_options(b)
     b.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
     b.set_defaults(run=_db_build)
+    pr = sub.add_parser("profile", help="time every layer of the database at each level on the runtime, and the "
+                                        "whole model (cached in the database)")
+    pr.add_argument("model", help="the .onnx file")
+    pr.add_argument("--db", required=True, metavar="DIR", help="a database made by onnxobc db build")
+    _add_solver_options(pr)
+    pr.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    pr.set_defaults(run=_profile)
+    pl = sub.add_parser("plan", help="choose one level per layer under a budget from the database (no solving, "
+                                     "no timing) and write the plan as JSON")
+    pl.add_argument("model", help="the .onnx file")
+    pl.add_argument("--db", required=True, metavar="DIR", help="a database made by onnxobc db build (and profile)")
+    pl.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
+    _add_solver_options(pl)
+    _add_budgets(pl)
+    pl.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    pl.set_defaults(run=_plan)
+    st = sub.add_parser("stitch", help="write the model a plan chooses from the database, correct, verify, and "
+                                       "time it for a speedup plan")
+    st.add_argument("model", help="the .onnx file the plan was made for (never modified)")
+    st.add_argument("out", help="where to write the compressed model")
+    st.add_argument("--db", required=True, metavar="DIR", help="the database the plan was made from")
+    st.add_argument("--plan", required=True, metavar="PLAN.json", help="a plan written by onnxobc plan")
+    st.add_argument("--report", help="also write the summary as JSON here")
+    _add_solver_options(st)
+    st.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    st.set_defaults(run=_stitch)
     ls = dsub.add_parser("ls", help="list the database's entries")
     ls.add_argument("--db", required=True, metavar="DIR")
     ls.set_defaults(run=_db_ls)
@@ -300,12 +444,13 @@ def main(argv=None) -> int:
     try:
         defaults = _config_defaults(argv)
         if defaults:
-            known = {a.dest for sp in (c, b) for a in sp._actions}
+            configured = (c, b, pr, pl, st)
+            known = {a.dest for sp in configured for a in sp._actions}
             unknown = sorted(set(defaults) - known)
             if unknown:
                 raise ValueError(f"--config: unknown options {unknown}")
-            c.set_defaults(**defaults)
-            b.set_defaults(**{k: v for k, v in defaults.items() if k in {a.dest for a in b._actions}})
+            for sp in configured:
+                sp.set_defaults(**{k: v for k, v in defaults.items() if k in {a.dest for a in sp._actions}})
         args = ap.parse_args(argv)
         if isinstance(getattr(args, "nm", None), str):
             args.nm = _nm(args.nm)

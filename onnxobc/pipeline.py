@@ -382,9 +382,11 @@ class Prepared:
     folded: int = 0  # constant per-channel Mul/Add/Sub/Div nodes folded into the layers before them
 
 
-def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None) -> Prepared:
-    """Load, discover, split the calibration data, capture Hessians (and activation ranges when
-    `activation_ranges`, by default when options.abits)."""
+def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None,
+            hessians: bool = True) -> Prepared:
+    """Load, discover, split the calibration data, capture Hessians (unless not `hessians`: the
+    stages that only write from a database) and activation ranges (when `activation_ranges`, by
+    default when options.abits)."""
     progress = progress or _silent
     src = pathlib.Path(model_path)
     model = load_model(src)
@@ -401,9 +403,13 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
     wanted = bool(options.abits) if activation_ranges is None else activation_ranges
     observe = sum(quantized_tensors(model, layers, options.runtime), []) if wanted else []
-    hessians, ranges = capture_hessians(model, layers, calib_part, options.batch_size, observe, options.custom_ops,
-                                        progress=_counter(progress, "capture", n - n_hold,
-                                                          f"samples through {len(layers)} layers"))
+    captured = layers if hessians else []
+    hessians, ranges = {}, {}
+    if captured or observe:
+        hessians, ranges = capture_hessians(model, captured, calib_part, options.batch_size, observe,
+                                            options.custom_ops,
+                                            progress=_counter(progress, "capture", n - n_hold,
+                                                              f"samples through {len(captured)} layers"))
     if observe:
         ranges = capture_ranges(model, ranges, calib_part, options.batch_size, options.runtime == "tensorrt",
                                 options.custom_ops, progress=_counter(progress, "ranges", n - n_hold,

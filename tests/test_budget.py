@@ -1,5 +1,6 @@
 """The database and budgets: resumable builds (also after kill -9), size and latency budgets
-end to end on the shipped digits model, clear errors for budgets that cannot be met."""
+end to end on the shipped digits model, the stages (db build, profile, plan, stitch) run apart,
+clear errors for budgets that cannot be met."""
 
 import json
 import pathlib
@@ -102,7 +103,75 @@ def test_speedup_budget_reports_predicted_and_measured(tmp_path):
     assert b["measured_speedup"] > 0 and b["predicted_speedup"] > 0 and b["layer_sum_over_model"] > 0
     assert "predicted" in r.stdout and "measured" in r.stdout
     with Database(tmp_path / "s.onnx.db") as db:
-        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 3 * len(level_set("latency"))
+        levels = [r[0] for r in db.conn.execute("SELECT level FROM latency")]
+    assert len(levels) == 3 * len(level_set("latency")) + 1 and "source" in levels  # and the whole model's time
+
+
+def test_stages_db_build_plan_stitch_give_what_compress_gives(tmp_path):
+    db, calib = str(tmp_path / "db"), ["--calib", CALIB]
+    levels = ["--levels"] + LEVELS
+    r = onnxobc("db", "build", MODEL, "--db", db, "--cost", "size", *calib, *levels)
+    assert r.returncode == 0, r.stderr
+    r = onnxobc("plan", MODEL, "--db", db, "--size", "0.2", "--out", str(tmp_path / "plan.json"), *calib, *levels)
+    assert r.returncode == 0, r.stderr
+    planned = json.loads((tmp_path / "plan.json").read_text())
+    assert set(planned["plan"]) == {"fc0.weight", "fc1.weight", "fc2.weight"} and planned["budget"]["kind"] == "size"
+    r = onnxobc("stitch", MODEL, str(tmp_path / "s.onnx"), "--db", db, "--plan", str(tmp_path / "plan.json"), *calib,
+                "--report", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    assert "size: target 0.2 of the input, reached" in r.stdout
+    r = onnxobc("compress", MODEL, str(tmp_path / "c.onnx"), "--db", db, "--size", "0.2", *calib, *levels,
+                "--report", str(tmp_path / "c.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["database"]["computed"] == 0
+    assert (tmp_path / "s.onnx").read_bytes() == (tmp_path / "c.onnx").read_bytes()
+    assert json.loads((tmp_path / "s.json").read_text())["plan"] == planned["plan"]
+
+
+def test_speedup_stages_plan_only_from_a_profiled_database(tmp_path):
+    db, calib = str(tmp_path / "db"), ["--calib", CALIB]
+    assert onnxobc("db", "build", MODEL, "--db", db, *calib).returncode == 0
+    plan = ["plan", MODEL, "--db", db, "--speedup", "1.01x", "--best-effort", "--out", str(tmp_path / "p.json"), *calib]
+    r = onnxobc(*plan)
+    assert r.returncode == 2 and "run onnxobc profile first" in r.stderr and not (tmp_path / "p.json").exists()
+    r = onnxobc("profile", MODEL, "--db", db, *calib)
+    assert r.returncode == 0, r.stderr
+    assert "the whole model takes" in r.stdout and "fc0.weight" in r.stdout
+    r = onnxobc(*plan)
+    assert r.returncode == 0, r.stderr
+    assert "predicted speedup on onnxruntime" in r.stdout
+    r = onnxobc("stitch", MODEL, str(tmp_path / "o.onnx"), "--db", db, "--plan", str(tmp_path / "p.json"), *calib)
+    assert r.returncode == 0, r.stderr
+    assert "predicted" in r.stdout and "measured" in r.stdout
+
+
+def test_stage_errors(tmp_path):
+    db, calib = str(tmp_path / "db"), ["--calib", CALIB]
+    out = tmp_path / "o.onnx"
+    r = onnxobc("profile", MODEL, "--db", db, *calib)
+    assert r.returncode == 2 and "no database there" in r.stderr
+    assert onnxobc("db", "build", MODEL, "--db", db, "--cost", "size", *calib, "--levels", "dense", "w8").returncode == 0
+    r = onnxobc("plan", MODEL, "--db", db, "--size", "0.5", "--out", str(tmp_path / "p.json"), *calib)
+    assert r.returncode == 2 and "run onnxobc db build with the same options and levels first" in r.stderr
+    r = onnxobc("plan", MODEL, "--db", db, "--out", str(tmp_path / "p.json"), *calib)
+    assert r.returncode == 2 and "give a budget" in r.stderr
+    r = onnxobc("plan", MODEL, "--db", db, "--size", "0.5", "--levels", "dense", "w8", "--out",
+                str(tmp_path / "p.json"), *calib)
+    assert r.returncode == 0, r.stderr
+    stitch = ["stitch", MODEL, str(out), "--db", db, "--plan", str(tmp_path / "p.json")]
+    r = onnxobc(*stitch, *calib, "--damp", "0.02")
+    assert r.returncode == 2 and "other solver settings" in r.stderr and not out.exists()
+    other = tmp_path / "other.onnx"
+    m = onnx.load(MODEL)
+    m.doc_string = "changed"
+    onnx.save(m, other)
+    r = onnxobc("stitch", str(other), str(out), "--db", db, "--plan", str(tmp_path / "p.json"), *calib)
+    assert r.returncode == 2 and "another model" in r.stderr and not out.exists()
+    (tmp_path / "bad.json").write_text("{}")
+    r = onnxobc("stitch", MODEL, str(out), "--db", db, "--plan", str(tmp_path / "bad.json"), *calib)
+    assert r.returncode == 2 and "not a plan written by onnxobc plan" in r.stderr and not out.exists()
+    r = onnxobc(*stitch, *calib)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.parametrize("args,message", [
