@@ -1,11 +1,14 @@
-"""Budgets end to end on real models: PP-OCRv4 det and rec (fetched like the tests do,
-calibrated on rendered text) compressed to several --speedup targets on onnxruntime and --size
-targets, sharing one database per model and budget kind. Prints the plan's level counts, the
-predicted and measured speedup (dense and output timed in turns in one process), the sum of the
-layers' times against the whole model's, the file share and the output error on held-out
-images; then the time to build the database and to re-plan from it.
+"""Budgets end to end on real models: the shipped digits MLP (batch 8) and PP-OCRv4 det and rec
+(fetched like the tests do, calibrated on rendered text, batch 1) compressed to several
+--speedup targets on onnxruntime and --size targets, sharing one database per model and budget
+kind. Prints the plan's level counts, the predicted and measured speedup (dense and output timed
+in turns in one process) of the last plan and how many times it was re-planned because the
+measurement fell short, the sum of the layers' times against the whole model's, the file share
+and the output error on the held-out samples; the time to build the database and to re-plan
+from it; and, for comparison, onnxruntime's quantize_static (QDQ, per channel, U8S8) on the same
+calibration samples, timed and scored the same way.
 
-    python bench/budget.py [--models det rec] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
+    python bench/budget.py [--models digits det rec] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
 """
 
 from __future__ import annotations
@@ -22,46 +25,75 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 import ppocr  # noqa: E402
+from pipeline import quantize_static  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.budget import compress_to_budget  # noqa: E402
 from onnxobc.pipeline import Options  # noqa: E402
+from onnxobc.runtimes.onnxruntime import latencies, session  # noqa: E402
+
+DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
+HEADER = ["model", "budget", "levels chosen", "predicted", "measured", "re-plans", "layer sum / model",
+          "file share", "rel. output error", "db computed / reused", "s"]
+
+
+def baseline_row(label, path, calib, batch, tmp) -> list:
+    """quantize_static on the calibration part, its error on the held-out part (as the budgets'
+    verification splits them) and its speedup, timed in turns with the dense model."""
+    held = int(round(len(calib) * 0.25))
+    out = tmp / "quantize_static.onnx"
+    t = time.perf_counter()
+    quantize_static(path, out, calib[:len(calib) - held], reduce_range=False)
+    ref, got = (np.concatenate([session(m).run(None, {"x": calib[i:i + batch]})[0]
+                                for i in range(len(calib) - held, len(calib), batch)]) for m in (path, out))
+    err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
+    sec = latencies({"dense": path, "q": out}, {"x": calib[:batch]})
+    return [label, "quantize_static int8", "", "", f"{sec['dense'] / sec['q']:.2f}x", "", "",
+            f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}", "",
+            f"{time.perf_counter() - t:.0f}"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["det", "rec"])
+    ap.add_argument("--models", nargs="*", default=["digits", "det", "rec"], choices=["digits", "det", "rec"])
     ap.add_argument("--speedups", nargs="*", type=float, default=[1.05, 1.1, 1.2])
     ap.add_argument("--sizes", nargs="*", type=float, default=[0.25])
     ap.add_argument("--images", type=int, default=32)
     args = ap.parse_args()
-    paths = ppocr.fetch()
+    paths = ppocr.fetch() if set(args.models) - {"digits"} else {}
+    paths["digits"] = DIGITS / "mlp.onnx"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         for name in args.models:
-            x = (ppocr.det_inputs if name == "det" else ppocr.rec_inputs)(args.images)
+            if name == "digits":
+                x, batch, label = np.load(DIGITS / "calib.npz")["x"], 8, "digits MLP"
+            else:
+                x = (ppocr.det_inputs if name == "det" else ppocr.rec_inputs)(args.images)
+                batch, label = 1, f"PP-OCRv4 {name}"
             np.savez(tmp / f"{name}.npz", x=x)
             runs = [("speedup", f"{s}x") for s in args.speedups] + [("size", str(s)) for s in args.sizes]
             for kind, target in runs:
                 t = time.perf_counter()
-                rep = compress_to_budget(paths[name], tmp / "out.onnx", tmp / f"{name}.npz", Options(batch_size=1),
-                                         kind, target, db_dir=tmp / f"{name}-{kind}.db", best_effort=True)
+                rep = compress_to_budget(paths[name], tmp / "out.onnx", tmp / f"{name}.npz",
+                                         Options(batch_size=batch), kind, target, db_dir=tmp / f"{name}-{kind}.db",
+                                         best_effort=True)
                 b = rep["budget"]
                 (err,) = rep["verification"]["relative_output_error"].values()
                 plan = collections.Counter(rep["plan"].values())
                 met = b["predicted_layer_cost"] <= b["layer_budget"]
-                rows.append([f"PP-OCRv4 {name}", f"--{kind} {target}" + ("" if met else " (best effort)"),
+                rows.append([label, f"--{kind} {target}" + ("" if met else " (best effort)"),
                              ", ".join(f"{k} {v}" for k, v in sorted(plan.items())),
                              f"{b['predicted_speedup']:.2f}x" if kind == "speedup" else "",
                              f"{b['measured_speedup']:.2f}x" if kind == "speedup" else "",
+                             str(len(b["attempts"]) - 1) if kind == "speedup" else "",
                              f"{b['layer_sum_over_model']:.2f}" if kind == "speedup" else "",
                              f"{rep['bytes']['output'] / rep['bytes']['input']:.3f}", f"{err:.4f}",
                              f"{rep['database']['computed']} / {rep['database']['reused']}",
                              f"{time.perf_counter() - t:.0f}"])
-                print_table(["model", "budget", "levels chosen", "predicted", "measured", "layer sum / model",
-                             "file share", "rel. output error", "db computed / reused", "s"], rows,
-                            "budgets on onnxruntime CPU, batch 1 (so far)")
+                print_table(HEADER, rows, "budgets on onnxruntime CPU (so far)")
+            rows.append(baseline_row(label, paths[name], x, batch, tmp))
+            print_table(HEADER, rows, "budgets on onnxruntime CPU (so far)")
 
 
 if __name__ == "__main__":

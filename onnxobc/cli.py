@@ -135,6 +135,10 @@ def _print_budget(b: dict) -> None:
               f"{b['measured_speedup']:.2f}x (dense {b['dense_model_seconds'] * 1e3:.3f} ms, output "
               f"{b['output_model_seconds'] * 1e3:.3f} ms per batch; the layers alone sum to "
               f"{b['layer_sum_over_model']:.2f}x the dense model's time)")
+        if len(b.get("attempts", [])) > 1:
+            print("measured short of the target, re-planned: " + "; ".join(
+                f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x, measured "
+                f"{a['measured_speedup']:.2f}x" for a in b["attempts"]))
     elif b["cost"] == "size":
         print(f"size: target {b['target']} of the input, reached {b['measured_share']:.3f}")
     else:

@@ -101,6 +101,11 @@ def test_speedup_budget_reports_predicted_and_measured(tmp_path):
     assert r.returncode == 0, r.stderr
     b = json.loads((tmp_path / "r.json").read_text())["budget"]
     assert b["measured_speedup"] > 0 and b["predicted_speedup"] > 0 and b["layer_sum_over_model"] > 0
+    # every attempt is reported; a re-plan (when the measurement falls short) aims higher
+    attempts = b["attempts"]
+    assert 1 <= len(attempts) <= 3 and attempts[0]["aimed_speedup"] == pytest.approx(1.01)
+    assert attempts[-1]["measured_speedup"] == b["measured_speedup"]
+    assert all(a["aimed_speedup"] < c["aimed_speedup"] for a, c in zip(attempts, attempts[1:]))
     assert "predicted" in r.stdout and "measured" in r.stdout
     with Database(tmp_path / "s.onnx.db") as db:
         levels = [r[0] for r in db.conn.execute("SELECT level FROM latency")]
