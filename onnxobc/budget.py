@@ -159,8 +159,7 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         factor = aim
     src = pathlib.Path(src)
     mkey, skey = model_key(src), settings_key(prep, options)
-    batch = len(next(iter(_feed(prep, options).values())))
-    table = cost_table(prep, db, mkey, skey, levels, cost, options, batch, progress, measure)
+    table = cost_table(prep, db, mkey, skey, levels, cost, options, timing_batch(prep, options), progress, measure)
     dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
     dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
     fixed, scale, source_s, dense_model_s = 0.0, 1.0, None, None
@@ -193,7 +192,7 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         figures.update(runtime=options.runtime, batch_size=options.batch_size, aimed_speedup=factor,
                        predicted_speedup=source_s / (fixed + scale * predicted),
                        layer_sum_over_model=dense_layers / dense_model_s)
-    elif cost not in ("size",):
+    elif cost != "size":
         figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
     return {"model": mkey, "settings": skey, "input": str(src), "budget": figures,
             "plan": {l.weight: lvs[k].name for l, lvs, k in zip(table.layers, table.levels, choice)}}
@@ -300,6 +299,11 @@ def _reachable(kind, best, fixed, source_s, dense_layers, src) -> str:
     if kind == "size":
         return f"{(best + src.stat().st_size - dense_layers) / src.stat().st_size:.3f} of the input"
     return f"{dense_layers / best:.2f}x" if best else "unbounded"
+
+
+def timing_batch(prep, options) -> int:
+    """The batch size latencies are measured at: the first calibration batch's."""
+    return len(next(iter(_feed(prep, options).values())))
 
 
 def _feed(prep, options) -> dict:

@@ -180,22 +180,20 @@ def _db_ls(args) -> int:
     return 0
 
 
-def _stage(args, hessians: bool, levels=None):
-    """(options, prepared model) for a stage that reads the database."""
+def _stage(args, opt, levels=None):
+    """The prepared model (no Hessians) for a stage that reads the database."""
     from .pipeline import prepare
     from .progress import ProgressPrinter
 
     if not (pathlib.Path(args.db) / "index.sqlite").is_file():
         raise ValueError(f"{args.db}: no database there (make it with onnxobc db build)")
-    opt = _options(args)
     opt.check(planned=True)
-    prep = prepare(args.model, args.calib, opt, ProgressPrinter(), hessians=hessians,
+    return prepare(args.model, args.calib, opt, ProgressPrinter(), hessians=False,
                    activation_ranges=any(lv.abits for lv in levels or ()))
-    return opt, prep
 
 
 def _profile(args) -> int:
-    from .budget import check_runtime, cost_table, model_seconds, parse_levels
+    from .budget import check_runtime, cost_table, model_seconds, parse_levels, timing_batch
     from .db.build import model_key, settings_key
     from .db.levels import level_set
     from .db.store import Database
@@ -204,10 +202,10 @@ def _profile(args) -> int:
     opt = _options(args)
     check_runtime(opt)
     levels = parse_levels(args.levels) or level_set("latency", opt.runtime)
-    opt, prep = _stage(args, hessians=False)
+    prep = _stage(args, opt)
     with Database(args.db) as db:
         table = cost_table(prep, db, model_key(args.model), settings_key(prep, opt), levels, "latency", opt,
-                           opt.batch_size, ProgressPrinter())
+                           timing_batch(prep, opt), ProgressPrinter())
         whole = model_seconds(prep, db, args.model, opt)
     names = [lv.name for lv in levels]
     rows = [(l.weight,) + tuple(f"{c[lvs.index(lv)] * 1e3:.4f}" if lv in lvs else "-" for lv in levels)
@@ -231,7 +229,7 @@ def _plan(args) -> int:
     budget_factor(kind, getattr(args, kind))
     opt = _options(args)
     levels = parse_levels(args.levels) or level_set(COSTS[kind], opt.runtime)
-    opt, prep = _stage(args, hessians=False)
+    prep = _stage(args, opt)
     with Database(args.db) as db:
         planned = make_plan(prep, db, args.model, opt, kind, getattr(args, kind), levels, args.best_effort,
                             ProgressPrinter(), measure=False)
@@ -266,9 +264,10 @@ def _stitch(args) -> int:
     t0 = time.perf_counter()
     _check_paths(args.model, args.out)
     _check_report_path(args)
+    opt = _options(args)
     if cost == "latency":
-        check_runtime(_options(args))
-    opt, prep = _stage(args, hessians=False, levels=[parse(n) for n in names])
+        check_runtime(opt)
+    prep = _stage(args, opt, levels=[parse(n) for n in names])
     with Database(args.db) as db:
         report = stitch(prep, db, args.model, args.out, opt, planned, t0)
     _print_report(report, args.out, args.report)
@@ -341,6 +340,10 @@ def _add_budgets(c) -> None:
                    help="when the budget cannot be met, take the closest plan instead of failing")
 
 
+def _add_config(c) -> None:
+    c.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+
+
 def _config_defaults(argv) -> dict:
     """Options from --config FILE (TOML, keys as the long options with _ for -); the command
     line overrides them."""
@@ -396,7 +399,7 @@ def main(argv=None) -> int:
     _add_budgets(c)
     c.add_argument("--db", metavar="DIR", help="the database a budget builds and reuses (default: OUT.db)")
     c.add_argument("--report", help="also write the summary as JSON here")
-    c.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    _add_config(c)
     c.set_defaults(run=_compress)
     t = sub.add_parser("tradeoff", help="error against bytes on disk and measured latency, per compression family")
     t.add_argument("model", help="the .onnx file (never modified)")
@@ -413,14 +416,14 @@ def main(argv=None) -> int:
     b.add_argument("--cost", default="latency", choices=["latency", "size", "flops", "bops"],
                    help="the budget whose level set to build (default latency)")
     _add_solver_options(b)
-    b.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    _add_config(b)
     b.set_defaults(run=_db_build)
     pr = sub.add_parser("profile", help="time every layer of the database at each level on the runtime, and the "
                                         "whole model (cached in the database)")
     pr.add_argument("model", help="the .onnx file")
     pr.add_argument("--db", required=True, metavar="DIR", help="a database made by onnxobc db build")
     _add_solver_options(pr)
-    pr.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    _add_config(pr)
     pr.set_defaults(run=_profile)
     pl = sub.add_parser("plan", help="choose one level per layer under a budget from the database (no solving, "
                                      "no timing) and write the plan as JSON")
@@ -429,7 +432,7 @@ def main(argv=None) -> int:
     pl.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
     _add_solver_options(pl)
     _add_budgets(pl)
-    pl.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    _add_config(pl)
     pl.set_defaults(run=_plan)
     st = sub.add_parser("stitch", help="write the model a plan chooses from the database, correct, verify, and "
                                        "time it for a speedup plan")
@@ -439,7 +442,7 @@ def main(argv=None) -> int:
     st.add_argument("--plan", required=True, metavar="PLAN.json", help="a plan written by onnxobc plan")
     st.add_argument("--report", help="also write the summary as JSON here")
     _add_solver_options(st)
-    st.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
+    _add_config(st)
     st.set_defaults(run=_stitch)
     ls = dsub.add_parser("ls", help="list the database's entries")
     ls.add_argument("--db", required=True, metavar="DIR")

@@ -496,7 +496,9 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
             sparse_parts.add(add_outliers(out, l, l.weight_from(s.sparse)))
     for l in layers:
         if solved[l.weight].plus is not None:
-            sparse_parts.add(add_low_rank_part(out, l, *solved[l.weight].plus[0]) or l.weight)
+            renamed = add_low_rank_part(out, l, *solved[l.weight].plus[0])
+            if renamed:  # the sparse part of sparse + low-rank, under its new name
+                sparse_parts.add(renamed)
     int8 = [l for l in quantized if options[l.weight].abits]
     for runtime in sorted({options[l.weight].runtime for l in int8}):
         insert_activation_qdq(out, [l for l in int8 if options[l.weight].runtime == runtime], prep.ranges, scales,
