@@ -84,3 +84,19 @@ def test_property_fast_path_equals_oracle(rows, groups, seed, flush, bits, sym, 
         for eager, fast in fast_and_oracle(fn, **kw):
             np.testing.assert_array_equal(eager.order, fast.order)
             assert fast.loss == pytest.approx(eager.loss, rel=1e-7, abs=1e-12)
+
+
+def test_masked_quantization_over_row_batches_with_uneven_survivors():
+    """Prune-then-quantize where the row batches keep different numbers of weights (found with
+    4-blocks on a 128×1152 Conv): split into batches, the result equals the one-batch run."""
+    W, H = make_problem(12, 48, seed=23)
+    mask = np.ones_like(W, dtype=bool)
+    mask[:6, :20] = False  # the first batch keeps 28 weights a row, the second 48
+    grid = fit_uniform_grid(W * mask, 4, True)
+    one = quantize(W, H, grid, mask=mask, engine="eager", dtype=np.float64)
+    for engine in ("eager", "deferred", "fused"):
+        split = quantize(W, H, grid, mask=mask, engine=engine, dtype=np.float64, mem_bytes=6 * 48 * 48 * 8)
+        assert split.order.shape == one.order.shape
+        np.testing.assert_array_equal(split.order, one.order)
+        np.testing.assert_allclose(split.weight, one.weight, rtol=1e-6, atol=1e-7)
+        assert not split.weight[~mask].any()

@@ -87,4 +87,9 @@ def run_rows(policy: Policy, W, H, Hinv, *, mask=None, grid=None, engine="auto",
         loss0[sl] = l0
         if progress is not None:
             progress(sl.stop - sl.start)
+    # batches of rows with different numbers of alive weights (a mask) take different step counts:
+    # pad as the policies pad finished rows within a batch (order −1, no loss)
+    steps = max(o.shape[1] for o in orders)
+    orders = [np.pad(o, ((0, 0), (0, steps - o.shape[1])), constant_values=-1) for o in orders]
+    incs = [np.pad(i, ((0, 0), (0, steps - i.shape[1]))) for i in incs]
     return weights, np.concatenate(orders), np.concatenate(incs), loss0
