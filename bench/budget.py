@@ -6,9 +6,12 @@ in turns in one process) of the last plan and how many times it was re-planned b
 measurement fell short, the sum of the layers' times against the whole model's, the file share
 and the output error on the held-out samples; the time to build the database and to re-plan
 from it; and, for comparison, onnxruntime's quantize_static (QDQ, per channel, U8S8) on the same
-calibration samples, timed and scored the same way.
+calibration samples, timed and scored the same way. With --runtime deepsparse the levels are
+timed and the outputs measured on DeepSparse (runtimes/deepsparse/setup.sh), and quantize_static
+writes its operator form (QLinearConv, per-tensor weights), which DeepSparse runs as int8.
 
     python bench/budget.py [--models digits det rec] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
+                           [--runtime onnxruntime|deepsparse]
 """
 
 from __future__ import annotations
@@ -30,25 +33,26 @@ from tables import print_table  # noqa: E402
 
 from onnxobc.budget import compress_to_budget  # noqa: E402
 from onnxobc.pipeline import Options  # noqa: E402
-from onnxobc.runtimes.onnxruntime import latencies, session  # noqa: E402
+from onnxobc import runtimes  # noqa: E402
+from onnxobc.runtimes.onnxruntime import session  # noqa: E402
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
-HEADER = ["model", "budget", "levels chosen", "predicted", "measured", "re-plans", "layer sum / model",
+HEADER = ["model", "budget", "levels chosen", "predicted", "corrected", "measured", "re-plans", "layer sum / model",
           "file share", "rel. output error", "db computed / reused", "s"]
 
 
-def baseline_row(label, path, calib, batch, tmp) -> list:
+def baseline_row(label, path, calib, batch, tmp, runtime) -> list:
     """quantize_static on the calibration part, its error on the held-out part (as the budgets'
     verification splits them) and its speedup, timed in turns with the dense model."""
     held = int(round(len(calib) * 0.25))
     out = tmp / "quantize_static.onnx"
     t = time.perf_counter()
-    quantize_static(path, out, calib[:len(calib) - held], reduce_range=False)
+    quantize_static(path, out, calib[:len(calib) - held], reduce_range=False, operator_form=runtime == "deepsparse")
     ref, got = (np.concatenate([session(m).run(None, {"x": calib[i:i + batch]})[0]
                                 for i in range(len(calib) - held, len(calib), batch)]) for m in (path, out))
     err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
-    sec = latencies({"dense": path, "q": out}, {"x": calib[:batch]})
-    return [label, "quantize_static int8", "", "", f"{sec['dense'] / sec['q']:.2f}x", "", "",
+    sec = runtimes.load(runtime).latencies({"dense": path, "q": out}, {"x": calib[:batch]})
+    return [label, "quantize_static int8", "", "", "", f"{sec['dense'] / sec['q']:.2f}x", "", "",
             f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}", "",
             f"{time.perf_counter() - t:.0f}"]
 
@@ -59,6 +63,7 @@ def main():
     ap.add_argument("--speedups", nargs="*", type=float, default=[1.05, 1.1, 1.2])
     ap.add_argument("--sizes", nargs="*", type=float, default=[0.25])
     ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "deepsparse"])
     args = ap.parse_args()
     paths = ppocr.fetch() if set(args.models) - {"digits"} else {}
     paths["digits"] = DIGITS / "mlp.onnx"
@@ -77,8 +82,8 @@ def main():
             for kind, target in runs:
                 t = time.perf_counter()
                 rep = compress_to_budget(paths[name], tmp / "out.onnx", tmp / f"{name}.npz",
-                                         Options(batch_size=batch), kind, target, db_dir=tmp / f"{name}-{kind}.db",
-                                         best_effort=True)
+                                         Options(batch_size=batch, runtime=args.runtime), kind, target,
+                                         db_dir=tmp / f"{name}-{kind}.db", best_effort=True)
                 b = rep["budget"]
                 (err,) = rep["verification"]["relative_output_error"].values()
                 plan = collections.Counter(rep["plan"].values())
@@ -86,15 +91,16 @@ def main():
                 rows.append([label, f"--{kind} {target}" + ("" if met else " (best effort)"),
                              ", ".join(f"{k} {v}" for k, v in sorted(plan.items())),
                              f"{b['predicted_speedup']:.2f}x" if kind == "speedup" else "",
+                             f"{b['corrected_speedup']:.2f}x" if kind == "speedup" else "",
                              f"{b['measured_speedup']:.2f}x" if kind == "speedup" else "",
                              str(len(b["attempts"]) - 1) if kind == "speedup" else "",
                              f"{b['layer_sum_over_model']:.2f}" if kind == "speedup" else "",
                              f"{rep['bytes']['output'] / rep['bytes']['input']:.3f}", f"{err:.4f}",
                              f"{rep['database']['computed']} / {rep['database']['reused']}",
                              f"{time.perf_counter() - t:.0f}"])
-                print_table(HEADER, rows, "budgets on onnxruntime CPU (so far)")
-            rows.append(baseline_row(label, paths[name], x, batch, tmp))
-            print_table(HEADER, rows, "budgets on onnxruntime CPU (so far)")
+                print_table(HEADER, rows, f"budgets on {args.runtime} CPU (so far)")
+            rows.append(baseline_row(label, paths[name], x, batch, tmp, args.runtime))
+            print_table(HEADER, rows, f"budgets on {args.runtime} CPU (so far)")
 
 
 if __name__ == "__main__":

@@ -56,9 +56,10 @@ W8A8_RUNS = [("onnxobc exact, w8", dict(wbits=8, abits=8)), ("onnxobc exact, w7"
 PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16
 
 
-def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool) -> None:
+def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool, operator_form: bool = False) -> None:
     """onnxruntime.quantization's static QDQ quantization, per channel, U8S8, its default MinMax
-    calibration, on the same calibration samples. It is given the model as onnxobc prepares it:
+    calibration, on the same calibration samples (`operator_form`: QLinearConv and per-tensor
+    weights instead, what DeepSparse runs as int8). It is given the model as onnxobc prepares it:
     Constant-node weights moved to initializers (it quantizes only initializer weights, and
     PP-OCR keeps its weights in Constant nodes) and opset ≥ 13 (per-channel DequantizeLinear)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
@@ -76,7 +77,9 @@ def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool) -> None:
         def get_next(self):
             return next(self.feeds, None)
 
-    ort_quantize_static(str(dst) + ".in.onnx", str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    ort_quantize_static(str(dst) + ".in.onnx", str(dst), Reader(),
+                        quant_format=QuantFormat.QOperator if operator_form else QuantFormat.QDQ,
+                        per_channel=not operator_form,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     pathlib.Path(str(dst) + ".in.onnx").unlink()
 

@@ -189,8 +189,10 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     figures = {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
                "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers, "layer_scale": scale}
     if cost == "latency":
+        raw = source_s / (fixed + scale * predicted)
+        # a re-plan aims higher by what the last measurement missed: the same ratio corrects its prediction
         figures.update(runtime=options.runtime, batch_size=options.batch_size, aimed_speedup=factor,
-                       predicted_speedup=source_s / (fixed + scale * predicted),
+                       predicted_speedup=raw, corrected_speedup=raw * budget_factor(kind, target) / factor,
                        layer_sum_over_model=dense_layers / dense_model_s)
     elif cost != "size":
         figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
@@ -270,7 +272,8 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
 
     def note(r):
         b = r["budget"]
-        attempts.append({k: b[k] for k in ("aimed_speedup", "predicted_speedup", "measured_speedup")})
+        attempts.append({k: b[k] for k in ("aimed_speedup", "predicted_speedup", "corrected_speedup",
+                                           "measured_speedup")})
         b["attempts"] = attempts
 
     note(report)

@@ -137,8 +137,9 @@ def _print_budget(b: dict) -> None:
               f"{b['layer_sum_over_model']:.2f}x the dense model's time)")
         if len(b.get("attempts", [])) > 1:
             print("measured short of the target, re-planned: " + "; ".join(
-                f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x, measured "
-                f"{a['measured_speedup']:.2f}x" for a in b["attempts"]))
+                f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x (corrected by the "
+                f"measurements before: {a['corrected_speedup']:.2f}x), measured {a['measured_speedup']:.2f}x"
+                for a in b["attempts"]))
     elif b["cost"] == "size":
         print(f"size: target {b['target']} of the input, reached {b['measured_share']:.3f}")
     else:

@@ -65,9 +65,15 @@ class Options:
     bias_correction: bool = True  # fold (W − Ŵ)·E[x] into each compressed layer's bias
     variance_correction: bool = True  # rescale channels read by a BatchNormalization to the dense variance
     abits: int | None = None  # 8: static int8 activations (W8A8)
-    runtime: str = "onnxruntime"  # the QDQ flavour of --abits: onnxruntime (U8S8) or tensorrt (symmetric)
+    runtime: str = "onnxruntime"  # the int8 form of --abits: onnxruntime (U8S8 QDQ), tensorrt (symmetric QDQ)
+    #                               or deepsparse (QLinearConv / MatMulInteger, per-tensor weights)
     matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
     custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
+
+    @property
+    def per_tensor(self) -> bool:
+        """One weight grid per layer (DeepSparse's int8 kernels want per-tensor weight scales)."""
+        return self.runtime == "deepsparse" and self.abits is not None
 
     def check(self, planned: bool = False):
         """Raise ValueError on a bad combination. `planned`: a budget picks the levels, so the
@@ -116,9 +122,9 @@ class Options:
             custom_op_library(lib)  # a clear error now rather than after calibration
         if self.runtime not in ADAPTERS:
             raise ValueError(f"--runtime must be one of {tuple(ADAPTERS)}, got {self.runtime!r}")
-        if self.runtime == "deepsparse" and self.abits is not None:
-            raise ValueError("int8 activations for DeepSparse need its QLinearConv/QLinearMatMul form, which onnxobc "
-                             "does not write yet; use --runtime onnxruntime or tensorrt for --abits")
+        if self.runtime == "deepsparse" and self.wbits is not None and self.wbits <= 4:
+            raise ValueError("DeepSparse reads opsets up to 19 and 4-bit weights are stored at opset 21: "
+                             "use --wbits 5 to 8 for --runtime deepsparse")
         if self.runtime == "tensorrt" and self.abits is not None and not self.symmetric:
             raise ValueError("TensorRT runs symmetric int8 only: drop --asym for --runtime tensorrt")
         if not 0 < self.holdout < 1:
@@ -217,11 +223,12 @@ class _Group:
         return self.grid.codes(rest)
 
 
-def _solve(W, H, opt: Options, pruned=None) -> _Group:
+def _solve(W, H, opt: Options, pruned=None, grid=None) -> _Group:
     """One group's matrix: prune, quantize, or prune then quantize the survivors; or low-rank
     (its factors quantized with wbits), or a fitted codebook; or an additive combination
     (--outliers, --plus-rank). `pruned`, a pruning Result computed already (one level of a
-    many-level pass), replaces the pruning step."""
+    many-level pass), replaces the pruning step; `grid`, the quantization grid (per-tensor
+    weights), replaces its fitting."""
     if opt.outliers is not None or opt.plus_rank is not None:
         return _solve_additive(W, H, opt)
     if opt.rank is not None:
@@ -238,7 +245,7 @@ def _solve(W, H, opt: Options, pruned=None) -> _Group:
         else:
             r = solver.codebook(W, H, k, per_row=kind == "rows", method=QUANT_OF[opt.method])
         return _Group(r.weight, r.loss, r.grid)
-    mask, grid = None, None
+    mask = None
     loss = 0.0
     if opt.sparsity is not None or opt.nm is not None or opt.block4 is not None:
         method = PRUNE_OF[opt.method]
@@ -252,7 +259,8 @@ def _solve(W, H, opt: Options, pruned=None) -> _Group:
             r = solver.prune_blocks(W, H, [opt.block4], block=4, method=method)[0]
         W_hat, mask, loss = r.weight, r.mask, r.loss
     if opt.wbits is not None:
-        grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
+        if grid is None:
+            grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
         r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask)
         W_hat, loss = r.weight, r.loss
     return _Group(W_hat, loss, grid)
@@ -311,10 +319,16 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
         note = f"grouped Conv ({layer.groups} groups): no low-rank part"
     dense = layer.matrices(w)
     solved = any(v is not None for v in (opt.sparsity, opt.nm, opt.block4, opt.wbits, opt.rank, opt.codebook))
-    groups = [_solve(*solver.prepare(M, acc.hessian, options.damp), opt, None if pruned is None else pruned[g])
-              for g, (M, acc) in enumerate(zip(dense, hessians))] if solved else []
+    grids = [None] * len(dense)
+    if opt.per_tensor and opt.wbits is not None:  # one grid across the groups too
+        whole = solver.fit_uniform_grid(np.concatenate(dense), opt.wbits, opt.symmetric, per_tensor=True)
+        grids = [whole.take(slice(g * len(M), (g + 1) * len(M))) for g, M in enumerate(dense)]
+    groups = [_solve(*solver.prepare(M, acc.hessian, options.damp), opt, None if pruned is None else pruned[g],
+                     grids[g]) for g, (M, acc) in enumerate(zip(dense, hessians))] if solved else []
     loss = sum(x.loss for x in groups)
-    if solved and normalized and options.variance_correction:
+    if solved and normalized and options.variance_correction and opt.per_tensor:
+        note = "; ".join(x for x in (note, "no variance correction (per-tensor weight scales)") if x)
+    elif solved and normalized and options.variance_correction:
         groups = [x.scaled(solver.variance_ratio(M, x.weight, acc.hessian, acc.mean))
                   for x, M, acc in zip(groups, dense, hessians)]
         loss = sum(solver.layer_loss(M, x.weight, acc.hessian) for M, x, acc in zip(dense, groups, hessians))
@@ -509,6 +523,10 @@ def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
     for l in layers:
         s = solved[l.weight]
         s.row["storage"] = _storage(l, s, options[l.weight], sparse, nbits)
+    if any(options[l.weight].runtime == "deepsparse" for l in layers):
+        from .runtimes.deepsparse import compatible
+
+        out = compatible(out)
     return out
 
 
@@ -532,6 +550,8 @@ def _storage(layer, s: Solved, opt: Options, sparse, nbits) -> str:
         return f"MatMulNBits {matmulnbits_bits(opt.wbits)}-bit"
     if s.sparse is not None:
         return f"int{opt.wbits} + sparse float outliers{plus}"
+    if s.codes is not None and opt.per_tensor:
+        return f"int{opt.wbits}, per-tensor"
     return f"int{opt.wbits}{plus}" if s.codes is not None else "float32"
 
 

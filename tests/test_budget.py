@@ -224,3 +224,30 @@ def test_deepsparse_budget_without_its_environment_is_a_clear_error(tmp_path):
     r = onnxobc("compress", MODEL, str(tmp_path / "o.onnx"), "--calib", CALIB, "--speedup", "2x",
                 "--runtime", "deepsparse")
     assert r.returncode == 2 and "setup.sh" in r.stderr and not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.deepsparse
+def test_deepsparse_speedup_writes_its_int8_form_and_measures_it(tmp_path):
+    """On DeepSparse (its environment set up): the plan's levels are timed there, the output
+    holds only forms it reads (IR ≤ 9, QLinearConv / MatMulInteger for int8) and the speedup is
+    measured there."""
+    from onnxobc.runtimes import deepsparse
+
+    reason = deepsparse.available()
+    if reason:
+        pytest.skip(f"DeepSparse: {reason}")
+    out = tmp_path / "o.onnx"
+    r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--speedup", "1.05x", "--runtime", "deepsparse",
+                "--batch-size", "64", "--db", str(tmp_path / "db"), "--report", str(tmp_path / "r.json"),
+                "--best-effort")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    b = rep["budget"]
+    assert b["runtime"] == "deepsparse" and b["measured_speedup"] > 0 and b["predicted_speedup"] > 0
+    m = onnx.load(out)
+    assert m.ir_version <= 9
+    ops = {n.op_type for n in m.graph.node}
+    chosen = set(rep["plan"].values())
+    if any("a8" in lv for lv in chosen):
+        assert ops & {"MatMulInteger", "QLinearConv"}
+    assert not ops & {"QLinearAdd", "MatMulNBits"}

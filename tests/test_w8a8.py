@@ -200,6 +200,37 @@ def test_tensorrt_form_is_symmetric_on_layer_inputs_only(net, tmp_path):
     assert all(e < 0.05 for e in rep["verification"]["relative_output_error"].values())
 
 
+def test_deepsparse_form_is_qlinearconv_and_matmulinteger_with_per_tensor_weights(net, tmp_path, monkeypatch):
+    """Every layer is rewritten into the operator form; its outputs are those of the same layers
+    in QDQ form (the rewrite's oracle, run unfused), up to float rounding of the requantization."""
+    from onnxobc.graph import activation_qdq
+
+    path, calib = net
+    out = tmp_path / "ds.onnx"
+    rep = compress(path, out, calib, Options(wbits=8, abits=8, runtime="deepsparse"))
+    m = onnx.load(out)
+    ops = collections.Counter(n.op_type for n in m.graph.node)
+    assert ops["QLinearConv"] == 1 and ops["MatMulInteger"] == 3 and not ops.keys() & {"Conv", "Gemm", "MatMul"}
+    assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"} and m.ir_version <= 9
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "QLinearConv":
+            assert inits[n.input[4]].ndim == 0 and inits[n.input[5]] == 0  # per-tensor, symmetric
+            assert inits[n.input[3]].dtype == np.int8 and inits[n.input[8]].dtype == np.int32
+        if n.op_type == "MatMulInteger":
+            assert inits[n.input[1]].dtype == np.int8 and inits[n.input[3]].ndim == 0
+    assert all(r["storage"] == "int8, per-tensor" for r in rep["layers"])
+    monkeypatch.setattr(activation_qdq, "to_qoperator", lambda model, layers: 0)
+    compress(path, tmp_path / "qdq.onnx", calib, Options(wbits=8, abits=8, runtime="deepsparse"))
+    x = {"x": np.load(calib)["x"][-12:]}
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    got, ref = (ort.InferenceSession(str(p), plain, providers=["CPUExecutionProvider"]).run(None, x)[0]
+                for p in (out, tmp_path / "qdq.onnx"))
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-3
+    assert rep["verification"]["relative_output_error"]["y"] < 0.05
+
+
 def test_digits_w8a8_keeps_accuracy(tmp_path):
     import pathlib
 
@@ -218,7 +249,7 @@ def test_digits_w8a8_keeps_accuracy(tmp_path):
     (["--wbits", "4", "--abits", "8"], "need int8 weights"),
     (["--wbits", "8", "--abits", "8", "--asym", "--runtime", "tensorrt"], "symmetric int8 only"),
     (["--wbits", "8", "--abits", "8", "--runtime", "openvino"], "--runtime must be one of"),
-    (["--wbits", "8", "--abits", "8", "--runtime", "deepsparse"], "does not write yet"),
+    (["--wbits", "4", "--runtime", "deepsparse"], "use --wbits 5 to 8 for --runtime deepsparse"),
     (["--nm", "2:4", "--matmulnbits"], "--matmulnbits writes weight-only"),
     (["--wbits", "8", "--abits", "8", "--matmulnbits"], "--matmulnbits writes weight-only"),
 ])

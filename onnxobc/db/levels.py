@@ -143,6 +143,10 @@ def low_rank_levels(shares=(0.5, 0.25)) -> list[Level]:
     return [Level(rank=s) for s in shares]
 
 
+def _nearest_blocks(shares) -> list[Level]:
+    return [min(blocks(), key=lambda b: abs(b.block4 - s)) for s in shares]
+
+
 FITTED = [Level(codebook="16"), Level(codebook="16-row"), Level(codebook="ternary"), Level(codebook="binary")]
 
 LATENCY_SETS = {
@@ -152,8 +156,12 @@ LATENCY_SETS = {
                             + low_rank_levels()),
     "tensorrt": lambda: [Level(), Level(nm=(2, 4)), Level(wbits=8, abits=8), Level(nm=(2, 4), wbits=8, abits=8),
                          Level(wbits=4)] + low_rank_levels(),
-    # 4-blocks from about 70 %, where DeepSparse speeds them up (its int8 form is not written yet)
-    "deepsparse": lambda: [Level()] + [l for l in blocks() if l.block4 >= 0.7] + low_rank_levels(),
+    # 4-blocks from about 70 %, where DeepSparse speeds them up, in float and with int8 (QLinearConv,
+    # per-tensor weights), where it gains the most; four steps of the grid keep the timing short
+    "deepsparse": lambda: ([Level(), Level(wbits=8, abits=8)]
+                           + [l for b in _nearest_blocks((0.7, 0.8, 0.9, 0.95))
+                              for l in (b, Level(block4=b.block4, wbits=8, abits=8))]
+                           + low_rank_levels()),
 }
 
 

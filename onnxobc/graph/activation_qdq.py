@@ -10,6 +10,9 @@
   zero point 0, so the Q clamps exactly as the activation did.
 - tensorrt: int8 symmetric activations with zero point 0 on the layer inputs, int8 symmetric
   weights; biases stay float (TensorRT fuses them itself).
+- deepsparse: the onnxruntime form on the layers alone (no element-wise ops: standard ONNX has
+  no QLinearAdd), with per-tensor weights, then rewritten into the operator form DeepSparse
+  runs as int8 (graph/qoperator.py): QLinearConv, MatMulInteger.
 
 Each tensor's range comes from its calibration histogram (calib/ranges.py).
 """
@@ -26,8 +29,9 @@ from ..calib.ranges import activation_grid
 from .bias import matmul_bias
 from .flops import output_shapes
 from .nodes import consumers, node_name, remove_nodes
+from .qoperator import to_qoperator
 
-RUNTIMES = ("onnxruntime", "tensorrt")
+RUNTIMES = ("onnxruntime", "tensorrt", "deepsparse")
 
 
 def _clamp_from_zero(model, node) -> bool:
@@ -104,7 +108,7 @@ def _plan(model, layers, runtime) -> _Plan:
                 bias = matmul_bias(model, n, rows[name])
                 if bias is not None:
                     n = next(u for u in users_of[n.output[0]] if bias in u.input)
-        elif not (n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
+        elif not (runtime == "onnxruntime" and n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
                   and all(x in floats or x in consts for x in n.input) and n.output[0] in floats
                   and any(x in quantized for x in n.input) and n.output[0] in feeds_layer
                   and (n.op_type != "MatMul" or not set(n.input) & consts)):
@@ -141,12 +145,15 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
     plan = _plan(model, layers, runtime)
     shapes = output_shapes(model)
     consts = {t.name: t for t in g.initializer if t.data_type == TensorProto.FLOAT}
+    layer_nodes = {n for l in layers for n in l.nodes}
+    for n in g.node:  # an unnamed layer node is known by its output, which a folded Relu renames
+        if not n.name and n.output[0] in layer_nodes:
+            n.name = n.output[0]
     if plan.folded:
         remove_nodes(g, {(n.op_type, n.output[0]) for n in plan.folded.values()})
         for n in g.node:
             if n.output and n.output[0] in plan.folded:
                 n.output[0] = plan.folded[n.output[0]].output[0]
-    layer_nodes = {n for l in layers for n in l.nodes}
     elementwise = set(plan.elementwise)
     grids = {}
     for t in dict.fromkeys(plan.inputs + plan.outputs):
@@ -166,7 +173,7 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
                 n.input[i] = f"{x}.dq"
             elif name in elementwise and x in consts:
                 n.input[i] = _quantized_constant(g, consts[x], f"{x}.{name}", const_dq)
-    if runtime == "onnxruntime":
+    if runtime != "tensorrt":
         _quantize_biases(model, layers, grids, weight_scales, shapes)
     pairs = {t: [helper.make_node("QuantizeLinear", [t, f"{t}.act_scale", f"{t}.act_zero"], [f"{t}.q"],
                                   name=f"{t}.quantize"),
@@ -179,6 +186,8 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
         order.extend(p for o in n.output if o in pairs for p in pairs[o])
     del g.node[:]
     g.node.extend(order)
+    if runtime == "deepsparse":
+        to_qoperator(model, layers)
 
 
 def _quantized_constant(g, tensor, name: str, nodes: list) -> str:

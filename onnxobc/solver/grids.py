@@ -140,8 +140,9 @@ def code_range(bits: int, symmetric: bool, narrow: bool = False) -> tuple[int, i
 
 
 def fit_uniform_grid(W, bits: int, symmetric: bool = True, *, mse: bool = True, narrow: bool = False,
-                     steps: int = 100, max_shrink: float = 0.8) -> UniformGrid:
-    """One uniform grid per row of W.
+                     steps: int = 100, max_shrink: float = 0.8, per_tensor: bool = False) -> UniformGrid:
+    """One uniform grid per row of W (with `per_tensor`, one grid for the whole of W, repeated
+    for every row: the range and the shrink factor are W's, the error summed over all rows).
 
     Symmetric grids have zero point 0 and signed codes [−2^(b−1), 2^(b−1) − 1] ([−(2^(b−1) − 1), …]
     with `narrow`); asymmetric grids have codes [0, 2^b − 1] and an integer zero point, and always
@@ -154,6 +155,8 @@ def fit_uniform_grid(W, bits: int, symmetric: bool = True, *, mse: bool = True, 
         raise ValueError(f"max_shrink must be in [0, 1), got {max_shrink}")
     lo = np.minimum(W.min(axis=1), 0)
     hi = np.maximum(W.max(axis=1), 0)
+    if per_tensor:
+        lo, hi = np.full_like(lo, lo.min(initial=0.0)), np.full_like(hi, hi.max(initial=0.0))
 
     def grid_at(p):
         if symmetric:
@@ -172,10 +175,14 @@ def fit_uniform_grid(W, bits: int, symmetric: bool = True, *, mse: bool = True, 
     best = grid_at(1.0)
     if not mse:
         return best
-    best_err = ((best.project(W) - W) ** 2).sum(axis=1)
+    def error(g):
+        err = ((g.project(W) - W) ** 2).sum(axis=1)
+        return np.full_like(err, err.sum()) if per_tensor else err
+
+    best_err = error(best)
     for i in range(1, int(max_shrink * steps) + 1):
         g = grid_at(1 - i / steps)
-        err = ((g.project(W) - W) ** 2).sum(axis=1)
+        err = error(g)
         better = err < best_err
         best.scale = np.where(better, g.scale, best.scale)
         best.zero = np.where(better, g.zero, best.zero)

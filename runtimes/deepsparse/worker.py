@@ -1,7 +1,9 @@
 """Runs inside the isolated DeepSparse environment (runtimes/deepsparse/setup.sh), never in
-onnxobc's: times one model on DeepSparse and prints {"seconds": median} as JSON.
+onnxobc's: compiles every model given, times them in turns (warm-up, then `rounds` rounds of
+`repeats` runs each, so drift on a shared machine hits all alike) and prints
+{"seconds": [median per run, one per model]} as JSON.
 
-    python worker.py MODEL.onnx FEED.npz REPEATS WARMUP
+    python worker.py FEED.npz ROUNDS REPEATS WARMUP MODEL.onnx [MODEL.onnx ...]
 """
 
 import json
@@ -16,20 +18,23 @@ from deepsparse import compile_model  # noqa: E402
 
 
 def main():
-    model, feed_path, repeats, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    feed_path, rounds, repeats, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     with np.load(feed_path, allow_pickle=False) as f:
         names = json.loads(str(f["__order__"]))
         inputs = [f[n] for n in names]
     batch = int(inputs[0].shape[0])
-    engine = compile_model(model, batch_size=batch)
-    for _ in range(warmup):
-        engine.run(inputs)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        engine.run(inputs)
-        times.append(time.perf_counter() - t)
-    print(json.dumps({"seconds": float(np.median(times))}))
+    engines = [compile_model(m, batch_size=batch) for m in sys.argv[5:]]
+    for e in engines:
+        for _ in range(warmup):
+            e.run(inputs)
+    times = [[] for _ in engines]
+    for _ in range(rounds):
+        for e, t in zip(engines, times):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                e.run(inputs)
+            t.append((time.perf_counter() - start) / repeats)
+    print(json.dumps({"seconds": [float(np.median(t)) for t in times]}))
 
 
 if __name__ == "__main__":
