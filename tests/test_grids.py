@@ -35,6 +35,28 @@ def test_mse_search_never_worse_than_full_range():
         assert np.all(e1 <= e0 + 1e-9) and e1.sum() < e0.sum()
 
 
+@pytest.mark.parametrize("sym", [True, False])
+def test_per_tensor_grid_is_the_best_shared_grid_of_the_search(sym):
+    """One grid for every row; its total error is the least over the search's shrink factors,
+    each checked by brute force with a single-row fit of the whole tensor's values."""
+    W = np.random.default_rng(1).standard_t(3, (7, 30)).astype(np.float32)
+    g = fit_uniform_grid(W, 4, sym, per_tensor=True)
+    assert np.all(g.scale == g.scale[0]) and np.all(g.zero == g.zero[0]) and len(g.scale) == 7
+    err = ((g.project(W) - W) ** 2).sum()
+    flat = W.reshape(1, -1)  # one row holding every value: the same range, the same candidates
+    for p in range(0, 81):
+        cand = fit_uniform_grid(flat, 4, sym, mse=False, max_shrink=0.8)
+        cand.scale = cand.scale * (1 - p / 100)
+        if not sym:
+            lo = min(flat.min(), 0.0) * (1 - p / 100)
+            cand.zero = np.clip(np.rint(cand.qmin - lo / cand.scale), cand.qmin, cand.qmax)
+        assert err <= ((cand.project(flat) - flat) ** 2).sum() + 1e-9
+    same_rows = np.repeat(W[:1], 5, axis=0)  # identical rows: per-row and per-tensor agree
+    a, b = fit_uniform_grid(same_rows, 4, sym), fit_uniform_grid(same_rows, 4, sym, per_tensor=True)
+    np.testing.assert_allclose(a.scale, b.scale)
+    np.testing.assert_allclose(a.zero, b.zero)
+
+
 def test_outliers_are_beyond_half_a_step():
     W = np.array([[0.0, 1.0, 2.0, 3.0]], np.float32)
     g = fit_uniform_grid(W, 2, False, mse=False)  # grid {0, 1, 2, 3}
