@@ -341,6 +341,17 @@ def _add_budgets(c) -> None:
                    help="when the budget cannot be met, take the closest plan instead of failing")
 
 
+def _stage_parser(subparsers, name: str, help: str, db_help: str, run, model_help: str = "the .onnx file"):
+    """A build-pipeline stage's subcommand: the model, --db, the solver options and --config."""
+    p = subparsers.add_parser(name, help=help)
+    p.add_argument("model", help=model_help)
+    p.add_argument("--db", required=True, metavar="DIR", help=db_help)
+    _add_solver_options(p)
+    _add_config(p)
+    p.set_defaults(run=run)
+    return p
+
+
 def _add_config(c) -> None:
     c.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
 
@@ -411,40 +422,25 @@ def main(argv=None) -> int:
     t.set_defaults(run=_tradeoff)
     d = sub.add_parser("db", help="the database of compressed layers")
     dsub = d.add_subparsers(dest="db_command", required=True)
-    b = dsub.add_parser("build", help="solve every layer at every level of a budget's set, resuming what is stored")
-    b.add_argument("model", help="the .onnx file")
-    b.add_argument("--db", required=True, metavar="DIR", help="the database folder (made if missing)")
+    b = _stage_parser(dsub, "build", "solve every layer at every level of a budget's set, resuming what is stored",
+                      "the database folder (made if missing)", _db_build)
     b.add_argument("--cost", default="latency", choices=["latency", "size", "flops", "bops"],
                    help="the budget whose level set to build (default latency)")
-    _add_solver_options(b)
-    _add_config(b)
-    b.set_defaults(run=_db_build)
-    pr = sub.add_parser("profile", help="time every layer of the database at each level on the runtime, and the "
-                                        "whole model (cached in the database)")
-    pr.add_argument("model", help="the .onnx file")
-    pr.add_argument("--db", required=True, metavar="DIR", help="a database made by onnxobc db build")
-    _add_solver_options(pr)
-    _add_config(pr)
-    pr.set_defaults(run=_profile)
-    pl = sub.add_parser("plan", help="choose one level per layer under a budget from the database (no solving, "
-                                     "no timing) and write the plan as JSON")
-    pl.add_argument("model", help="the .onnx file")
-    pl.add_argument("--db", required=True, metavar="DIR", help="a database made by onnxobc db build (and profile)")
+    pr = _stage_parser(sub, "profile", "time every layer of the database at each level on the runtime, and the "
+                                       "whole model (cached in the database)",
+                       "a database made by onnxobc db build", _profile)
+    pl = _stage_parser(sub, "plan", "choose one level per layer under a budget from the database (no solving, "
+                                    "no timing) and write the plan as JSON",
+                       "a database made by onnxobc db build (and profile)", _plan)
     pl.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
-    _add_solver_options(pl)
     _add_budgets(pl)
-    _add_config(pl)
-    pl.set_defaults(run=_plan)
-    st = sub.add_parser("stitch", help="write the model a plan chooses from the database, correct, verify, and "
-                                       "time it for a speedup plan")
-    st.add_argument("model", help="the .onnx file the plan was made for (never modified)")
+    st = _stage_parser(sub, "stitch", "write the model a plan chooses from the database, correct, verify, and "
+                                      "time it for a speedup plan",
+                       "the database the plan was made from", _stitch,
+                       model_help="the .onnx file the plan was made for (never modified)")
     st.add_argument("out", help="where to write the compressed model")
-    st.add_argument("--db", required=True, metavar="DIR", help="the database the plan was made from")
     st.add_argument("--plan", required=True, metavar="PLAN.json", help="a plan written by onnxobc plan")
     st.add_argument("--report", help="also write the summary as JSON here")
-    _add_solver_options(st)
-    _add_config(st)
-    st.set_defaults(run=_stitch)
     ls = dsub.add_parser("ls", help="list the database's entries")
     ls.add_argument("--db", required=True, metavar="DIR")
     ls.set_defaults(run=_db_ls)

@@ -36,14 +36,14 @@ def to_qoperator(model: onnx.ModelProto, layers) -> int:
                 and inits[w.input[0]].data_type in (TensorProto.INT8, TensorProto.UINT8)):
             continue
         bias = producer.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-        if bias is not None and not (_dq(bias) and inits.get(bias.input[0]) is not None
-                                     and inits[bias.input[0]].data_type == TensorProto.INT32):
-            continue
-        w_scale, w_zero = _weight_grid(g, inits, w)
+        if len(n.input) > 2 and n.input[2] and not (_dq(bias) and inits.get(bias.input[0]) is not None
+                                                    and inits[bias.input[0]].data_type == TensorProto.INT32):
+            continue  # a float bias (or Gemm's C) keeps the QDQ form
         if n.op_type == "Conv":
             q = users.get(n.output[0], [])
             if len(q) != 1 or q[0].op_type != "QuantizeLinear" or n.output[0] in {o.name for o in g.output}:
                 continue
+            w_scale, w_zero = _weight_grid(g, inits, w)
             new = [helper.make_node("QLinearConv", [x.input[0], x.input[1], x.input[2], w.input[0], w_scale, w_zero,
                                                     q[0].input[1], q[0].input[2]]
                                     + ([bias.input[0]] if bias is not None else []),
@@ -51,7 +51,7 @@ def to_qoperator(model: onnx.ModelProto, layers) -> int:
             new[0].attribute.extend(n.attribute)
             replaced[_key(q[0])] = []
         else:
-            new = _matmul_integer(g, inits, n, x, w, bias, w_scale, w_zero)
+            new = _matmul_integer(g, inits, n, x, w, bias)
             if new is None:
                 continue
         replaced[_key(n)] = new
@@ -87,15 +87,14 @@ def _weight_grid(g, inits, w) -> tuple:
     return w.input[1], w.input[2]
 
 
-def _matmul_integer(g, inits, n, x, w, bias, w_scale, w_zero) -> list | None:
+def _matmul_integer(g, inits, n, x, w, bias) -> list | None:
     """MatMulInteger (uint8 input × int8 weight, int32 out) → [+ int32 bias] → Cast → Mul by the
-    product of the scales, or None where the node is not a plain product."""
+    product of the scales, or None where the node is not a plain product (an int32 bias is only
+    written for beta = 1)."""
     attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-    if n.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0
-                                or (bias is not None and attrs.get("beta", 1.0) != 1.0)):
+    if n.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0):
         return None
-    if n.op_type == "Gemm" and len(n.input) > 2 and n.input[2] and bias is None:
-        return None  # a float C (e.g. beta ≠ 1) is left in the QDQ form
+    w_scale, w_zero = _weight_grid(g, inits, w)
     zero = numpy_helper.to_array(inits[w_zero])
     if zero.ndim:  # MatMulInteger takes a per-column zero point only on the rows' axis; keep QDQ
         return None

@@ -7,6 +7,7 @@ to 9 where it is higher, or says why it cannot run the model (4-bit storage need
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -24,7 +25,9 @@ def _env() -> dict:
     return {**os.environ, "NM_DISABLE_ANALYTICS": "1"}
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> str | None:
+    """None, or why DeepSparse cannot run here (checked once per process: it starts an interpreter)."""
     if not PYTHON.is_file():
         return f"its isolated environment is not set up: run {HOME / 'setup.sh'} (needs Python 3.11)"
     r = subprocess.run([str(PYTHON), "-c", "import deepsparse"], capture_output=True, text=True, env=_env())
@@ -56,8 +59,13 @@ def latencies(models: dict, feed: dict, rounds: int = 10, repeats: int = 10, war
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, m in enumerate(models.values()):
+            if isinstance(m, onnx.ModelProto):  # compatible() changes it: a copy, not the caller's
+                model = onnx.ModelProto()
+                model.CopyFrom(m)
+            else:
+                model = onnx.load(str(m))
             paths.append(str(pathlib.Path(tmp) / f"m{i}.onnx"))
-            onnx.save(compatible(onnx.load(str(m)) if not isinstance(m, onnx.ModelProto) else _copy(m)), paths[-1])
+            onnx.save(compatible(model), paths[-1])
         feed_path = pathlib.Path(tmp) / "feed.npz"
         np.savez(feed_path, __order__=json.dumps(list(feed)), **feed)
         r = subprocess.run([str(PYTHON), str(HOME / "worker.py"), str(feed_path), str(rounds), str(repeats),
@@ -65,11 +73,3 @@ def latencies(models: dict, feed: dict, rounds: int = 10, repeats: int = 10, war
     if r.returncode:
         raise ValueError(f"DeepSparse could not run the model: {r.stderr.strip()[-500:]}")
     return dict(zip(models, json.loads(r.stdout.strip().splitlines()[-1])["seconds"]))
-
-
-def _copy(model):
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
