@@ -47,7 +47,8 @@ def baseline_row(label, path, calib, batch, tmp, runtime) -> list:
     held = int(round(len(calib) * 0.25))
     out = tmp / "quantize_static.onnx"
     t = time.perf_counter()
-    quantize_static(path, out, calib[:len(calib) - held], reduce_range=False, operator_form=runtime == "deepsparse")
+    ds = runtime == "deepsparse"
+    quantize_static(path, out, calib[:len(calib) - held], reduce_range=False, operator_form=ds, per_channel=not ds)
     ref, got = (np.concatenate([session(m).run(None, {"x": calib[i:i + batch]})[0]
                                 for i in range(len(calib) - held, len(calib), batch)]) for m in (path, out))
     err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)

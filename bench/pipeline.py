@@ -56,10 +56,12 @@ W8A8_RUNS = [("onnxobc exact, w8", dict(wbits=8, abits=8)), ("onnxobc exact, w7"
 PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16
 
 
-def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool, operator_form: bool = False) -> None:
+def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool, operator_form: bool = False,
+                    per_channel: bool = True) -> None:
     """onnxruntime.quantization's static QDQ quantization, per channel, U8S8, its default MinMax
-    calibration, on the same calibration samples (`operator_form`: QLinearConv and per-tensor
-    weights instead, what DeepSparse runs as int8). It is given the model as onnxobc prepares it:
+    calibration, on the same calibration samples (`operator_form`: QLinearConv instead, the form
+    DeepSparse runs as int8; `per_channel` False: one weight scale per tensor). It is given the
+    model as onnxobc prepares it:
     Constant-node weights moved to initializers (it quantizes only initializer weights, and
     PP-OCR keeps its weights in Constant nodes) and opset ≥ 13 (per-channel DequantizeLinear)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
@@ -79,7 +81,7 @@ def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool, operator_fo
 
     ort_quantize_static(str(dst) + ".in.onnx", str(dst), Reader(),
                         quant_format=QuantFormat.QOperator if operator_form else QuantFormat.QDQ,
-                        per_channel=not operator_form,
+                        per_channel=per_channel,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     pathlib.Path(str(dst) + ".in.onnx").unlink()
 
