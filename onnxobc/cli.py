@@ -69,7 +69,7 @@ def _options(args):
                    method=args.method, damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction,
                    variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
-                   matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()))
+                   matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()), max_memory=args.max_memory)
 
 
 BUDGETS = ("speedup", "size", "flops", "bops")
@@ -104,6 +104,10 @@ def _print_report(report: dict, out, report_path=None) -> None:
     table = [(r["weight"], r["op"], r["shape"], r.get("level", ""), f"{r['sparsity']:.3f}", r["storage"],
               f"{r['layer_loss']:.4g}", f"{r['relative_layer_error']:.4g}", r["note"]) for r in report["layers"]]
     _print_table(header, table)
+    for s in report["skipped"]:
+        print(f"left as is: {s['name']} ({s['op']}): {s['reason']}")
+    for note in report["notes"]:
+        print(f"note: {note}")
     v = report["verification"]
     errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
     print(f"verified: onnx.checker passed, onnxruntime ran it; relative output error on {v['samples']} held-out "
@@ -324,6 +328,9 @@ def _add_solver_options(c) -> None:
     c.add_argument("--custom-ops", action="append", metavar="LIB",
                    help="custom-op library the model needs in onnxruntime: 'extensions' (onnxruntime-extensions) "
                         "or a library file; only libraries named here are loaded (repeatable)")
+    c.add_argument("--max-memory", type=float, metavar="GIB",
+                   help="memory a layer's Hessians and solve may take; larger layers are left dense with the reason "
+                        "(default: the memory available)")
     c.add_argument("--levels", nargs="*", metavar="LEVEL",
                    help="the levels a budget chooses from (default: the set for the budget and runtime), "
                         "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8")
@@ -462,6 +469,24 @@ def main(argv=None) -> int:
     except (ValueError, argparse.ArgumentTypeError) as e:
         print(f"onnxobc: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a file that cannot be written or read
+        where = f": {e.filename}" if e.filename else ""
+        print(f"onnxobc: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onnxobc: interrupted (finished layers stay in the database; rerun to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line to report, the traceback with ONNXOBC_TRACEBACK=1
+        import os
+        import traceback
+
+        if os.environ.get("ONNXOBC_TRACEBACK"):
+            raise
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        print(f"onnxobc: internal error, please report it with the input: {type(e).__name__}: {e} "
+              f"(at {pathlib.Path(where.filename).name}:{where.lineno}; ONNXOBC_TRACEBACK=1 shows the traceback)",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from .graph.bias import add_output_shift, feeds_batch_norm
 from .graph.codebook import OPSET as CODEBOOK_OPSET
 from .graph.codebook import index_bits, store_codebook
 from .graph.fold import fold_output_affine
-from .graph.layers import discover, weight_array
+from .graph.layers import Skipped, discover, weight_array
 from .graph.lowrank import add_low_rank_part, store_low_rank
-from .graph.model import load_model
+from .graph.model import inputs_to_constants, load_model
 from .graph.qdq import (add_outliers, ensure_opset, matmulnbits_bits, output_axis, storage_opset, store_matmulnbits,
                         store_quantized)
 from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
@@ -69,6 +69,7 @@ class Options:
     #                               or deepsparse (QLinearConv / MatMulInteger, per-tensor weights)
     matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
     custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
+    max_memory: float | None = None  # GiB a layer's Hessians and solve may take (default: the memory available)
 
     @property
     def per_tensor(self) -> bool:
@@ -129,6 +130,8 @@ class Options:
             raise ValueError("TensorRT runs symmetric int8 only: drop --asym for --runtime tensorrt")
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+        if self.max_memory is not None and not self.max_memory > 0:
+            raise ValueError(f"--max-memory is in GiB and must be positive, got {self.max_memory}")
 
     def _check_outliers(self):
         if not 0 < self.outliers < 0.5:
@@ -317,6 +320,10 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
     if options.plus_rank is not None and layer.groups > 1:
         opt = dataclasses.replace(options, plus_rank=None)
         note = f"grouped Conv ({layer.groups} groups): no low-rank part"
+    if dead_inputs(hessians):
+        opt = dataclasses.replace(options, sparsity=None, nm=None, block4=None, wbits=None, rank=None, codebook=None,
+                                  outliers=None, plus_rank=None)
+        note = "its inputs are all zero on the calibration data: nothing to fit, left dense"
     dense = layer.matrices(w)
     solved = any(v is not None for v in (opt.sparsity, opt.nm, opt.block4, opt.wbits, opt.rank, opt.codebook))
     grids = [None] * len(dense)
@@ -358,6 +365,47 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
                   each("factors"), each("sparse"), each("factor_grids"), each("plus"))
 
 
+def dead_inputs(hessians) -> bool:
+    """Whether some group's inputs are all zero on the calibration data (a Hessian of zeros)."""
+    return any(not np.diag(acc.hessian).any() for acc in hessians)
+
+
+def memory_budget(options: Options) -> int | None:
+    """Bytes a layer's solve may take: --max-memory, else the memory available now (Linux), else
+    no limit."""
+    if options.max_memory is not None:
+        return int(options.max_memory * 2**30)
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def layer_memory(layer) -> int:
+    """Bytes to capture and solve `layer`: its float64 Hessians, and about three more cols × cols
+    matrices while one group is solved (the dampened copy, its inverse, a row's inverse)."""
+    return 8 * layer.cols**2 * (layer.groups + 3)
+
+
+def within_memory(layers: list, budget: int | None) -> tuple:
+    """(layers that fit `budget`, Skipped for the others with the reason); a ValueError when the
+    Hessians of those that fit do not fit together (they are all held after the capture)."""
+    if budget is None:
+        return layers, []
+    fit = [l for l in layers if layer_memory(l) <= budget]
+    over = [Skipped(l.weight, l.op, f"needs {layer_memory(l) / 2**30:.2f} GiB to solve (a {l.cols}×{l.cols} "
+                                    f"Hessian), more than the memory budget of {budget / 2**30:.2f} GiB "
+                                    "(--max-memory): left dense") for l in layers if l not in fit]
+    held = sum(8 * l.cols**2 * l.groups for l in fit)
+    if fit and held + max(layer_memory(l) for l in fit) > budget:
+        largest = sorted(fit, key=lambda l: -l.groups * l.cols**2)[:3]
+        raise ValueError(f"the layers' Hessians take {held / 2**30:.2f} GiB together, more than the memory budget of "
+                         f"{budget / 2**30:.2f} GiB: raise --max-memory or --skip the largest "
+                         f"({', '.join(l.weight for l in largest)})")
+    return fit, over
+
+
 def summary_row(layer, weight, loss: float = 0.0, relative: float = 0.0, note: str = "") -> dict:
     """A layer's line in the summary and the report."""
     return {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
@@ -394,6 +442,7 @@ class Prepared:
     hessians: dict  # weight → [HessianAccumulator per group]
     ranges: dict  # activation → (lo, hi), for int8 activations
     folded: int = 0  # constant per-channel Mul/Add/Sub/Div nodes folded into the layers before them
+    notes: list = dataclasses.field(default_factory=list)  # what the input had that was changed or left alone
 
 
 def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None,
@@ -404,9 +453,16 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     progress = progress or _silent
     src = pathlib.Path(model_path)
     model = load_model(src)
+    notes = []
+    promoted = inputs_to_constants(model)
+    if promoted:
+        notes.append(f"{len(promoted)} initializers were also graph inputs (overridable): the output keeps them as "
+                     f"constants only ({', '.join(promoted[:5])}{', …' if len(promoted) > 5 else ''})")
     folded = fold_output_affine(model)
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
+    layers, over = within_memory(layers, memory_budget(options))
+    skipped += over
     if not layers:
         raise ValueError(f"{src}: no compressible layer (Conv, Gemm, MatMul with a constant weight)"
                          + (f"; skipped: {'; '.join(f'{s.name}: {s.reason}' for s in skipped)}" if skipped else ""))
@@ -429,7 +485,7 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
                                 options.custom_ops, progress=_counter(progress, "ranges", n - n_hold,
                                                                       f"samples, histograms of {len(observe)} "
                                                                       "activations"))
-    return Prepared(src, model, layers, skipped, calib_part, held, hessians, ranges, folded)
+    return Prepared(src, model, layers, skipped, calib_part, held, hessians, ranges, folded, notes)
 
 
 @dataclasses.dataclass
@@ -457,6 +513,8 @@ def solve_layer(prep: Prepared, layer, options: Options, pruned=None) -> Solved:
 def pruning_pass(prep: Prepared, layer, options: Options, kind: str, sparsities: list) -> list:
     """One greedy pass giving every sparsity level at once (kind "sparsity": unstructured,
     "block4": 4-blocks): for each level, the pruning Result of each group, for solve_layer."""
+    if dead_inputs(prep.hessians[layer.weight]):
+        return [None] * len(sparsities)  # solve_layer leaves the layer dense
     per_group = []
     for M, acc in zip(layer.matrices(weight_array(prep.model, layer.weight)), prep.hessians[layer.weight]):
         W, H = solver.prepare(M, acc.hessian, options.damp)
@@ -561,6 +619,8 @@ def _check_paths(src, dst):
         raise ValueError("the output path is the input path; the input is never overwritten")
     if not dst.parent.is_dir():
         raise ValueError(f"{dst.parent}: the output folder does not exist")
+    if dst.is_dir():
+        raise ValueError(f"{dst}: is a folder, not a file path for the output")
     return src, dst
 
 
@@ -569,7 +629,8 @@ def finish(prep: Prepared, out_model: onnx.ModelProto, dst, rows: list, options:
     """Verify `out_model` against the dense model on the held-out samples, save it atomically,
     and return the report."""
     report = {"input": str(prep.src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
-              "skipped": [dataclasses.asdict(s) for s in prep.skipped], "folded_nodes": prep.folded, **(extra or {})}
+              "skipped": [dataclasses.asdict(s) for s in prep.skipped], "notes": prep.notes, "folded_nodes": prep.folded,
+              **(extra or {})}
     report["verification"] = verify(prep.src, out_model, prep.held, options.batch_size,
                                     any("QuantizeLinear" == n.op_type for n in out_model.graph.node),
                                     options.custom_ops)

@@ -1,5 +1,8 @@
 """Calibration data: samples for every graph input, sample axis first, validated against the
-model. Sources: an .npz file (never unpickled), a folder of them, an onnxruntime
+model. An input of rank r takes an array of rank r (a batch: its axis 0 is the model's batch
+axis, split into batches as needed) or of rank r + 1 (one whole feed per sample, run one at a
+time: for inputs without a batch axis first, such as scalars, or a state of shape (2, batch, 128)).
+Sources: an .npz file (never unpickled), a folder of them, an onnxruntime
 CalibrationDataReader (anything with get_next()), or synthetic data when asked for explicitly."""
 
 from __future__ import annotations
@@ -87,10 +90,11 @@ def validate(data: dict, spec: dict) -> dict:
                 raise ValueError(f"calibration input {name!r} is {a.dtype}, the model takes strings")
         elif a.dtype != dtype:
             raise ValueError(f"calibration input {name!r} is {a.dtype}, the model takes {dtype}")
-        if a.ndim != len(dims):
+        if a.ndim not in (len(dims), len(dims) + 1):
             raise ValueError(f"calibration input {name!r} has shape {a.shape}, the model takes rank {len(dims)} "
-                             f"{_fmt(dims)} (sample axis first)")
-        for axis, (n, d) in enumerate(zip(a.shape[1:], dims[1:]), start=1):
+                             f"{_fmt(dims)}: give an array of rank {len(dims)} (a batch along axis 0) or "
+                             f"{len(dims) + 1} (one whole feed per sample)")
+        for axis, (n, d) in enumerate(zip(a.shape[1:], dims if a.ndim > len(dims) else dims[1:]), start=1):
             if d is not None and n != d:
                 raise ValueError(f"calibration input {name!r} has shape {a.shape}, the model takes {_fmt(dims)} "
                                  f"(axis {axis} must be {d})")
@@ -105,12 +109,14 @@ def validate(data: dict, spec: dict) -> dict:
 
 
 def batches(data: dict, spec: dict, batch_size: int):
-    """Feeds of at most `batch_size` samples (one at a time where the model fixes its batch axis)."""
+    """Feeds of at most `batch_size` samples (one at a time where the model fixes its batch axis
+    or an input is given one whole feed per sample)."""
     n = len(next(iter(data.values())))
+    whole = {k for k, v in data.items() if np.ndim(v) > len(spec[k][1])}
     fixed = {dims[0] for _, dims in spec.values() if dims and dims[0] is not None}
-    step = min(fixed) if fixed else max(1, batch_size)
+    step = 1 if whole else min(fixed) if fixed else max(1, batch_size)
     for i in range(0, n, step):
-        yield {k: v[i : i + step] for k, v in data.items()}
+        yield {k: np.asarray(v[i]) if k in whole else v[i : i + step] for k, v in data.items()}
 
 
 def _fmt(dims):

@@ -81,7 +81,7 @@ def _attrs(node) -> dict:
 
 def discover(model: onnx.ModelProto):
     """(layers, skipped): every compressible weight of the top-level graph, and every Conv,
-    Gemm or MatMul left alone with the reason."""
+    Gemm or MatMul left alone (subgraphs' too) with the reason."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     graph_inputs = {i.name for i in graph.input} - set(inits)
@@ -124,7 +124,21 @@ def discover(model: onnx.ModelProto):
             layer.nodes.append(name)
             layer.activations.append(act)
             layer.attrs.append(a)
-    return list(found.values()), skipped
+    return list(found.values()), skipped + _in_subgraphs(graph)
+
+
+def _in_subgraphs(graph, owner=None) -> list:
+    """The Conv, Gemm and MatMul nodes inside subgraphs (If branches, Loop and Scan bodies)."""
+    out = []
+    for node in graph.node:
+        if owner is not None and node.op_type in ("Conv", "Gemm", "MatMul"):
+            out.append(Skipped(node_name(node), node.op_type, f"inside the subgraph of {owner.op_type} "
+                                                              f"{node_name(owner)!r}: only the top-level graph is "
+                                                              "compressed"))
+        for a in node.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                out += _in_subgraphs(g, node if owner is None else owner)
+    return out
 
 
 def _view_key(a: dict):

@@ -1,5 +1,6 @@
-"""Loading ONNX models: clear errors for what is not a model, external data from the model's
-folder, weights held in Constant nodes or sparse initializers turned into ordinary initializers."""
+"""Loading ONNX models: clear errors for what is not a model (or not a valid one), external data
+only from files inside the model's folder, weights held in Constant nodes or sparse initializers
+turned into ordinary initializers, initializers also listed as graph inputs made constants."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import pathlib
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 
 def load_model(path) -> onnx.ModelProto:
     """The model at `path` with its external data loaded and Constant-node tensors turned into
-    initializers (so every weight is found the same way). A ValueError says what is wrong."""
+    initializers (so every weight is found the same way). A ValueError says what is wrong: not
+    a model, an opset the installed onnx does not know, external data outside the model's folder
+    (or absolute, or through a symbolic link), a model onnx.checker rejects, an initializer whose
+    data does not fill its shape."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -24,13 +28,90 @@ def load_model(path) -> onnx.ModelProto:
         raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     if not model.graph.node:
         raise ValueError(f"{path}: not an ONNX model with a graph (no nodes found)")
+    known = onnx.defs.onnx_opset_version()
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version > known:
+            raise ValueError(f"{path}: the model is at opset {o.version}, newer than the installed onnx knows "
+                             f"({known})")
+    for t in _tensors(model.graph):
+        if t.data_location == TensorProto.EXTERNAL:
+            _check_external(path, t)
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # onnx's ValidationError, or a protobuf error for what the checker cannot parse
+        raise ValueError(f"{path}: the model fails onnx.checker ({' '.join(str(e).split())[:400]})") from None
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as e:
+    except Exception as e:
         raise ValueError(f"{path}: its external data could not be read ({e})") from None
+    for t in model.graph.initializer:
+        _check_size(path, t)
     constants_to_initializers(model.graph)
     sparse_to_dense(model.graph)
     return model
+
+
+def _tensors(graph: onnx.GraphProto):
+    """Every tensor stored in the graph and its subgraphs: initializers, sparse ones, attributes."""
+    yield from graph.initializer
+    for sp in graph.sparse_initializer:
+        yield sp.values
+        yield sp.indices
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _tensors(g)
+
+
+def _check_external(path: pathlib.Path, t: TensorProto) -> None:
+    """External data must be a regular file inside the model's folder, reached without symbolic
+    links: a model must not make this tool read anything else."""
+    where = {e.key: e.value for e in t.external_data}.get("location", "")
+    rel = pathlib.PurePath(where)
+    folder = path.parent.resolve()
+    if not where or rel.is_absolute():
+        raise ValueError(f"{path}: tensor {t.name!r} keeps its data at {where!r}: an absolute or empty location "
+                         "is refused (external data must be a file beside the model)")
+    step = folder
+    for part in rel.parts:
+        step = step / part
+        if step.is_symlink():
+            raise ValueError(f"{path}: tensor {t.name!r} keeps its data at {where!r}, through the symbolic link "
+                             f"{step}: refused")
+    if ".." in rel.parts or not (folder / rel).resolve().is_relative_to(folder):
+        raise ValueError(f"{path}: tensor {t.name!r} keeps its data at {where!r}, outside the model's folder: refused")
+    if not step.is_file():
+        raise ValueError(f"{path}: tensor {t.name!r} keeps its data in {where!r}, which is not a file in "
+                         f"{folder}")
+
+
+def _check_size(path: pathlib.Path, t: TensorProto) -> None:
+    """An initializer's raw bytes must fill its shape exactly."""
+    if not t.HasField("raw_data") or t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        return
+    count = int(np.prod(t.dims, dtype=np.int64))
+    bits = 4 if t.data_type in (TensorProto.INT4, TensorProto.UINT4) else \
+        8 * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    if len(t.raw_data) != (count * bits + 7) // 8:
+        raise ValueError(f"{path}: initializer {t.name!r} holds {len(t.raw_data)} bytes, but its shape "
+                         f"{tuple(t.dims)} needs {(count * bits + 7) // 8}: the file is damaged")
+
+
+def inputs_to_constants(model: onnx.ModelProto) -> list:
+    """Drop graph inputs that also have an initializer (old models list every weight so; newer
+    ones use it for weights a caller may override), so the initializers are the weights; the IR
+    version is raised to 4 where it was lower. Returns the names dropped."""
+    inits = {t.name for t in model.graph.initializer}
+    dropped = [i.name for i in model.graph.input if i.name in inits]
+    if dropped:
+        keep = [i for i in model.graph.input if i.name not in inits]
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        model.ir_version = max(model.ir_version, 4)
+    return dropped
 
 
 def sparse_to_dense(graph: onnx.GraphProto) -> int:
