@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 import time
 
+from .faults import point
+
 
 class ProgressPrinter:
     def __init__(self, stream=None, width: int = 30):
@@ -15,6 +17,7 @@ class ProgressPrinter:
         self.stage, self.start, self.shown = None, 0.0, -1
 
     def __call__(self, stage: str, done: int, total: int, detail: str = "") -> None:
+        point()
         if stage != self.stage:
             self.stage, self.start, self.shown = stage, time.perf_counter(), -1
         frac = done / total if total else 1.0

@@ -21,6 +21,7 @@ import sqlite3
 import numpy as np
 
 from ..atomic import atomic_path
+from ..faults import point
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -76,9 +77,16 @@ class Database:
     def put(self, model: str, settings: str, layer: str, level: str, arrays: dict, meta: dict) -> None:
         name = fingerprint(model, settings, layer, level) + ".npz"
         _write_npz(self.root / "tensors" / name, arrays)
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                              (model, settings, layer, level, name, json.dumps(meta, sort_keys=True)))
+        point()
+        self._commit("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                     (model, settings, layer, level, name, json.dumps(meta, sort_keys=True)))
+
+    def _commit(self, statement: str, values: tuple) -> None:
+        try:
+            with self.conn:
+                self.conn.execute(statement, values)
+        except sqlite3.Error as e:  # a full disk, a read-only folder
+            raise ValueError(f"{self.root}: the database could not be written ({e}); what it held stays") from None
 
     def get(self, model: str, settings: str, layer: str, level: str):
         """(arrays, meta) of an entry; KeyError when there is none."""
@@ -102,8 +110,7 @@ class Database:
         return None if row is None else row[0]
 
     def put_latency(self, runtime: str, signature: str, level: str, seconds: float) -> None:
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?)", (runtime, signature, level, seconds))
+        self._commit("INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?)", (runtime, signature, level, seconds))
 
 
 def _write_npz(path: pathlib.Path, arrays: dict) -> None:

@@ -65,6 +65,10 @@ def run_rows(policy: Policy, W, H, Hinv, *, mask=None, grid=None, engine="auto",
     xp = array_module(device)
     engine = resolve_engine(engine, xp)
     rows, cols = W.shape
+    # the greedy steps do not change when H becomes cH (H⁻¹ becomes H⁻¹/c, each step's loss 1/c of
+    # itself), but float32 over- or underflows for tiny or huge inputs: solve at mean diag H = 1
+    scale = float(H.diagonal().mean())
+    H, Hinv = H / scale, Hinv * scale
     weights = np.empty((rows, cols), dtype=np.float32)
     orders, incs, loss0 = [], [], np.zeros(rows)
     batches = row_batches(rows, cols, np.dtype(dtype).itemsize, mem_bytes)
@@ -92,4 +96,4 @@ def run_rows(policy: Policy, W, H, Hinv, *, mask=None, grid=None, engine="auto",
     steps = max(o.shape[1] for o in orders)
     orders = [np.pad(o, ((0, 0), (0, steps - o.shape[1])), constant_values=-1) for o in orders]
     incs = [np.pad(i, ((0, 0), (0, steps - i.shape[1]))) for i in incs]
-    return weights, np.concatenate(orders), np.concatenate(incs), loss0
+    return weights, np.concatenate(orders), np.concatenate(incs) * scale, loss0 * scale
