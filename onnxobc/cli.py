@@ -76,8 +76,9 @@ BUDGETS = ("speedup", "size", "flops", "bops")
 
 
 def _check_report_path(args) -> None:
-    if args.report and pathlib.Path(args.report).resolve() == pathlib.Path(args.model).resolve():
-        raise ValueError("--report must not be the input model")
+    if args.report and pathlib.Path(args.report).resolve() in (pathlib.Path(args.model).resolve(),
+                                                               pathlib.Path(args.out).resolve()):
+        raise ValueError("--report must be a file of its own, not the input model or the output")
 
 
 def _compress(args) -> int:

@@ -320,6 +320,24 @@ def _bad_raw_data():
     return m
 
 
+def _unknown_input_type():  # found by the fuzz run
+    m = net()
+    m.graph.input[0].type.tensor_type.elem_type = 99
+    return m
+
+
+def _unknown_initializer_type():  # found by the fuzz run
+    m = net()
+    m.graph.initializer[1].data_type = 99
+    return m
+
+
+def _fails_at_run_time():  # found by the fuzz run: valid to onnx.checker, onnxruntime fails running it
+    m = net()
+    m.graph.node[2].attribute.append(helper.make_attribute("group", 2))
+    return m
+
+
 def _same_path(d):
     args = _write(d)
     args[2] = args[1]
@@ -332,6 +350,10 @@ def _out_elsewhere(where):
         args[2] = str(where(d))
         return args
     return make
+
+
+def _report_is_output(d):
+    return _write(d) + ["--report", str(d / "out.onnx")]
 
 
 def _out_is_folder(d):
@@ -386,7 +408,11 @@ CASES = [
     Case("layer_over_memory_budget", _big, "ok", "left as is: wide"),
     Case("model_fails_checker", _model_case(_checker_fails), "error", "onnx.checker"),
     Case("initializer_wrong_size", _model_case(_bad_raw_data), "error", "c2.w"),
+    Case("input_unknown_element_type", _model_case(_unknown_input_type), "error", "element type 99"),
+    Case("initializer_unknown_element_type", _model_case(_unknown_initializer_type), "error", "element type 99"),
+    Case("fails_at_run_time", _model_case(_fails_at_run_time), "error", "onnxruntime failed running the model"),
     Case("output_is_input", _same_path, "error", "the output path is the input path"),
     Case("output_folder_missing", _out_elsewhere(lambda d: d / "nowhere" / "o.onnx"), "error", "does not exist"),
     Case("output_is_a_folder", _out_is_folder, "error", "is a folder"),
+    Case("report_is_the_output", _report_is_output, "error", "--report must be a file of its own"),
 ]

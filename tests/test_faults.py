@@ -47,6 +47,7 @@ def test_db_build_killed_at_random_points_resumes_without_recomputing(tmp_path):
         stored = snapshot(db) if (db / "index.sqlite").exists() else {}
         assert all(expected[k] == v for k, v in stored.items())  # every finished entry is whole and right
     assert kills >= 5
+    print(f"db build: {kills} kills survived")
     r = onnxobc(*build, db)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"{db}: {len(expected) - len(stored)} (layer, level) results computed, "
@@ -74,6 +75,7 @@ def test_compress_killed_at_random_points_resumes_to_the_identical_file(tmp_path
         kills += 1
         assert not out.exists() or out.read_bytes() == expected  # the whole file or none
     assert kills >= 5
+    print(f"compress: {kills} kills survived")
     r = compress(out, db)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == expected

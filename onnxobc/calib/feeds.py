@@ -21,9 +21,15 @@ def model_inputs(model: onnx.ModelProto) -> dict:
     for i in model.graph.input:
         if i.name in inits:
             continue
+        if i.type.WhichOneof("value") != "tensor_type":
+            raise ValueError(f"graph input {i.name!r} is a {i.type.WhichOneof('value') or 'typeless value'}, not a "
+                             "tensor: only tensor inputs can be calibrated")
         t = i.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        out[i.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)), dims)
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
+        except (KeyError, TypeError):
+            raise ValueError(f"graph input {i.name!r} has element type {t.elem_type}, which onnx does not know") from None
+        out[i.name] = (dtype, [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim])
     return out
 
 

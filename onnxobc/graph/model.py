@@ -89,12 +89,16 @@ def _check_external(path: pathlib.Path, t: TensorProto) -> None:
 
 
 def _check_size(path: pathlib.Path, t: TensorProto) -> None:
-    """An initializer's raw bytes must fill its shape exactly."""
-    if not t.HasField("raw_data") or t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+    """An initializer must have a known element type, and its raw bytes must fill its shape."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: initializer {t.name!r} has element type {t.data_type}, which onnx does not "
+                         "know") from None
+    if not t.HasField("raw_data") or t.data_type == TensorProto.STRING:
         return
     count = int(np.prod(t.dims, dtype=np.int64))
-    bits = 4 if t.data_type in (TensorProto.INT4, TensorProto.UINT4) else \
-        8 * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    bits = 4 if t.data_type in (TensorProto.INT4, TensorProto.UINT4) else 8 * dtype.itemsize
     if len(t.raw_data) != (count * bits + 7) // 8:
         raise ValueError(f"{path}: initializer {t.name!r} holds {len(t.raw_data)} bytes, but its shape "
                          f"{tuple(t.dims)} needs {(count * bits + 7) // 8}: the file is damaged")

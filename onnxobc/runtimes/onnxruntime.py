@@ -53,6 +53,7 @@ def session(model, custom_ops=(), optimize: bool = True, execution_providers=Non
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.log_severity_level = 4  # its errors reach the user as ValueErrors, not as log lines
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
@@ -61,13 +62,29 @@ def session(model, custom_ops=(), optimize: bool = True, execution_providers=Non
         so.register_custom_ops_library(custom_op_library(lib))
     src = str(model) if isinstance(model, (str, pathlib.Path)) else model.SerializeToString()
     try:
-        return ort.InferenceSession(src, so, providers=execution_providers or providers())
+        return Session(ort.InferenceSession(src, so, providers=execution_providers or providers()))
     except Exception as e:  # onnxruntime raises its own exception types
         domains = sorted({o.domain for o in _model_of(model).opset_import}
                          - {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
         hint = (f"; the model uses operators from {', '.join(domains)}: name their library with --custom-ops "
                 "(e.g. --custom-ops extensions for onnxruntime-extensions)") if domains and not custom_ops else ""
         raise ValueError(f"onnxruntime cannot run the model: {str(e).strip()[:500]}{hint}") from None
+
+
+class Session:
+    """An onnxruntime InferenceSession whose run() failures are ValueErrors that say so."""
+
+    def __init__(self, sess):
+        self.sess = sess
+
+    def run(self, names, feed):
+        try:
+            return self.sess.run(names, feed)
+        except Exception as e:  # onnxruntime's own exception types
+            raise ValueError(f"onnxruntime failed running the model: {' '.join(str(e).split())[:500]}") from None
+
+    def __getattr__(self, name):
+        return getattr(self.sess, name)
 
 
 def _model_of(model):
