@@ -62,6 +62,10 @@ def _options(args):
 
     if not args.calib:
         raise ValueError("--calib is required (on the command line or in --config)")
+    if getattr(args, "ray", None):
+        from .cluster import connect
+
+        connect(args.ray)  # a missing Ray or cluster is an error now, not after the capture
     return Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, rank=args.rank,
                    codebook=None if args.codebook is None else str(args.codebook), outliers=args.outliers,
                    plus_rank=args.plus_rank,
@@ -69,7 +73,8 @@ def _options(args):
                    method=args.method, damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction,
                    variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
-                   matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()), max_memory=args.max_memory)
+                   matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()), max_memory=args.max_memory,
+                   ray=getattr(args, "ray", None))
 
 
 BUDGETS = ("speedup", "size", "flops", "bops")
@@ -360,6 +365,12 @@ def _stage_parser(subparsers, name: str, help: str, db_help: str, run, model_hel
     return p
 
 
+def _add_ray(c) -> None:
+    c.add_argument("--ray", metavar="auto|local|ADDRESS",
+                   help="solve the layers as tasks on a Ray cluster: auto (the one `ray start` made, or RAY_ADDRESS), "
+                        "local (a new Ray instance here) or its address; needs pip install 'onnxobc[distributed]'")
+
+
 def _add_config(c) -> None:
     c.add_argument("--config", metavar="FILE", help="TOML file of the same options (the command line overrides it)")
 
@@ -418,6 +429,7 @@ def main(argv=None) -> int:
                    help="write quantized MatMul weights as onnxruntime's MatMulNBits (com.microsoft) kernels")
     _add_budgets(c)
     c.add_argument("--db", metavar="DIR", help="the database a budget builds and reuses (default: OUT.db)")
+    _add_ray(c)
     c.add_argument("--report", help="also write the summary as JSON here")
     _add_config(c)
     c.set_defaults(run=_compress)
@@ -434,6 +446,7 @@ def main(argv=None) -> int:
                       "the database folder (made if missing)", _db_build)
     b.add_argument("--cost", default="latency", choices=["latency", "size", "flops", "bops"],
                    help="the budget whose level set to build (default latency)")
+    _add_ray(b)
     pr = _stage_parser(sub, "profile", "time every layer of the database at each level on the runtime, and the "
                                        "whole model (cached in the database)",
                        "a database made by onnxobc db build", _profile)

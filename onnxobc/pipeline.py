@@ -70,6 +70,8 @@ class Options:
     matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
     custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
     max_memory: float | None = None  # GiB a layer's Hessians and solve may take (default: the memory available)
+    ray: str | None = None  # solve the layers on this Ray cluster ("auto", an address, or "local")
+    device: str = "cpu"  # where the exact solvers run: "cpu", "cuda" or "auto" (a cluster's GPU tasks)
 
     @property
     def per_tensor(self) -> bool:
@@ -255,16 +257,16 @@ def _solve(W, H, opt: Options, pruned=None, grid=None) -> _Group:
         if pruned is not None:
             r = pruned
         elif opt.sparsity is not None:
-            r = solver.prune_unstructured(W, H, [opt.sparsity], method=method)[0]
+            r = solver.prune_unstructured(W, H, [opt.sparsity], method=method, device=opt.device)[0]
         elif opt.nm is not None:
-            r = solver.prune_nm(W, H, *opt.nm, method=method)
+            r = solver.prune_nm(W, H, *opt.nm, method=method, device=opt.device)
         else:
-            r = solver.prune_blocks(W, H, [opt.block4], block=4, method=method)[0]
+            r = solver.prune_blocks(W, H, [opt.block4], block=4, method=method, device=opt.device)[0]
         W_hat, mask, loss = r.weight, r.mask, r.loss
     if opt.wbits is not None:
         if grid is None:
             grid = solver.fit_uniform_grid(W if mask is None else W_hat, opt.wbits, opt.symmetric)
-        r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask)
+        r = solver.quantize(W, H, grid, method=QUANT_OF[opt.method], mask=mask, device=opt.device)
         W_hat, loss = r.weight, r.loss
     return _Group(W_hat, loss, grid)
 
@@ -503,25 +505,79 @@ class Solved:
     plus: list | None = None  # per group, an added low-rank part (A, B)
 
 
-def solve_layer(prep: Prepared, layer, options: Options, pruned=None) -> Solved:
-    """`layer` compressed as `options` say; `pruned` (a pruning Result per group) reuses a
-    many-level pruning pass."""
-    return _compress_layer(layer, weight_array(prep.model, layer.weight), prep.hessians[layer.weight], options,
-                           feeds_batch_norm(prep.model, layer), pruned)
+@dataclasses.dataclass
+class Problem:
+    """What solving one layer takes, and no ONNX: it travels as is to a cluster's workers."""
+
+    layer: object  # graph.layers.Layer
+    weight: np.ndarray  # in the ONNX layout
+    hessians: list  # HessianAccumulator per group
+    normalized: bool  # a BatchNormalization reads the layer's output (variance correction)
 
 
-def pruning_pass(prep: Prepared, layer, options: Options, kind: str, sparsities: list) -> list:
+def problem(prep: Prepared, layer) -> Problem:
+    return Problem(layer, weight_array(prep.model, layer.weight), prep.hessians[layer.weight],
+                   feeds_batch_norm(prep.model, layer))
+
+
+def solve_settings(p: Problem, settings: list) -> list:
+    """`p` solved at each of `settings` (Options, or None for the dense weight); one greedy pass
+    gives every unstructured (and every 4-block) sparsity among them."""
+    from .faults import point
+
+    passes = _shared_passes(p, settings)
+    out = []
+    for i, opt in enumerate(settings):
+        point()
+        out.append(_dense(p) if opt is None else
+                   _compress_layer(p.layer, p.weight, p.hessians, opt, p.normalized, passes.get(i)))
+    return out
+
+
+def solve_all(prep: Prepared, jobs: list, options: Options):
+    """Solve each (layer, settings) of `jobs`, here or on the Ray cluster of options.ray; yields
+    (layer, [Solved per setting], cluster status) as each finishes (in order here)."""
+    if options.ray:
+        from .cluster import solve_on_cluster
+
+        problems = [(problem(prep, layer), settings) for layer, settings in jobs]
+        for i, solved, status in solve_on_cluster(problems, options.ray):
+            yield jobs[i][0], solved, status
+        return
+    for layer, settings in jobs:
+        yield layer, solve_settings(problem(prep, layer), settings), ""
+
+
+def _shared_passes(p: Problem, settings: list) -> dict:
+    """setting index → per-group pruning Results, from one pass per family (unstructured, 4-blocks)."""
+    out = {}
+    layer = p.layer
+    channels = layer.weight_shape[1] if layer.op == "Conv" else layer.cols
+    for kind in ("sparsity", "block4"):
+        members = [i for i, opt in enumerate(settings) if opt is not None and getattr(opt, kind) is not None]
+        if len(members) < 2 or (kind == "block4" and channels % 4) or dead_inputs(p.hessians):
+            continue
+        values = sorted({getattr(settings[i], kind) for i in members})
+        results = dict(zip(values, _pruning_pass(p, settings[members[0]], kind, values)))
+        out.update({i: results[getattr(settings[i], kind)] for i in members})
+    return out
+
+
+def _pruning_pass(p: Problem, options: Options, kind: str, sparsities: list) -> list:
     """One greedy pass giving every sparsity level at once (kind "sparsity": unstructured,
-    "block4": 4-blocks): for each level, the pruning Result of each group, for solve_layer."""
-    if dead_inputs(prep.hessians[layer.weight]):
-        return [None] * len(sparsities)  # solve_layer leaves the layer dense
+    "block4": 4-blocks): for each level, the pruning Result of each group."""
     per_group = []
-    for M, acc in zip(layer.matrices(weight_array(prep.model, layer.weight)), prep.hessians[layer.weight]):
+    for M, acc in zip(p.layer.matrices(p.weight), p.hessians):
         W, H = solver.prepare(M, acc.hessian, options.damp)
         method = PRUNE_OF[options.method]
-        per_group.append(solver.prune_unstructured(W, H, sparsities, method=method) if kind == "sparsity"
-                         else solver.prune_blocks(W, H, sparsities, block=4, method=method))
+        per_group.append(solver.prune_unstructured(W, H, sparsities, method=method, device=options.device)
+                         if kind == "sparsity" else
+                         solver.prune_blocks(W, H, sparsities, block=4, method=method, device=options.device))
     return [[g[i] for g in per_group] for i in range(len(sparsities))]
+
+
+def _dense(p: Problem) -> Solved:
+    return Solved(p.weight, summary_row(p.layer, p.weight, note="dense"), None, None, None, None)
 
 
 def write(prep: Prepared, solved: dict, options: dict) -> onnx.ModelProto:
@@ -651,9 +707,10 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     prep = prepare(src, calib, options, progress)
     solved = {}
     progress("solve", 0, len(prep.layers), "")
-    for i, layer in enumerate(prep.layers, 1):
-        solved[layer.weight] = solve_layer(prep, layer, options)
-        progress("solve", i, len(prep.layers), layer.weight)
+    for layer, (s,), status in solve_all(prep, [(layer, [options]) for layer in prep.layers], options):
+        solved[layer.weight] = s
+        progress("solve", len(solved), len(prep.layers), layer.weight + status)
+    solved = {l.weight: solved[l.weight] for l in prep.layers}  # in the model's order, as a cluster finishes in any
     out_model = write(prep, solved, {l.weight: options for l in prep.layers})
     return finish(prep, out_model, dst, [s.row for s in solved.values()], options, t0)
 

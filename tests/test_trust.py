@@ -1,5 +1,5 @@
 """What onnxobc will not do with untrusted input: unpickle, load a custom-op library nobody named,
-or reach the network."""
+or reach the network (only a Ray cluster the user names with --ray)."""
 
 import ast
 import pathlib
@@ -21,9 +21,10 @@ def test_the_package_never_unpickles_nor_imports_network_modules():
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            network = path.name == "cluster.py" and names == ["socket"]  # only to the address --ray names
             offenders += [f"{path.name}: import {n}" for n in names if n.split(".")[0] in
                           ("pickle", "cloudpickle", "dill", "shelve", "marshal", "urllib", "requests", "http",
-                           "socket", "ftplib")]
+                           "socket", "ftplib") and not network]
             if isinstance(node, ast.keyword) and node.arg == "allow_pickle" and not (
                     isinstance(node.value, ast.Constant) and node.value.value is False):
                 offenders.append(f"{path.name}: allow_pickle={ast.unparse(node.value)}")

@@ -9,10 +9,9 @@ import dataclasses
 import numpy as np
 
 from ..graph.flops import macs_per_sample, output_shapes
-from ..graph.layers import weight_array
 from ..graph.nodes import node_name
 from ..graph.single import single_layer_model
-from ..pipeline import Options, Prepared, Solved, pruning_pass, solve_layer, summary_row, write
+from ..pipeline import Options, Prepared, Solved, solve_all, write
 from ..solver import UniformGrid, ValueGrid
 from .levels import Level
 from .probe import LossProbe
@@ -146,40 +145,20 @@ def build(prep: Prepared, db: Database, model_path, levels: list, options: Optio
     shapes = output_shapes(prep.model)
     outputs = {node_name(n): n.output[0] for n in prep.model.graph.node}
     probe = LossProbe(prep, options)
-    done = skipped = 0
     total = len(prep.layers) * len(levels)
-    progress("database", 0, total, "")
-    for layer in prep.layers:
-        todo = [lv for lv in levels if not db.has(mkey, skey, layer.weight, lv.name)]
-        skipped += len(levels) - len(todo)
+    todo = {l.weight: [lv for lv in levels if not db.has(mkey, skey, l.weight, lv.name)] for l in prep.layers}
+    skipped = total - sum(len(t) for t in todo.values())
+    done = 0
+    progress("database", skipped, total, "")
+    jobs = [(l, [None if lv.dense else level_options(options, lv) for lv in todo[l.weight]]) for l in prep.layers
+            if todo[l.weight]]
+    for layer, solved, status in solve_all(prep, jobs, options):
         macs = macs_per_sample(layer, [outputs[n] for n in layer.nodes], shapes)
-        passes = _shared_passes(prep, layer, options, todo)
-        for lv in todo:
-            opt = level_options(options, lv)
-            s = solve_layer(prep, layer, opt, passes.get(lv.name)) if not lv.dense else _dense(prep, layer)
+        for lv, s in zip(todo[layer.weight], solved):
             arrays, meta = to_arrays(s)
             meta.update(row=s.row, layer_loss=s.row["layer_loss"], calib_loss=probe.loss(layer, s),
                         bytes=float(file_bytes(prep, layer, lv, s, options)), **analytic_costs(layer, lv, macs, s))
             db.put(mkey, skey, layer.weight, lv.name, arrays, meta)
             done += 1
-            progress("database", done + skipped, total, f"{layer.weight} {lv.name}")
+            progress("database", done + skipped, total, f"{layer.weight} {lv.name}{status}")
     return {"model": mkey, "settings": skey, "computed": done, "reused": skipped}
-
-
-def _shared_passes(prep, layer, options, levels) -> dict:
-    """level name → per-group pruning Results, from one pass per family (unstructured, 4-blocks)."""
-    out = {}
-    channels = layer.weight_shape[1] if layer.op == "Conv" else layer.cols
-    for kind in ("sparsity", "block4"):
-        members = [lv for lv in levels if getattr(lv, kind) is not None]
-        if len(members) < 2 or (kind == "block4" and channels % 4):
-            continue
-        values = sorted({getattr(lv, kind) for lv in members})
-        results = dict(zip(values, pruning_pass(prep, layer, options, kind, values)))
-        out.update({lv.name: results[getattr(lv, kind)] for lv in members})
-    return out
-
-
-def _dense(prep, layer) -> Solved:
-    w = weight_array(prep.model, layer.weight)
-    return Solved(w, summary_row(layer, w, note="dense"), None, None, None, None)

@@ -1,0 +1,79 @@
+"""Solving layers on a Ray cluster (--ray): one task per layer, its weight and Hessians through
+the object store, the results back to the one process that writes them (so the database stays
+consistent). A task whose worker dies is retried (up to 3 times); one that fails for good is
+reported after the others have finished and been written, so a rerun resumes. Tasks ask for a
+GPU where the cluster has one, and solve there with CuPy when the worker can use it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+RETRIES = 3
+
+
+def connect(address: str):
+    """The ray module, connected: "auto" (the cluster `ray start` made on this machine, or
+    RAY_ADDRESS), "local" (a new Ray instance on this machine's cores), or an address
+    (HOST:PORT, ray://HOST:10001). A ValueError says what is missing."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray: pip install 'onnxobc[distributed]'") from None
+    if not ray.is_initialized():
+        _reachable(address)
+        try:
+            ray.init(address=None if address == "local" else address, logging_level="ERROR",
+                     include_dashboard=False, configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ValueError(f"--ray {address}: no Ray cluster to connect to ({' '.join(str(e).split())[:300]}); "
+                             "start one with `ray start --head`, or use --ray local") from None
+    return ray
+
+
+def _reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on is an error in seconds (Ray itself waits a minute or more)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if address in ("auto", "local") or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ValueError(f"--ray {address}: no Ray cluster to connect to ({e.strerror or e}); start one with "
+                         "`ray start --head`, or use --ray local") from None
+
+
+def _solve(problem, settings):
+    from .pipeline import solve_settings
+
+    return solve_settings(problem, settings)
+
+
+def solve_on_cluster(jobs: list, address: str):
+    """For each (Problem, settings) of `jobs`, solve_settings on the cluster; yields (index,
+    [Solved per setting], status) as tasks finish, status saying how many are done, queued or
+    running, and failed."""
+    ray = connect(address)
+    gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    task = ray.remote(_solve).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=RETRIES,
+                                     retry_exceptions=False)
+    refs = {}
+    for i, (problem, settings) in enumerate(jobs):
+        if gpu:
+            settings = [s if s is None else dataclasses.replace(s, device="auto") for s in settings]
+        refs[task.remote(ray.put(problem), settings)] = i
+    pending, done, failed = list(refs), 0, []
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        i = refs[ready[0]]
+        try:
+            solved = ray.get(ready[0])
+        except ray.exceptions.RayError as e:
+            failed.append(f"{jobs[i][0].layer.weight}: {' '.join(str(e).split())[:300]}")
+            continue
+        done += 1
+        yield i, solved, f" (cluster: {done} done, {len(pending)} queued or running, {len(failed)} failed)"
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(jobs)} layers failed on the cluster (after {RETRIES} retries where "
+                         f"a worker died); the others are done, rerun to retry: " + "; ".join(failed))
