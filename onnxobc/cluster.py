@@ -7,14 +7,20 @@ GPU where the cluster has one, and solve there with CuPy when the worker can use
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 
 RETRIES = 3
+# a task's BLAS runs one thread, on the one CPU it asks for: OpenBLAS rounds differently with
+# other thread counts, so the results equal a local build's made with OMP_NUM_THREADS=1
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def connect(address: str):
     """The ray module, connected: "auto" (the cluster `ray start` made on this machine, or
     RAY_ADDRESS), "local" (a new Ray instance on this machine's cores), or an address
     (HOST:PORT, ray://HOST:10001). A ValueError says what is missing."""
+    _token_auth(address)  # before Ray reads its configuration, at import
     try:
         import ray
     except ImportError:
@@ -28,6 +34,15 @@ def connect(address: str):
             raise ValueError(f"--ray {address}: no Ray cluster to connect to ({' '.join(str(e).split())[:300]}); "
                              "start one with `ray start --head`, or use --ray local") from None
     return ray
+
+
+def _token_auth(address: str) -> None:
+    """Use Ray's token authentication when a token is there, as `ray start --head` does: Ray's
+    driver (2.60) sends none to an address unless RAY_AUTH_MODE=token, and such a cluster refuses it."""
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+        (pathlib.Path.home() / ".ray" / "auth_token").is_file()
+    if address != "local" and token and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _reachable(address: str) -> None:
@@ -57,7 +72,7 @@ def solve_on_cluster(jobs: list, address: str):
     ray = connect(address)
     gpu = ray.cluster_resources().get("GPU", 0) >= 1
     task = ray.remote(_solve).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=RETRIES,
-                                     retry_exceptions=False)
+                                     retry_exceptions=False, runtime_env={"env_vars": ONE_THREAD})
     refs = {}
     for i, (problem, settings) in enumerate(jobs):
         if gpu:
