@@ -1,6 +1,9 @@
 """Building on a Ray cluster (--ray): the same database and output as the local build, a worker
 killed mid-build survived by Ray's retry, failures reported after the finished work is stored, a
-cluster started with `ray start`, and a clear error without Ray. Real local Ray instances."""
+cluster started with `ray start`, and a clear error without Ray. Real local Ray instances.
+(Tasks run BLAS on one thread; the digits model's layers are small enough that OpenBLAS runs
+one thread here too, so this process's own build is the reference; bench/cluster.py compares
+larger layers with a one-thread local build.)"""
 
 import importlib.util
 import os
