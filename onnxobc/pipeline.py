@@ -25,17 +25,19 @@ import onnx
 from . import solver
 from .calib.capture import capture_hessians, capture_ranges
 from .calib.feeds import batches, load_calibration, model_inputs
+from .faults import point
 from .graph.activation_qdq import insert_activation_qdq, quantized_tensors
 from .graph.bias import add_output_shift, feeds_batch_norm
 from .graph.codebook import OPSET as CODEBOOK_OPSET
 from .graph.codebook import index_bits, store_codebook
 from .graph.fold import fold_output_affine
-from .graph.layers import Skipped, discover, weight_array
+from .graph.layers import discover, weight_array
 from .graph.lowrank import add_low_rank_part, store_low_rank
 from .graph.model import inputs_to_constants, load_model
 from .graph.qdq import (add_outliers, ensure_opset, matmulnbits_bits, output_axis, storage_opset, store_matmulnbits,
                         store_quantized)
 from .graph.write import drop_unused_initializers, save_atomic, set_weights, sparse_where_smaller
+from .memory import memory_budget, within_memory
 from .runtimes import ADAPTERS
 from .runtimes.onnxruntime import custom_op_library, session
 
@@ -372,42 +374,6 @@ def dead_inputs(hessians) -> bool:
     return any(not np.diag(acc.hessian).any() for acc in hessians)
 
 
-def memory_budget(options: Options) -> int | None:
-    """Bytes a layer's solve may take: --max-memory, else the memory available now (Linux), else
-    no limit."""
-    if options.max_memory is not None:
-        return int(options.max_memory * 2**30)
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
-
-
-def layer_memory(layer) -> int:
-    """Bytes to capture and solve `layer`: its float64 Hessians, and about three more cols × cols
-    matrices while one group is solved (the dampened copy, its inverse, a row's inverse)."""
-    return 8 * layer.cols**2 * (layer.groups + 3)
-
-
-def within_memory(layers: list, budget: int | None) -> tuple:
-    """(layers that fit `budget`, Skipped for the others with the reason); a ValueError when the
-    Hessians of those that fit do not fit together (they are all held after the capture)."""
-    if budget is None:
-        return layers, []
-    fit = [l for l in layers if layer_memory(l) <= budget]
-    over = [Skipped(l.weight, l.op, f"needs {layer_memory(l) / 2**30:.2f} GiB to solve (a {l.cols}×{l.cols} "
-                                    f"Hessian), more than the memory budget of {budget / 2**30:.2f} GiB "
-                                    "(--max-memory): left dense") for l in layers if l not in fit]
-    held = sum(8 * l.cols**2 * l.groups for l in fit)
-    if fit and held + max(layer_memory(l) for l in fit) > budget:
-        largest = sorted(fit, key=lambda l: -l.groups * l.cols**2)[:3]
-        raise ValueError(f"the layers' Hessians take {held / 2**30:.2f} GiB together, more than the memory budget of "
-                         f"{budget / 2**30:.2f} GiB: raise --max-memory or --skip the largest "
-                         f"({', '.join(l.weight for l in largest)})")
-    return fit, over
-
-
 def summary_row(layer, weight, loss: float = 0.0, relative: float = 0.0, note: str = "") -> dict:
     """A layer's line in the summary and the report."""
     return {"weight": layer.weight, "op": layer.op, "shape": f"{layer.groups}×{layer.rows}×{layer.cols}",
@@ -463,7 +429,7 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     folded = fold_output_affine(model)
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
-    layers, over = within_memory(layers, memory_budget(options))
+    layers, over = within_memory(layers, memory_budget(options.max_memory))
     skipped += over
     if not layers:
         raise ValueError(f"{src}: no compressible layer (Conv, Gemm, MatMul with a constant weight)"
@@ -523,8 +489,6 @@ def problem(prep: Prepared, layer) -> Problem:
 def solve_settings(p: Problem, settings: list) -> list:
     """`p` solved at each of `settings` (Options, or None for the dense weight); one greedy pass
     gives every unstructured (and every 4-block) sparsity among them."""
-    from .faults import point
-
     passes = _shared_passes(p, settings)
     out = []
     for i, opt in enumerate(settings):
