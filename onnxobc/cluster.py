@@ -31,9 +31,13 @@ def connect(address: str):
             ray.init(address=None if address == "local" else address, logging_level="ERROR",
                      include_dashboard=False, configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ValueError(f"--ray {address}: no Ray cluster to connect to ({' '.join(str(e).split())[:300]}); "
-                             "start one with `ray start --head`, or use --ray local") from None
+            raise _no_cluster(address, " ".join(str(e).split())[:300]) from None
     return ray
+
+
+def _no_cluster(address: str, why: str) -> ValueError:
+    return ValueError(f"--ray {address}: no Ray cluster to connect to ({why}); start one with `ray start --head`, "
+                      "or use --ray local")
 
 
 def _token_auth(address: str) -> None:
@@ -55,8 +59,7 @@ def _reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:
-        raise ValueError(f"--ray {address}: no Ray cluster to connect to ({e.strerror or e}); start one with "
-                         "`ray start --head`, or use --ray local") from None
+        raise _no_cluster(address, e.strerror or str(e)) from None
 
 
 def _solve(problem, settings):

@@ -18,10 +18,15 @@ def memory_budget(max_memory: float | None) -> int | None:
         return None
 
 
+def hessian_bytes(layer) -> int:
+    """Its float64 Hessians, one cols × cols matrix per group."""
+    return 8 * layer.cols**2 * layer.groups
+
+
 def layer_memory(layer) -> int:
-    """Bytes to capture and solve `layer`: its float64 Hessians, and about three more cols × cols
+    """Bytes to capture and solve `layer`: its Hessians, and about three more cols × cols
     matrices while one group is solved (the dampened copy, its inverse, a row's inverse)."""
-    return 8 * layer.cols**2 * (layer.groups + 3)
+    return hessian_bytes(layer) + 8 * layer.cols**2 * 3
 
 
 def within_memory(layers: list, budget: int | None) -> tuple:
@@ -33,9 +38,9 @@ def within_memory(layers: list, budget: int | None) -> tuple:
     over = [Skipped(l.weight, l.op, f"needs {layer_memory(l) / 2**30:.2f} GiB to solve (a {l.cols}×{l.cols} "
                                     f"Hessian), more than the memory budget of {budget / 2**30:.2f} GiB "
                                     "(--max-memory): left dense") for l in layers if l not in fit]
-    held = sum(8 * l.cols**2 * l.groups for l in fit)
+    held = sum(hessian_bytes(l) for l in fit)
     if fit and held + max(layer_memory(l) for l in fit) > budget:
-        largest = sorted(fit, key=lambda l: -l.groups * l.cols**2)[:3]
+        largest = sorted(fit, key=hessian_bytes, reverse=True)[:3]
         raise ValueError(f"the layers' Hessians take {held / 2**30:.2f} GiB together, more than the memory budget of "
                          f"{budget / 2**30:.2f} GiB: raise --max-memory or --skip the largest "
                          f"({', '.join(l.weight for l in largest)})")

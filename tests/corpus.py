@@ -80,8 +80,8 @@ def _write(folder, model=None, data=None, model_name="m.onnx"):
     return ["compress", str(path), str(folder / "out.onnx"), "--calib", str(folder / "c.npz"), "--wbits", "8"]
 
 
-def _model_case(model_fn, **kw):
-    return lambda d: _write(d, model_fn(), **kw)
+def _model_case(model_fn):
+    return lambda d: _write(d, model_fn())
 
 
 def _bytes(data: bytes):

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 from corpus import calib, net
+from test_purity import imported
 
 from onnxobc.cli import main
 
@@ -19,8 +20,7 @@ def test_the_package_never_unpickles_nor_imports_network_modules():
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = imported(node)
             network = path.name == "cluster.py" and names == ["socket"]  # only to the address --ray names
             offenders += [f"{path.name}: import {n}" for n in names if n.split(".")[0] in
                           ("pickle", "cloudpickle", "dill", "shelve", "marshal", "urllib", "requests", "http",

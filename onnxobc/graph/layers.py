@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .nodes import node_name
+from .nodes import node_name, subgraphs
 
 
 @dataclass
@@ -135,9 +135,8 @@ def _in_subgraphs(graph, owner=None) -> list:
             out.append(Skipped(node_name(node), node.op_type, f"inside the subgraph of {owner.op_type} "
                                                               f"{node_name(owner)!r}: only the top-level graph is "
                                                               "compressed"))
-        for a in node.attribute:
-            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                out += _in_subgraphs(g, node if owner is None else owner)
+        for g in subgraphs(node):
+            out += _in_subgraphs(g, node if owner is None else owner)
     return out
 
 

@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from .nodes import subgraphs
+
 
 def load_model(path) -> onnx.ModelProto:
     """The model at `path` with its external data loaded and Constant-node tensors turned into
@@ -62,8 +64,8 @@ def _tensors(graph: onnx.GraphProto):
             if a.HasField("t"):
                 yield a.t
             yield from a.tensors
-            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from _tensors(g)
+        for g in subgraphs(node):
+            yield from _tensors(g)
 
 
 def _check_external(path: pathlib.Path, t: TensorProto) -> None:

@@ -10,6 +10,11 @@ def node_name(node) -> str:
     return node.name or node.output[0]
 
 
+def subgraphs(node) -> list:
+    """The graphs a node holds as attributes (If branches, Loop and Scan bodies)."""
+    return [g for a in node.attribute for g in ([a.g] if a.HasField("g") else []) + list(a.graphs)]
+
+
 def consumers(graph: onnx.GraphProto) -> dict:
     """{tensor: [node reading it, once per input slot]}."""
     out = {}

@@ -7,6 +7,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..atomic import atomic_path
+from .nodes import subgraphs
 
 
 def set_weights(model: onnx.ModelProto, weights: dict) -> onnx.ModelProto:
@@ -57,8 +58,7 @@ def drop_unused_initializers(model: onnx.ModelProto, among=None) -> None:
         g = stack.pop()
         for n in g.node:
             used.update(n.input)
-            for a in n.attribute:
-                stack.extend([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)
+            stack.extend(subgraphs(n))
     dropped = {t.name for t in model.graph.initializer if among is None or t.name in among} - used
     for field in (model.graph.initializer, model.graph.input):  # old models list initializers as inputs too
         keep = [t for t in field if t.name not in dropped]
