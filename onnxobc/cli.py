@@ -66,6 +66,10 @@ def _options(args):
         from .cluster import connect
 
         connect(args.ray)  # a missing Ray or cluster is an error now, not after the capture
+    else:
+        from .solver.backend import array_module
+
+        array_module(args.device)  # --device cuda without a usable GPU is an error now, too
     return Options(sparsity=args.sparsity, nm=args.nm, block4=args.block4, wbits=args.wbits, rank=args.rank,
                    codebook=None if args.codebook is None else str(args.codebook), outliers=args.outliers,
                    plus_rank=args.plus_rank,
@@ -74,7 +78,7 @@ def _options(args):
                    bias_correction=not args.no_bias_correction,
                    variance_correction=not args.no_variance_correction, abits=args.abits, runtime=args.runtime,
                    matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()), max_memory=args.max_memory,
-                   ray=getattr(args, "ray", None))
+                   ray=getattr(args, "ray", None), device=args.device)
 
 
 BUDGETS = ("speedup", "size", "flops", "bops")
@@ -334,6 +338,9 @@ def _add_solver_options(c) -> None:
     c.add_argument("--custom-ops", action="append", metavar="LIB",
                    help="custom-op library the model needs in onnxruntime: 'extensions' (onnxruntime-extensions) "
                         "or a library file; only libraries named here are loaded (repeatable)")
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where Hessians are summed and the exact solvers run: cuda (a GPU through CuPy), cpu, or "
+                        "auto (default): the GPU when CuPy has one")
     c.add_argument("--max-memory", type=float, metavar="GIB",
                    help="memory a layer's Hessians and solve may take; larger layers are left dense with the reason "
                         "(default: the memory available)")

@@ -2,11 +2,11 @@
 the object store, the results back to the one process that writes them (so the database stays
 consistent). A task whose worker dies is retried (up to 3 times); one that fails for good is
 reported after the others have finished and been written, so a rerun resumes. Tasks ask for a
-GPU where the cluster has one, and solve there with CuPy when the worker can use it."""
+GPU where the cluster has one (unless --device cpu), and solve there with CuPy when the worker
+can use it."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 
@@ -68,18 +68,19 @@ def _solve(problem, settings):
     return solve_settings(problem, settings)
 
 
-def solve_on_cluster(jobs: list, address: str):
+def solve_on_cluster(jobs: list, address: str, device: str = "auto"):
     """For each (Problem, settings) of `jobs`, solve_settings on the cluster; yields (index,
     [Solved per setting], status) as tasks finish, status saying how many are done, queued or
-    running, and failed."""
+    running, and failed. Tasks take a GPU each where the cluster has GPUs, unless `device` is "cpu"."""
     ray = connect(address)
     gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    if device == "cuda" and not gpu:
+        raise ValueError(f"--device cuda: the Ray cluster at {address} has no GPU")
+    gpu = gpu and device != "cpu"
     task = ray.remote(_solve).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=RETRIES,
                                      retry_exceptions=False, runtime_env={"env_vars": ONE_THREAD})
     refs = {}
     for i, (problem, settings) in enumerate(jobs):
-        if gpu:
-            settings = [s if s is None else dataclasses.replace(s, device="auto") for s in settings]
         refs[task.remote(ray.put(problem), settings)] = i
     pending, done, failed = list(refs), 0, []
     while pending:

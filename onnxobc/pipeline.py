@@ -73,7 +73,8 @@ class Options:
     custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
     max_memory: float | None = None  # GiB a layer's Hessians and solve may take (default: the memory available)
     ray: str | None = None  # solve the layers on this Ray cluster ("auto", an address, or "local")
-    device: str = "cpu"  # where the exact solvers run: "cpu", "cuda" or "auto" (a cluster's GPU tasks)
+    device: str = "auto"  # where Hessians are summed and the exact solvers run: "cpu", "cuda" (CuPy), or
+    #                       "auto": the GPU where CuPy has one, else the CPU
 
     @property
     def per_tensor(self) -> bool:
@@ -447,7 +448,8 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
         hessians, ranges = capture_hessians(model, captured, calib_part, options.batch_size, observe,
                                             options.custom_ops,
                                             progress=_counter(progress, "capture", n - n_hold,
-                                                              f"samples through {len(captured)} layers"))
+                                                              f"samples through {len(captured)} layers"),
+                                            device=options.device)
     if observe:
         ranges = capture_ranges(model, ranges, calib_part, options.batch_size, options.runtime == "tensorrt",
                                 options.custom_ops, progress=_counter(progress, "ranges", n - n_hold,
@@ -505,7 +507,7 @@ def solve_all(prep: Prepared, jobs: list, options: Options):
         from .cluster import solve_on_cluster
 
         problems = [(problem(prep, layer), settings) for layer, settings in jobs]
-        for i, solved, status in solve_on_cluster(problems, options.ray):
+        for i, solved, status in solve_on_cluster(problems, options.ray, options.device):
             yield jobs[i][0], solved, status
         return
     for layer, settings in jobs:

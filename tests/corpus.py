@@ -307,6 +307,16 @@ def _big(d):
         + ["--max-memory", "0.05"]
 
 
+def _on_cuda(d):
+    return _write(d) + ["--device", "cuda"]
+
+
+def _gpu_usable() -> bool:
+    from onnxobc.solver.backend import _cupy
+
+    return _cupy() is not None
+
+
 def _checker_fails():
     m = net()
     m.graph.node[2].input[0] = "nowhere"
@@ -406,6 +416,8 @@ CASES = [
     Case("calib_tiny_hessian", _calib_case(lambda r, n: {"x": r.standard_normal((n, 3, 8, 8)).astype(np.float32)
                                                          * np.float32(1e-30)}), "ok", "verified"),
     Case("layer_over_memory_budget", _big, "ok", "left as is: wide"),
+    # --device cuda succeeds where CuPy has a GPU and is refused before any work elsewhere
+    Case("device_cuda", _on_cuda, *(("ok", "verified") if _gpu_usable() else ("error", "needs CuPy"))),
     Case("model_fails_checker", _model_case(_checker_fails), "error", "onnx.checker"),
     Case("initializer_wrong_size", _model_case(_bad_raw_data), "error", "c2.w"),
     Case("input_unknown_element_type", _model_case(_unknown_input_type), "error", "element type 99"),

@@ -100,3 +100,71 @@ def test_masked_quantization_over_row_batches_with_uneven_survivors():
         np.testing.assert_array_equal(split.order, one.order)
         np.testing.assert_allclose(split.weight, one.weight, rtol=1e-6, atol=1e-7)
         assert not split.weight[~mask].any()
+
+
+def test_steps_read_the_device_only_to_compact(monkeypatch):
+    """The deferred path counts alive positions on the host: it reads them from the arrays (a
+    wait for a GPU) only when a compaction looks due, not at every step."""
+    from onnxobc.solver.elimination import DeferredState
+
+    reads = []
+    original = DeferredState.read_alive_max
+    monkeypatch.setattr(DeferredState, "read_alive_max", lambda self: reads.append(1) or original(self))
+    W, H = make_problem(6, 256, seed=24)
+    grid = fit_uniform_grid(W, 4, True)
+    fast = quantize(W, H, grid, engine="deferred", dtype=np.float64)
+    np.testing.assert_array_equal(fast.order, quantize(W, H, grid, engine="eager", dtype=np.float64).order)
+    assert 0 < len(reads) <= 20  # 256 steps, one read per compaction (a quarter of the width each)
+
+
+def test_a_stalled_row_is_not_compacted_away():
+    """If a row fixed nothing in some steps, the host's count is low: the read before compacting
+    corrects it, and no alive position is dropped."""
+    from onnxobc.solver.elimination import DeferredState, start_rows
+    from onnxobc.solver.hessian import inverse
+
+    W, H = make_problem(3, 32, seed=25)
+    state = DeferredState(*start_rows(H, inverse(H), W, None, np, np.float64)[:4], 32, flush_every=4)
+    state.alive[1:, :12] = False  # rows 1 and 2 lost 12 positions, row 0 none
+    state.alive_bound = 20
+    state.checkpoint()
+    assert state.alive_bound == 32 and state.w.shape[1] == 32  # nothing to drop yet
+    state.alive[0, 4:12] = False
+    state.alive_bound = 24  # as 8 more steps would have counted
+    state.checkpoint()
+    assert state.alive_bound == 24 and state.w.shape[1] == 24
+    assert state.alive.sum(axis=1).tolist() == [24, 20, 20]
+
+
+def test_device_forms_on_numpy():
+    """The GPU's chunked batched GEMM flush and chunked gather compaction, run through NumPy,
+    equal the CPU's per-row BLAS and take."""
+    from onnxobc.solver.backend import sub_gram_, sub_gram_batched_
+    from onnxobc.solver.elimination import compact_inverse, gather_rows_, keep_positions
+
+    rng = np.random.default_rng(26)
+    C = rng.standard_normal((7, 20, 20))
+    C = C + C.transpose(0, 2, 1)
+    U = rng.standard_normal((7, 5, 20))
+    ref, chunked = C.copy(), C.copy()
+    sub_gram_(ref, U)
+    sub_gram_batched_(chunked, U, temp_bytes=3 * 20 * 20 * 8)  # chunks of 3 rows
+    np.testing.assert_allclose(chunked, ref, rtol=1e-12, atol=1e-12)
+    alive = rng.random((7, 20)) < 0.6
+    alive[0] = True
+    keep = keep_positions(np, alive, 20 - 3)
+    expect = np.stack([C[r][np.ix_(keep[r], keep[r])] for r in range(7)])
+    np.testing.assert_array_equal(compact_inverse(np, C.copy(), keep), expect)
+    A = C.copy()
+    new = A.reshape(-1)[: 7 * 17 * 17].reshape(7, 17, 17)
+    np.testing.assert_array_equal(gather_rows_(np, A, keep, new, temp_bytes=2 * 17 * 17 * 8), expect)
+
+
+def test_row_batches_on_a_device_fill_the_memory():
+    from onnxobc.solver.batching import DEFAULT_MEM, batch_memory, row_batches
+
+    assert batch_memory(np, 512, 128) == DEFAULT_MEM
+    cpu = row_batches(512, 4608, 4, 40 << 30)
+    gpu = row_batches(512, 4608, 4, 40 << 30, step_elements=None)
+    assert cpu[0].stop == 28  # the CPU caps a batch at 2^17 elements a step
+    assert gpu[0].stop == 505 and len(gpu) == 2  # a device only by memory: 40 GiB / (4608² · 4 B)

@@ -36,12 +36,13 @@ def layer_inputs(layer, x: np.ndarray) -> list:
 
 
 def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int = 8, observe=(),
-                     custom_ops=(), progress=None):
+                     custom_ops=(), progress=None, device: str = "cpu"):
     """({weight name: [HessianAccumulator per group]} summed over all nodes that use the weight,
-    {tensor name: (min, max)} over the calibration data for each name in `observe`)."""
+    {tensor name: (min, max)} over the calibration data for each name in `observe`). The sums
+    are accumulated on `device` (see HessianAccumulator)."""
     acts = sorted({a for l in layers for a in l.activations} | set(observe))
     sess = session(exposing(model, acts), custom_ops=custom_ops)
-    hessians = {l.weight: [HessianAccumulator(l.cols) for _ in range(l.groups)] for l in layers}
+    hessians = {l.weight: [HessianAccumulator(l.cols, device) for _ in range(l.groups)] for l in layers}
     ranges = {}
     for feed in batches(data, model_inputs(model), batch_size):
         values = dict(zip(acts, sess.run(acts, feed)))

@@ -29,7 +29,8 @@ def array_module(device: str = "cpu"):
     cp = _cupy()
     if cp is None:
         if device == "cuda":
-            raise ValueError("device 'cuda' needs CuPy and a CUDA device; none is usable here")
+            raise ValueError("device 'cuda' needs CuPy (pip install cupy-cuda12x) and a CUDA device; "
+                             "none is usable here")
         return np
     return cp
 
@@ -43,14 +44,30 @@ def to_host(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
+DEVICE_SHARE = 0.5  # of a GPU's free memory, for the per-row inverses (the rest: pending vectors, temporaries)
+TEMP_BYTES = 1 << 28  # the largest temporary a batched GEMM or gather on a device makes at once
+
+
+def free_bytes(xp):
+    """A GPU's free memory, counting what CuPy's pool holds unused; None for NumPy."""
+    if xp is np:
+        return None
+    free, _ = xp.cuda.runtime.memGetInfo()
+    return free + xp.get_default_memory_pool().free_bytes()
+
+
 _WORKSPACE: dict = {}
 
 
 def workspace(xp, size: int, dtype):
     """A flat scratch array of at least `size` elements, reused across calls: fresh pages are
     expensive to touch (seen at ~0.3 GB/s on the sandboxed CI machines), so the per-row inverse
-    Hessians of every layer live in the same memory. Holds the largest size asked for."""
-    key = (xp.__name__, np.dtype(dtype).str)
+    Hessians of every layer live in the same memory. Holds the largest size asked for. On a GPU,
+    CuPy's memory pool already reuses memory, and holding the largest inverse would keep it from
+    the rest of the run: a fresh array."""
+    if xp is not np:
+        return xp.empty(size, dtype=dtype)
+    key = np.dtype(dtype).str
     buf = _WORKSPACE.get(key)
     if buf is None or buf.size < size:
         _WORKSPACE.pop(key, None)
@@ -62,7 +79,8 @@ def sub_gram_(C, U) -> None:
     """C[r] -= U[r]ᵀ U[r] in place for every r; C is (R, d, d) symmetric, U is (R, k, d).
 
     On NumPy this calls BLAS gemm with beta=1 on each matrix so that no (R, d, d) temporary
-    is made (the update is memory-bound otherwise); elsewhere it is one batched matmul.
+    is made (the update is memory-bound otherwise); elsewhere it is batched matmuls over chunks
+    of rows whose temporary stays within `TEMP_BYTES`.
     """
     if isinstance(C, np.ndarray) and C.dtype in (np.float32, np.float64) and C.flags.c_contiguous:
         from scipy.linalg import blas
@@ -72,7 +90,20 @@ def sub_gram_(C, U) -> None:
             # C[r] is symmetric, so its transpose (Fortran-ordered, no copy) is updated in place.
             gemm(-1.0, U[r].T, U[r].T, beta=1.0, c=C[r].T, trans_b=1, overwrite_c=1)
     else:
-        C -= xp_of(C).matmul(U.transpose(0, 2, 1), U)
+        sub_gram_batched_(C, U)
+
+
+def sub_gram_batched_(C, U, temp_bytes: int = TEMP_BYTES) -> None:
+    """sub_gram_ as batched matmuls, a chunk of rows at a time (the device form)."""
+    xp = xp_of(C)
+    step = row_chunk(C, temp_bytes)
+    for a in range(0, C.shape[0], step):
+        C[a: a + step] -= xp.matmul(U[a: a + step].transpose(0, 2, 1), U[a: a + step])
+
+
+def row_chunk(C, temp_bytes: int) -> int:
+    """How many of C's (R, d, d) matrices make a temporary of at most `temp_bytes`."""
+    return max(1, temp_bytes // (C.shape[1] * C.shape[2] * C.itemsize))
 
 
 def sub_gram_upper_(C, U) -> None:

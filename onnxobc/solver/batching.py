@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fused, policies
-from .backend import array_module, to_host, workspace
+from .backend import DEVICE_SHARE, array_module, free_bytes, to_host, workspace
 from .elimination import DeferredState, EagerState, start_rows
 
 ENGINES = ("auto", "fused", "deferred", "eager")
@@ -30,12 +30,23 @@ class Policy:
     outliers: bool = True
 
 
-def row_batches(rows: int, d: int, itemsize: int, mem_bytes: int):
-    """Row slices: no more rows than `mem_bytes` of inverses allows, nor more than it takes to
-    keep each step's vector work large (more would only touch more memory)."""
+def row_batches(rows: int, d: int, itemsize: int, mem_bytes: int, step_elements: int | None = ROW_ELEMENTS):
+    """Row slices: no more rows than `mem_bytes` of inverses allows, nor (on the CPU) more than it
+    takes to keep each step's vector work large, `step_elements`: more would only touch more
+    memory. On a device (`step_elements` None) larger batches only mean fewer kernel launches."""
     per_row = max(1, d * d * itemsize)
-    step = int(max(1, min(rows, mem_bytes // per_row, max(8, ROW_ELEMENTS // d))))
+    cap = rows if step_elements is None else max(8, step_elements // d)
+    step = int(max(1, min(rows, mem_bytes // per_row, cap)))
     return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
+def batch_memory(xp, cols: int, flush_every: int) -> int:
+    """Bytes of per-row inverses a batch may hold: DEFAULT_MEM on the CPU; on a device, its share
+    of the free memory, less what the pending vectors (flush_every × cols per row) take."""
+    free = free_bytes(xp)
+    if free is None:
+        return DEFAULT_MEM
+    return int(DEVICE_SHARE * free * cols / (cols + flush_every))
 
 
 def _state_policy(policy, state, grid, cols):
@@ -59,9 +70,10 @@ def resolve_engine(engine: str, xp) -> str:
 
 
 def run_rows(policy: Policy, W, H, Hinv, *, mask=None, grid=None, engine="auto", device="cpu",
-             dtype=DEFAULT_DTYPE, flush_every=128, mem_bytes=DEFAULT_MEM, progress=None):
+             dtype=DEFAULT_DTYPE, flush_every=128, mem_bytes=None, progress=None):
     """Apply `policy` to every row batch. Returns host arrays (weights, order, inc, loss0):
-    per row, the columns (or blocks) in the order they were fixed and each step's loss."""
+    per row, the columns (or blocks) in the order they were fixed and each step's loss.
+    `mem_bytes`: bytes of per-row inverses held at once (default: batch_memory)."""
     xp = array_module(device)
     engine = resolve_engine(engine, xp)
     rows, cols = W.shape
@@ -71,7 +83,9 @@ def run_rows(policy: Policy, W, H, Hinv, *, mask=None, grid=None, engine="auto",
     H, Hinv = H / scale, Hinv * scale
     weights = np.empty((rows, cols), dtype=np.float32)
     orders, incs, loss0 = [], [], np.zeros(rows)
-    batches = row_batches(rows, cols, np.dtype(dtype).itemsize, mem_bytes)
+    if mem_bytes is None:
+        mem_bytes = batch_memory(xp, cols, flush_every)
+    batches = row_batches(rows, cols, np.dtype(dtype).itemsize, mem_bytes, ROW_ELEMENTS if xp is np else None)
     buffer = workspace(xp, (batches[0].stop - batches[0].start) * cols * cols, dtype)
     for sl in batches:
         Hb, w, alive, idx, l0 = start_rows(H, Hinv, W[sl], None if mask is None else mask[sl], xp, dtype, buffer)

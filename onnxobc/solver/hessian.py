@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import array_module, to_host
 from .checks import check_hessian, check_weight
 
 
@@ -11,24 +12,27 @@ class HessianAccumulator:
     """Streams input batches X (samples × cols) into H = 2/N · XᵀX, accumulated in float64.
 
     The result does not depend on how the samples are split into batches (up to float64
-    rounding), so memory is bounded by cols² whatever the calibration set's size.
+    rounding), so memory is bounded by cols² whatever the calibration set's size. With
+    device="cuda" (or "auto" where CuPy has a device) the sums live on the GPU, each batch is
+    copied there as it comes and XᵀX is a device GEMM; `hessian` and `mean` are host arrays.
     """
 
-    def __init__(self, cols: int):
+    def __init__(self, cols: int, device: str = "cpu"):
         if cols < 1:
             raise ValueError(f"a Hessian needs at least one column, got {cols}")
         self.cols = cols
-        self._sum = np.zeros((cols, cols), dtype=np.float64)
-        self._first = np.zeros(cols, dtype=np.float64)
+        self.xp = array_module(device)
+        self._sum = self.xp.zeros((cols, cols), dtype=np.float64)
+        self._first = self.xp.zeros(cols, dtype=np.float64)
         self.samples = 0
 
     def add_batch(self, X) -> None:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.cols:
             raise ValueError(f"batch must be (samples, {self.cols}), got shape {X.shape}")
-        X = X.astype(np.float64, copy=False)
         if not np.isfinite(X).all():
             raise ValueError("calibration batch contains NaN or Inf")
+        X = self.xp.asarray(X).astype(np.float64, copy=False)
         self._sum += X.T @ X
         self._first += X.sum(axis=0)
         self.samples += X.shape[0]
@@ -38,13 +42,13 @@ class HessianAccumulator:
         """E[x] over the samples: (W − Ŵ)·E[x] is the shift a compressed layer adds to its output mean."""
         if self.samples == 0:
             raise ValueError("no samples were added to the Hessian")
-        return self._first / self.samples
+        return to_host(self._first) / self.samples
 
     @property
     def hessian(self) -> np.ndarray:
         if self.samples == 0:
             raise ValueError("no samples were added to the Hessian")
-        H = self._sum * (2.0 / self.samples)
+        H = to_host(self._sum) * (2.0 / self.samples)
         return (H + H.T) / 2
 
 

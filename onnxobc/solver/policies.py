@@ -14,11 +14,12 @@ def prune_all(state, steps: int):
     xp, ar = state.xp, state.ar
     order = xp.empty((state.R, steps), dtype=np.int64)
     inc = xp.empty((state.R, steps), dtype=np.float64)
+    zero = xp.zeros(state.R, dtype=state.w.dtype)
     for k in range(steps):
         score = xp.where(state.alive, state.w * state.w / state.safe_diag(), xp.inf)
         p = xp.argmin(score, axis=1)
         order[:, k] = state.idx[ar, p]
-        inc[:, k] = state.eliminate(p, xp.zeros(state.R, dtype=state.w.dtype))
+        inc[:, k] = state.eliminate(p, zero)
         state.checkpoint()
     return order, inc
 
@@ -32,6 +33,7 @@ def prune_nm(state, n: int, m: int):
     pruned = xp.zeros((state.R, cols // m), dtype=np.int32)
     order = xp.empty((state.R, steps), dtype=np.int64)
     inc = xp.empty((state.R, steps), dtype=np.float64)
+    zero = xp.zeros(state.R, dtype=state.w.dtype)
     for k in range(steps):
         open_group = pruned[ar[:, None], state.idx // m] < (m - n)
         score = xp.where(state.alive & open_group, state.w * state.w / state.safe_diag(), xp.inf)
@@ -39,7 +41,7 @@ def prune_nm(state, n: int, m: int):
         col = state.idx[ar, p]
         order[:, k] = col
         pruned[ar, col // m] += 1
-        inc[:, k] = state.eliminate(p, xp.zeros(state.R, dtype=state.w.dtype))
+        inc[:, k] = state.eliminate(p, zero)
         state.checkpoint()
     return order, inc
 
