@@ -29,8 +29,8 @@ def array_module(device: str = "cpu"):
     cp = _cupy()
     if cp is None:
         if device == "cuda":
-            raise ValueError("device 'cuda' needs CuPy (pip install cupy-cuda12x) and a CUDA device; "
-                             "none is usable here")
+            raise ValueError("device 'cuda' needs CuPy (pip install cupy-cuda12x, or the build for this "
+                             "CUDA) and a CUDA device; none is usable here")
         return np
     return cp
 
