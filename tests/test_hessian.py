@@ -63,3 +63,20 @@ def test_errors():
         prepare(np.ones((2, 3), np.float32), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="positive definite"):
         inverse(np.diag([1.0, -1.0]))
+
+
+def test_pickled_accumulator_holds_host_arrays():
+    """A Problem's accumulators travel to a cluster's workers: they pickle with plain pickle, as
+    host arrays, and go on summing after."""
+    import pickle
+
+    rng = np.random.default_rng(5)
+    acc = HessianAccumulator(6, "auto")
+    acc.add_batch(rng.standard_normal((10, 6)))
+    back = pickle.loads(pickle.dumps(acc))
+    assert isinstance(back._sum, np.ndarray)
+    np.testing.assert_array_equal(back.hessian, acc.hessian)
+    X = rng.standard_normal((4, 6))
+    back.add_batch(X)
+    acc.add_batch(X)
+    np.testing.assert_array_equal(back.hessian, acc.hessian)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module, to_host
+from .backend import array_module, to_host, xp_of
 from .checks import check_hessian, check_weight
 
 
@@ -14,17 +14,22 @@ class HessianAccumulator:
     The result does not depend on how the samples are split into batches (up to float64
     rounding), so memory is bounded by cols² whatever the calibration set's size. With
     device="cuda" (or "auto" where CuPy has a device) the sums live on the GPU, each batch is
-    copied there as it comes and XᵀX is a device GEMM; `hessian` and `mean` are host arrays.
+    copied there as it comes and XᵀX is a device GEMM; `hessian` and `mean` are host arrays. A
+    pickled accumulator holds host arrays, so it unpickles where there is no GPU (a cluster's
+    CPU workers).
     """
 
     def __init__(self, cols: int, device: str = "cpu"):
         if cols < 1:
             raise ValueError(f"a Hessian needs at least one column, got {cols}")
+        xp = array_module(device)
         self.cols = cols
-        self.xp = array_module(device)
-        self._sum = self.xp.zeros((cols, cols), dtype=np.float64)
-        self._first = self.xp.zeros(cols, dtype=np.float64)
+        self._sum = xp.zeros((cols, cols), dtype=np.float64)
+        self._first = xp.zeros(cols, dtype=np.float64)
         self.samples = 0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_sum": to_host(self._sum), "_first": to_host(self._first)}
 
     def add_batch(self, X) -> None:
         X = np.asarray(X)
@@ -32,7 +37,7 @@ class HessianAccumulator:
             raise ValueError(f"batch must be (samples, {self.cols}), got shape {X.shape}")
         if not np.isfinite(X).all():
             raise ValueError("calibration batch contains NaN or Inf")
-        X = self.xp.asarray(X).astype(np.float64, copy=False)
+        X = xp_of(self._sum).asarray(X).astype(np.float64, copy=False)
         self._sum += X.T @ X
         self._first += X.sum(axis=0)
         self.samples += X.shape[0]
