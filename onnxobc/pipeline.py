@@ -372,7 +372,7 @@ def _compress_layer(layer, w, hessians, options: Options, normalized: bool = Fal
 
 def dead_inputs(hessians) -> bool:
     """Whether some group's inputs are all zero on the calibration data (a Hessian of zeros)."""
-    return any(not np.diag(acc.hessian).any() for acc in hessians)
+    return any(not acc.diagonal.any() for acc in hessians)
 
 
 def summary_row(layer, weight, loss: float = 0.0, relative: float = 0.0, note: str = "") -> dict:

@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import onnx
 
+from ..graph.model import element_dtype
+
 
 def model_inputs(model: onnx.ModelProto) -> dict:
     """name → (numpy dtype, dims with None for symbolic) of the graph inputs that are not initializers."""
@@ -25,11 +27,8 @@ def model_inputs(model: onnx.ModelProto) -> dict:
             raise ValueError(f"graph input {i.name!r} is a {i.type.WhichOneof('value') or 'typeless value'}, not a "
                              "tensor: only tensor inputs can be calibrated")
         t = i.type.tensor_type
-        try:
-            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
-        except (KeyError, TypeError):
-            raise ValueError(f"graph input {i.name!r} has element type {t.elem_type}, which onnx does not know") from None
-        out[i.name] = (dtype, [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim])
+        out[i.name] = (element_dtype(t.elem_type, f"graph input {i.name!r}"),
+                       [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim])
     return out
 
 

@@ -90,13 +90,17 @@ def _check_external(path: pathlib.Path, t: TensorProto) -> None:
                          f"{folder}")
 
 
+def element_dtype(elem_type: int, what: str) -> np.dtype:
+    """The NumPy dtype of an ONNX element type; a ValueError naming `what` for a type onnx does not know."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError):
+        raise ValueError(f"{what} has element type {elem_type}, which onnx does not know") from None
+
+
 def _check_size(path: pathlib.Path, t: TensorProto) -> None:
     """An initializer must have a known element type, and its raw bytes must fill its shape."""
-    try:
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
-    except (KeyError, TypeError):
-        raise ValueError(f"{path}: initializer {t.name!r} has element type {t.data_type}, which onnx does not "
-                         "know") from None
+    dtype = element_dtype(t.data_type, f"{path}: initializer {t.name!r}")
     if not t.HasField("raw_data") or t.data_type == TensorProto.STRING:
         return
     count = int(np.prod(t.dims, dtype=np.int64))

@@ -44,7 +44,6 @@ def to_host(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
-DEVICE_SHARE = 0.5  # of a GPU's free memory, for the per-row inverses (the rest: pending vectors, temporaries)
 TEMP_BYTES = 1 << 28  # the largest temporary a batched GEMM or gather on a device makes at once
 
 

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fused, policies
-from .backend import DEVICE_SHARE, array_module, free_bytes, to_host, workspace
+from .backend import array_module, free_bytes, to_host, workspace
 from .elimination import DeferredState, EagerState, start_rows
 
 ENGINES = ("auto", "fused", "deferred", "eager")
 DEFAULT_DTYPE = np.float32
-DEFAULT_MEM = 2 << 30  # bytes of per-row inverse Hessians held at once
+DEFAULT_MEM = 2 << 30  # bytes of per-row inverse Hessians held at once on the CPU
+DEVICE_SHARE = 0.5  # of a GPU's free memory, for the per-row inverses (the rest: pending vectors, temporaries)
 ROW_ELEMENTS = 1 << 17  # rows × cols per batch that amortise the per-step Python overhead
 
 

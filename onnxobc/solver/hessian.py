@@ -50,6 +50,13 @@ class HessianAccumulator:
         return to_host(self._first) / self.samples
 
     @property
+    def diagonal(self) -> np.ndarray:
+        """diag H, without forming H (nor copying it from a device)."""
+        if self.samples == 0:
+            raise ValueError("no samples were added to the Hessian")
+        return to_host(self._sum.diagonal()) * (2.0 / self.samples)
+
+    @property
     def hessian(self) -> np.ndarray:
         if self.samples == 0:
             raise ValueError("no samples were added to the Hessian")
