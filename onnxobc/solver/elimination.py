@@ -189,7 +189,7 @@ def keep_positions(xp, alive, keep_n):
 def compact_inverse(xp, Hinv, keep, temp_bytes: int = TEMP_BYTES):
     """Hinv[r][keep[r]][:, keep[r]] for every r, written in place into Hinv's own memory: the
     compacted rows before r land before old row r, which is still to be read. NumPy takes row
-    by row (3-5x faster than its fancy indexing); a device gathers a chunk of rows per kernel."""
+    by row (its fancy-index gather is slower); a device gathers a chunk of rows per kernel."""
     R, k = keep.shape
     new = Hinv.reshape(-1)[: R * k * k].reshape(R, k, k)
     if xp is np:
