@@ -22,7 +22,11 @@ from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, level_set, parse
 from .db.profile import activation_shapes, layer_latencies, signature
 from .db.store import Database, fingerprint
-from .pipeline import Options, _check_paths, finish, prepare, write
+from .errors import OptionError
+from .export import write
+from .options import Options
+from .prepare import prepare
+from .verify import check_paths, finish
 
 COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}
 
@@ -32,9 +36,9 @@ def parse_factor(text: str, what: str) -> float:
     try:
         v = float(str(text).lower().removesuffix("x"))
     except ValueError:
-        raise ValueError(f"--{what} takes a factor such as 2x, got {text!r}") from None
+        raise OptionError(f"{{{what}}} takes a factor such as 2x, got {text!r}") from None
     if not v > 1:
-        raise ValueError(f"--{what} must be more than 1x, got {text!r}")
+        raise OptionError(f"{{{what}}} must be more than 1x, got {text!r}")
     return v
 
 
@@ -42,16 +46,16 @@ def parse_share(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise ValueError(f"--size takes the output's share of the input's bytes, e.g. 0.25, got {text!r}") from None
+        raise OptionError(f"{{size}} takes the output's share of the input's bytes, e.g. 0.25, got {text!r}") from None
     if not 0 < v < 1:
-        raise ValueError(f"--size must be in (0, 1), got {text!r}")
+        raise OptionError(f"{{size}} must be in (0, 1), got {text!r}")
     return v
 
 
 def budget_factor(kind: str, target: str) -> float:
     """The budget's number: a share for size, a reduction factor for the others."""
     if kind not in COSTS:
-        raise ValueError(f"unknown budget {kind!r}: {', '.join(COSTS)}")
+        raise OptionError(f"unknown budget {kind!r}: {', '.join(COSTS)}")
     return parse_share(target) if kind == "size" else parse_factor(target, kind)
 
 
@@ -69,10 +73,8 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
                batch_size: int, progress=None, measure: bool = True) -> Table:
     """Every layer's levels with their calibration losses and costs, read from the database;
     latencies missing there are measured and stored (with `measure`), else an error."""
-    from . import runtimes
-
     progress = progress or (lambda *a: None)
-    runtime = runtimes.load(options.runtime)
+    runtime = options.target
     shapes = activation_shapes(prep, options) if cost == "latency" else {}
     rows_levels, losses, costs = [], [], []
     total, done = len(prep.layers) * len(levels), 0
@@ -85,15 +87,15 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
         if cost == "latency":
             shape = (batch_size,) + tuple(shapes[layer.activations[0]])
             sig = signature(layer, shape)
-            seconds = {lv.name: db.latency(options.runtime, sig, lv.name) for lv in levels}
+            seconds = {lv.name: db.latency(runtime.cache_key(), sig, lv.name) for lv in levels}
             if any(v is None for v in seconds.values()):  # time every level of the layer together
                 if not measure:
                     raise ValueError(f"layer {layer.weight!r} is not timed on {options.runtime} at batch size "
                                      f"{batch_size} for every level: run onnxobc profile first")
-                seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv]) for lv in levels}, options,
+                seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv], lv) for lv in levels}, options,
                                           shape, runtime)
                 for name, sec in seconds.items():
-                    db.put_latency(options.runtime, sig, name, sec)
+                    db.put_latency(runtime.cache_key(), sig, name, sec)
         have, ls, cs = [], [], []
         for lv in levels:
             meta = stored[lv][1]
@@ -111,8 +113,8 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
             ls.append(meta["calib_loss"])
             cs.append(c)
         if not have:
-            raise ValueError(f"layer {layer.weight!r} has no level that fits it with a known {cost} cost "
-                             "(add dense to --levels, fix symbolic input shapes, or use --speedup or --size)")
+            raise OptionError(f"layer {layer.weight!r} has no level that fits it with a known {cost} cost "
+                              "(add dense to {levels}, fix symbolic input shapes, or use {speedup} or {size})")
         rows_levels.append(have)
         losses.append(ls)
         costs.append(cs)
@@ -123,15 +125,15 @@ def model_seconds(prep, db: Database, src, options: Options, measure: bool = Tru
     """Seconds per batch of the user's model ("source") and, when affine nodes were folded, of the
     folded one the plan starts from ("folded"), on the runtime: measured now and stored (with
     `measure`), else read from the database."""
-    sig = fingerprint("whole model", model_key(src), settings_key(prep, options), options.batch_size,
-                      options.runtime)
+    runtime = options.target.cache_key()
+    sig = fingerprint("whole model", model_key(src), settings_key(prep, options), options.batch_size, runtime)
     names = ["source"] + (["folded"] if prep.folded else [])
     if measure:
-        t = _latencies(prep, options, source=src, **({"folded": prep.model} if prep.folded else {}))
+        t = latencies(prep, options, source=src, **({"folded": prep.model} if prep.folded else {}))
         for name in names:
-            db.put_latency(options.runtime, sig, name, t[name])
+            db.put_latency(runtime, sig, name, t[name])
         return t
-    t = {name: db.latency(options.runtime, sig, name) for name in names}
+    t = {name: db.latency(runtime, sig, name) for name in names}
     if any(v is None for v in t.values()):
         raise ValueError(f"the whole model is not timed on {options.runtime} at batch size {options.batch_size}: "
                          "run onnxobc profile first")
@@ -139,11 +141,10 @@ def model_seconds(prep, db: Database, src, options: Options, measure: bool = Tru
 
 
 def check_runtime(options: Options) -> None:
-    from . import runtimes
-
-    reason = runtimes.load(options.runtime).available()
+    """An OptionError when the target runtime does not run here (a latency budget needs it)."""
+    reason = options.target.available()
     if reason:
-        raise ValueError(f"--runtime {options.runtime}: {reason}")
+        raise OptionError(f"{{runtime}} {options.runtime}: {reason.replace('{', '(').replace('}', ')')}")
 
 
 def make_plan(prep, db: Database, src, options: Options, kind: str, target: str, levels: list,
@@ -182,8 +183,8 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     except dp.InfeasibleBudget as e:
         reach = _reachable(kind, e.best * scale, fixed, source_s, dense_layers, src)
         if not best_effort:
-            raise ValueError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
-                             "(--best-effort writes that)") from None
+            raise OptionError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
+                              "({best_effort} writes that)") from None
         choice = [min(range(len(c)), key=c.__getitem__) for c in table.costs]
     predicted = sum(c[k] for c, k in zip(table.costs, choice))
     figures = {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
@@ -216,16 +217,17 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
     chosen = {}
     for l in prep.layers:
         if not db.has(planned["model"], planned["settings"], l.weight, plan[l.weight].name):
-            raise ValueError(f"the database has no {plan[l.weight].name} for layer {l.weight!r}: is --db the "
-                             "database the plan was made from?")
-        chosen[l.weight] = from_arrays(*db.get(planned["model"], planned["settings"], l.weight, plan[l.weight].name))
+            raise OptionError(f"the database has no {plan[l.weight].name} for layer {l.weight!r}: is {{db}} the "
+                              "database the plan was made from?")
+        chosen[l.weight] = from_arrays(*db.get(planned["model"], planned["settings"], l.weight, plan[l.weight].name),
+                                       plan[l.weight])
     written = {w: s for w, s in chosen.items() if not plan[w].dense}
     out_model = write(prep, written, {w: level_options(options, plan[w]) for w in written})
     rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32")) for w, s in chosen.items()]
     budget = dict(planned["budget"])
     report = finish(prep, out_model, dst, rows, options, t0, {"budget": budget, "plan": planned["plan"], **(extra or {})})
     if budget["cost"] == "latency":
-        measured = _latencies(prep, options, dense=src, out=dst)
+        measured = latencies(prep, options, dense=src, out=dst)
         budget.update(dense_model_seconds=measured["dense"], output_model_seconds=measured["out"],
                       measured_speedup=measured["dense"] / measured["out"])
     elif budget["cost"] == "size":
@@ -240,7 +242,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     progress = progress or (lambda *a: None)
     budget_factor(kind, target)
     options.check(planned=True)
-    src, dst = _check_paths(model_path, out_path)
+    src, dst = check_paths(model_path, out_path)
     t0 = time.perf_counter()
     if COSTS[kind] == "latency":
         check_runtime(options)
@@ -306,21 +308,15 @@ def _reachable(kind, best, fixed, source_s, dense_layers, src) -> str:
 
 def timing_batch(prep, options) -> int:
     """The batch size latencies are measured at: the first calibration batch's."""
-    return len(next(iter(_feed(prep, options).values())))
+    return len(next(iter(timing_feed(prep, options).values())))
 
 
-def _feed(prep, options) -> dict:
+def timing_feed(prep, options) -> dict:
     """One calibration batch, the batch every latency is measured at."""
     return next(batches(prep.calib, model_inputs(prep.model), options.batch_size))
 
 
-def _latencies(prep, options, **models) -> dict:
+def latencies(prep, options, **models) -> dict:
     """Seconds per batch of each named model (ModelProto or path), timed together (in turns where
     the runtime allows) on one calibration batch."""
-    from . import runtimes
-
-    return runtimes.load(options.runtime).latencies(models, _feed(prep, options), custom_ops=options.custom_ops)
-
-
-def parse_levels(names) -> list | None:
-    return [parse(n) for n in names] if names else None
+    return options.target.latencies(models, timing_feed(prep, options), custom_ops=options.custom_ops)

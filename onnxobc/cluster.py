@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import pathlib
 
+from .errors import OptionError
+from .solve import solve_settings
+
 RETRIES = 3
 # a task's BLAS runs one thread, on the one CPU it asks for: OpenBLAS rounds differently with
 # other thread counts, so the results equal a local build's made with OMP_NUM_THREADS=1
@@ -19,12 +22,12 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 def connect(address: str):
     """The ray module, connected: "auto" (the cluster `ray start` made on this machine, or
     RAY_ADDRESS), "local" (a new Ray instance on this machine's cores), or an address
-    (HOST:PORT, ray://HOST:10001). A ValueError says what is missing."""
+    (HOST:PORT, ray://HOST:10001). An OptionError says what is missing."""
     _token_auth(address)  # before Ray reads its configuration, at import
     try:
         import ray
     except ImportError:
-        raise ValueError("--ray needs Ray: pip install 'onnxobc[distributed]'") from None
+        raise OptionError("{ray} needs Ray: pip install 'onnxobc[distributed]'") from None
     if not ray.is_initialized():
         _reachable(address)
         try:
@@ -35,9 +38,10 @@ def connect(address: str):
     return ray
 
 
-def _no_cluster(address: str, why: str) -> ValueError:
-    return ValueError(f"--ray {address}: no Ray cluster to connect to ({why}); start one with `ray start --head`, "
-                      "or use --ray local")
+def _no_cluster(address: str, why: str) -> OptionError:
+    why = why.replace("{", "(").replace("}", ")")
+    return OptionError(f"{{ray}} {address}: no Ray cluster to connect to ({why}); start one with `ray start --head`, "
+                      "or use {ray} local")
 
 
 def _token_auth(address: str) -> None:
@@ -62,12 +66,6 @@ def _reachable(address: str) -> None:
         raise _no_cluster(address, e.strerror or str(e)) from None
 
 
-def _solve(problem, settings):
-    from .pipeline import solve_settings
-
-    return solve_settings(problem, settings)
-
-
 def solve_on_cluster(jobs: list, address: str, device: str = "auto"):
     """For each (Problem, settings) of `jobs`, solve_settings on the cluster; yields (index,
     [Solved per setting], status) as tasks finish, status saying how many are done, queued or
@@ -75,9 +73,9 @@ def solve_on_cluster(jobs: list, address: str, device: str = "auto"):
     ray = connect(address)
     gpu = ray.cluster_resources().get("GPU", 0) >= 1
     if device == "cuda" and not gpu:
-        raise ValueError(f"--device cuda: the Ray cluster at {address} has no GPU")
+        raise OptionError(f"{{device}} cuda: the Ray cluster at {address} has no GPU")
     gpu = gpu and device != "cpu"
-    task = ray.remote(_solve).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=RETRIES,
+    task = ray.remote(solve_settings).options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=RETRIES,
                                      retry_exceptions=False, runtime_env={"env_vars": ONE_THREAD})
     refs = {}
     for i, (problem, settings) in enumerate(jobs):

@@ -32,3 +32,19 @@ class ProgressPrinter:
                 self.shown = quarter
                 self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def silent(stage, done, total, detail=""):
+    """A progress callback that shows nothing."""
+
+
+def counter(progress, stage: str, total: int, detail: str):
+    """A callback adding up samples for `progress`, which it calls once at 0 right away."""
+    seen = [0]
+
+    def add(k):
+        seen[0] += k
+        progress(stage, seen[0], total, detail)
+
+    add(0)
+    return add

@@ -12,52 +12,43 @@ import time
 
 import onnx
 
+from . import families
 from .atomic import atomic_path
-from .budget import _feed
+from .budget import timing_feed
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import parse
 from .db.store import Database
+from .errors import OptionError
+from .export import write
 from .graph.write import save_atomic
-from .pipeline import Options, _outputs, _relative_errors, prepare, write
-
-FAMILIES = {
-    "uniform quantization": ["w8", "w4", "w3", "w2"],
-    "quantized + 1% float outliers": ["w4+o0.010", "w2+o0.010"],
-    "unstructured sparsity": ["s0.500", "s0.750", "s0.900"],
-    "low-rank": ["lr0.750", "lr0.500", "lr0.250"],
-    "low-rank, 4-bit factors": ["lr0.500+w4", "lr0.250+w4"],
-    "quantized + low-rank": ["w4+r0.050", "w2+r0.050"],
-    "sparse + low-rank": ["s0.900+r0.050"],
-    "codebook (per layer)": ["cb16", "cb4"],
-    "ternary / binary": ["ternary", "binary"],
-}
+from .options import Options
+from .prepare import prepare
+from .verify import outputs, relative_errors
 
 
 def family_of(name: str) -> str:
-    for family, names in FAMILIES.items():
-        if name in names:
-            return family
-    return "other"
+    """The trade-off curve a level name is on."""
+    return next((label for label, names in families.curves().items() if name in names), "other")
 
 
 def check_plotting() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ValueError("the trade-off plot needs matplotlib: pip install 'onnxobc[plot]' (or pass --no-plot "
-                         "for the JSON alone)") from None
+        raise OptionError("the trade-off plot needs matplotlib: pip install 'onnxobc[plot]' (or pass {no_plot} "
+                          "for the JSON alone)") from None
 
 
 def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None = None, plot: bool = True,
              progress=None) -> dict:
-    """Every level of `levels` (names; default FAMILIES) applied to all layers; returns the report
-    written to out_dir/tradeoff.json."""
+    """Every level of `levels` (names; default: every family's curves) applied to all layers;
+    returns the report written to out_dir/tradeoff.json."""
     progress = progress or (lambda *a: None)
     options.check(planned=True)
     if plot:
         check_plotting()
     src, out_dir = pathlib.Path(model_path), pathlib.Path(out_dir)
-    names = levels or [n for family in FAMILIES.values() for n in family]
+    names = levels or [n for curve in families.curves().values() for n in curve]
     parsed = [parse(n) for n in names]
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.resolve().parent == out_dir.resolve() and any(src.name == f"{n}.onnx" for n in names):
@@ -67,15 +58,15 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
     with Database(out_dir / "db") as db:
         build(prep, db, src, parsed, options, progress)
         mkey, skey = model_key(src), settings_key(prep, options)
-        reference = _outputs(src, prep.held, options.batch_size, options.custom_ops)
+        reference = outputs(src, prep.held, options.batch_size, options.custom_ops)
         points, paths = [], {}
         for i, lv in enumerate(parsed):
             progress("write", i, len(parsed), lv.name)
-            solved = {l.weight: from_arrays(*db.get(mkey, skey, l.weight, lv.name)) for l in prep.layers}
+            solved = {l.weight: from_arrays(*db.get(mkey, skey, l.weight, lv.name), lv) for l in prep.layers}
             solved = {w: s for w, s in solved.items() if s.row.get("applied", True)}
             model = write(prep, solved, {w: level_options(options, lv) for w in solved})
             onnx.checker.check_model(model)
-            errors = _relative_errors(reference, _outputs(model, prep.held, options.batch_size, options.custom_ops))
+            errors = relative_errors(reference, outputs(model, prep.held, options.batch_size, options.custom_ops))
             path = out_dir / f"{lv.name}.onnx"
             save_atomic(model, path)
             paths[lv.name] = path
@@ -84,14 +75,12 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
                            "relative_output_error": errors, "error": max(errors.values()),
                            "layers_compressed": len(solved)})
         progress("write", len(parsed), len(parsed), "")
-    from . import runtimes
-
-    runtime = runtimes.load(options.runtime)
+    runtime = options.target
     reason = runtime.available()
     seconds = {}
     if reason is None:
         progress("timing", 0, 1, f"{len(paths) + 1} models in turns on {options.runtime}")
-        seconds = runtime.latencies({"dense": src, **paths}, _feed(prep, options), custom_ops=options.custom_ops)
+        seconds = runtime.latencies({"dense": src, **paths}, timing_feed(prep, options), custom_ops=options.custom_ops)
         progress("timing", 1, 1, "")
     for p in points:
         if seconds:

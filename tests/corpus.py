@@ -312,9 +312,9 @@ def _on_cuda(d):
 
 
 def _gpu_usable() -> bool:
-    from onnxobc.solver.backend import _cupy
+    from onnxobc.solver.backend import usable_cupy
 
-    return _cupy() is not None
+    return usable_cupy() is not None
 
 
 def _checker_fails():

@@ -11,9 +11,9 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_cuda():
-    from onnxobc.solver.backend import _cupy
+    from onnxobc.solver.backend import usable_cupy
 
-    if _cupy() is None:
+    if usable_cupy() is None:
         pytest.skip("CuPy with a CUDA device is not available")
 
 

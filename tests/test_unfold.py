@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from onnx_models import conv_model, run
 
-from onnxobc.calib.unfold import unfold
+from onnxobc.graph.unfold import unfold
 from onnxobc.graph.layers import discover, weight_array
 
 CASES = [

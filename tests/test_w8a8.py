@@ -12,7 +12,8 @@ from test_capture import small_net
 from test_compress import onnxobc
 
 from onnxobc.calib.capture import capture_hessians, capture_ranges
-from onnxobc.calib.ranges import Histogram, activation_grid
+from onnxobc.calib.ranges import Histogram
+from onnxobc.solver.grids import activation_grid
 from onnxobc.graph.layers import discover
 from onnxobc.pipeline import Options, compress
 

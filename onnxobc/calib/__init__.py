@@ -1,1 +1,2 @@
-"""Calibration: feeding the model, capturing layer inputs with onnxruntime, unfolding them."""
+"""Calibration: feeding the model, capturing layer inputs with onnxruntime into Hessians, activation
+ranges for int8."""

@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..runtimes.onnxruntime import session
+from ..sessions import session
 from ..solver import HessianAccumulator
 from .feeds import batches, model_inputs
 from .ranges import Histogram
-from .unfold import unfold
 
 
 def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
@@ -24,15 +23,6 @@ def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
         if n not in have:
             m.graph.output.append(onnx.ValueInfoProto(name=n))
     return m
-
-
-def layer_inputs(layer, x: np.ndarray) -> list:
-    """One node's activation as sample matrices (rows × cols), one per group."""
-    if layer.op == "Conv":
-        a = layer.attrs[0]
-        return unfold(x, layer.kernel, a.get("strides"), a.get("dilations"), a.get("pads"),
-                      a.get("auto_pad", "NOTSET"), layer.groups)
-    return [x.reshape(-1, layer.cols)]
 
 
 def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int = 8, observe=(),
@@ -48,7 +38,7 @@ def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int
         values = dict(zip(acts, sess.run(acts, feed)))
         for l in layers:
             for act in l.activations:
-                for acc, X in zip(hessians[l.weight], layer_inputs(l, values[act])):
+                for acc, X in zip(hessians[l.weight], l.hessian_inputs(values[act])):
                     acc.add_batch(X)
         for name in observe:
             v = values[name]

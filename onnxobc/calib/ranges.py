@@ -6,20 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..solver.grids import activation_grid
+
 BINS = 2048
-
-
-def activation_grid(lo: float, hi: float, symmetric: bool):
-    """(scale, zero point) of the 8-bit grid covering [lo, hi] ∪ {0}: uint8 asymmetric, or int8
-    symmetric with zero point 0."""
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if symmetric:
-        scale = max(-lo, hi) / 127.0
-        return (scale if scale > 0 else 1.0), 0
-    scale = (hi - lo) / 255.0
-    if scale <= 0:
-        return 1.0, 0
-    return scale, int(np.clip(np.rint(-lo / scale), 0, 255))
 
 
 class Histogram:

@@ -8,17 +8,20 @@ import dataclasses
 
 import numpy as np
 
+from .. import families
+from ..export import write
 from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.nodes import node_name
 from ..graph.single import single_layer_model
-from ..pipeline import Options, Prepared, Solved, solve_all, write
-from ..solver import UniformGrid, ValueGrid
+from ..options import Options
+from ..schedule import solve_all
+from ..solve import Solved
 from .levels import Level
 from .probe import LossProbe
 from .store import Database, fingerprint
 
 
-def settings_key(prep: Prepared, options: Options) -> str:
+def settings_key(prep, options: Options) -> str:
     """What the stored results depend on besides model, layer and level ("v2": the layers'
     weights include the per-channel affine steps folded into them; "v3": bytes are measured from
     the written form; "v4": additive parts and quantized factors are stored)."""
@@ -33,86 +36,42 @@ def model_key(path) -> str:
 
 
 def level_options(options: Options, level: Level) -> Options:
-    """The pipeline options that write `level`: on onnxruntime, weight-only MatMuls go to its
-    MatMulNBits kernel (the form it runs fast)."""
-    nbits = (options.runtime == "onnxruntime" and level.wbits is not None and not level.abits and not level.outliers
-             and level.rank is None and level.plus_rank is None)
-    return dataclasses.replace(options, **level.options(), matmulnbits=nbits)
+    """The options that write `level`: weight-only quantized MatMuls (pruned or not) go to
+    MatMulNBits where the runtime runs that kernel fastest."""
+    only_quantized = [f.key for f in families.present(level) if f.role != "prune"] == ["wbits"] and not level.abits
+    return dataclasses.replace(options, **level.fields(), matmulnbits=options.target.matmulnbits and only_quantized)
 
 
 def to_arrays(s: Solved) -> tuple:
-    """(arrays, meta) for the store: Ŵ, its bias shift, and each group's stored parts."""
+    """(arrays, meta) for the store: Ŵ, its bias shift, and each family's parts."""
     arrays = {"weight": s.weight}
     if s.shift is not None:
         arrays["shift"] = s.shift
     meta = {}
-    uniform = None
-    if s.factors is not None:
-        for g, (A, B) in enumerate(s.factors):
-            arrays[f"factor_a{g}"], arrays[f"factor_b{g}"] = A, B
-        meta = {"groups": len(s.factors), "low_rank": True}
-        for g, grids in enumerate(s.factor_grids or []):
-            for which, grid in zip("ab", grids):
-                arrays[f"factor_{which}_scale{g}"], arrays[f"factor_{which}_zero{g}"] = grid.scale, grid.zero
-            uniform = grids[0]
-    elif s.codes is not None and isinstance(s.grids[0], ValueGrid):
-        for g, (c, grid) in enumerate(zip(s.codes, s.grids)):
-            arrays[f"codes{g}"], arrays[f"values{g}"] = c.astype(np.uint8), grid.values
-        meta = {"groups": len(s.codes), "codebook": True}
-    elif s.codes is not None:
-        for g, (c, grid) in enumerate(zip(s.codes, s.grids)):
-            arrays[f"codes{g}"], arrays[f"scale{g}"], arrays[f"zero{g}"] = c.astype(np.int8), grid.scale, grid.zero
-        meta, uniform = {"groups": len(s.codes)}, s.grids[0]
-    if uniform is not None:
-        meta.update(qmin=uniform.qmin, qmax=uniform.qmax, bits=uniform.bits, symmetric=uniform.symmetric)
-    for g, part in enumerate(s.sparse or []):
-        arrays[f"sparse{g}"] = part
-    for g, (A, B) in enumerate(s.plus or []):
-        arrays[f"plus_a{g}"], arrays[f"plus_b{g}"] = A, B
-    if s.sparse or s.plus:
-        meta["groups"] = len(s.sparse or s.plus)
+    for f in families.FAMILIES:
+        if f.key in s.parts:
+            f.to_arrays(s.parts[f.key], arrays, meta)
     return arrays, meta
 
 
-def from_arrays(arrays: dict, meta: dict) -> Solved:
-    codes = grids = factors = factor_grids = None
-    groups = range(meta.get("groups", 0))
-
-    def uniform(scale, zero):
-        return UniformGrid(scale, zero, meta["qmin"], meta["qmax"], meta["bits"], meta["symmetric"])
-
-    if meta.get("low_rank"):
-        factors = [(arrays[f"factor_a{g}"], arrays[f"factor_b{g}"]) for g in groups]
-        if "factor_a_scale0" in arrays:
-            factor_grids = [tuple(uniform(arrays[f"factor_{w}_scale{g}"], arrays[f"factor_{w}_zero{g}"]) for w in "ab")
-                            for g in groups]
-    elif meta.get("codebook"):
-        codes = [arrays[f"codes{g}"].astype(np.int32) for g in groups]
-        grids = [ValueGrid(arrays[f"values{g}"]) for g in groups]
-    elif "codes0" in arrays:
-        codes = [arrays[f"codes{g}"].astype(np.int32) for g in groups]
-        grids = [uniform(arrays[f"scale{g}"], arrays[f"zero{g}"]) for g in groups]
-    sparse = [arrays[f"sparse{g}"] for g in groups] if "sparse0" in arrays else None
-    plus = [(arrays[f"plus_a{g}"], arrays[f"plus_b{g}"]) for g in groups] if "plus_a0" in arrays else None
-    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), codes, grids, factors, sparse, factor_grids,
-                  plus)
+def from_arrays(arrays: dict, meta: dict, level: Level) -> Solved:
+    """The Solved a stored entry of `level` holds."""
+    parts = {f.key: p for f in families.present(level) if (p := f.from_arrays(arrays, meta)) is not None}
+    return Solved(arrays["weight"], dict(meta["row"]), arrays.get("shift"), parts)
 
 
 def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dict:
     """FLOPs and BOPs per sample: MACs × 2 and MACs × weight bits × activation bits, both scaled
-    by the kept share of weights (of multiply-adds for low-rank)."""
+    by the kept share of weights (of multiply-adds where a family says so: low-rank, codebooks)."""
     n = solved.weight.size
-    density = float(np.count_nonzero(solved.weight)) / n
-    if solved.factors is not None:
-        density = sum(A.size + B.size for A, B in solved.factors) / n
-    elif level.codebook is not None:
-        density = 1.0  # the weight is rebuilt in float: every multiply-add stays
+    density = next((d for f in families.present(level) if (d := f.density(solved.parts.get(f.key), n)) is not None),
+                   float(np.count_nonzero(solved.weight)) / n)
     wbits, abits = level.wbits or 32, level.abits or 32
     return {"flops": None if macs is None else 2 * macs * density,
             "bops": None if macs is None else macs * wbits * abits * density, "density": density}
 
 
-def written_alone(prep: Prepared, layer, level: Level, solved: Solved, options: Options, input_shape):
+def written_alone(prep, layer, level: Level, solved: Solved, options: Options, input_shape):
     """`layer` alone (graph/single.py) at `input_shape`, written in `level`'s export format."""
     model, view = single_layer_model(prep.model, layer, input_shape)
     if level.dense:
@@ -124,12 +83,11 @@ def written_alone(prep: Prepared, layer, level: Level, solved: Solved, options: 
                  {layer.weight: level_options(options, level)})
 
 
-def file_bytes(prep: Prepared, layer, level: Level, solved: Solved, options: Options) -> int:
+def file_bytes(prep, layer, level: Level, solved: Solved, options: Options) -> int:
     """The bytes `layer` takes in an output file at `level`: its one-layer model written in the
     level's format, less that model without the weight (nodes, integer codes, scales, sparse
     storage and factors all count, exactly as write() stores them)."""
-    rank = 2 + len(layer.kernel) if layer.op == "Conv" else 2  # symbolic sizes: only the bytes matter here
-    shape = [f"d{i}" for i in range(rank)]
+    shape = [f"d{i}" for i in range(layer.kind.input_rank(layer))]  # symbolic sizes: only the bytes matter here
     bare = single_layer_model(prep.model, layer, shape)[0]
     keep = [t for t in bare.graph.initializer if t.name != layer.weight]
     del bare.graph.initializer[:]
@@ -138,7 +96,7 @@ def file_bytes(prep: Prepared, layer, level: Level, solved: Solved, options: Opt
     return len(written.SerializeToString()) - len(bare.SerializeToString())
 
 
-def build(prep: Prepared, db: Database, model_path, levels: list, options: Options, progress=None) -> dict:
+def build(prep, db: Database, model_path, levels: list, options: Options, progress=None) -> dict:
     """Solve and store every (layer, level) not stored yet; returns counts."""
     progress = progress or (lambda *a: None)
     mkey, skey = model_key(model_path), settings_key(prep, options)

@@ -11,7 +11,7 @@ import numpy as np
 from ..calib.feeds import batches, model_inputs
 from ..graph.layers import weight_array
 from ..graph.probe import probe_model, shift_input
-from ..runtimes.onnxruntime import session
+from ..sessions import session
 
 MAX_SAMPLES = 16  # enough to rank levels; every (layer, level) costs one pass over them
 
@@ -26,8 +26,7 @@ class LossProbe:
         for l in prep.layers:
             self.base[l.weight] = weight_array(prep.model, l.weight)
             for k in range(len(l.nodes)):
-                shape = (l.rows * l.groups,) + (1,) * len(l.kernel) if l.op == "Conv" else (l.rows,)
-                self.base[shift_input(l, k)] = np.zeros(shape, np.float32)
+                self.base[shift_input(l, k)] = np.zeros(l.kind.channel_shape(l), np.float32)
         self.dense = self._run({})
 
     def _run(self, swap: dict) -> list:

@@ -9,14 +9,13 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ..calib.capture import exposing
-from ..pipeline import Prepared
 from .build import written_alone
 from .store import fingerprint
 
 
-def activation_shapes(prep: Prepared, options) -> dict:
+def activation_shapes(prep, options) -> dict:
     """Per-sample shape of every layer's activation input (one calibration sample run)."""
-    from ..runtimes.onnxruntime import session
+    from ..sessions import session
 
     acts = sorted({a for l in prep.layers for a in l.activations})
     sess = session(exposing(prep.model, acts), custom_ops=options.custom_ops)
@@ -29,7 +28,7 @@ def signature(layer, input_shape) -> str:
     return fingerprint("v2", layer.op, layer.weight_shape, layer.groups, layer.attrs[0], list(input_shape))
 
 
-def level_model(prep: Prepared, layer, level, solved, options, input_shape):
+def level_model(prep, layer, level, solved, options, input_shape):
     """(`layer` alone at `level` in its export format, its feed)."""
     model = written_alone(prep, layer, level, solved, options, input_shape)
     x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
@@ -47,7 +46,7 @@ def empty_model(model, input_name: str, input_shape):
     return m
 
 
-def layer_latencies(prep: Prepared, layer, solved: dict, options, input_shape, runtime) -> dict:
+def layer_latencies(prep, layer, solved: dict, options, input_shape, runtime) -> dict:
     """{level name: seconds per run} of `layer` alone at each level of `solved` (Level →
     Solved), timed together (in turns where the runtime allows) so they compare fairly, less
     the time of an empty run (at least a tenth of each level's own time is kept)."""

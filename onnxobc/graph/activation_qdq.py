@@ -1,4 +1,5 @@
-"""Static int8 activations (W8A8) in QDQ form, for the runtime that will run the model.
+"""Static int8 activations (W8A8) in QDQ form, in the form the target runtime fuses into int8
+kernels (its runtimes.base.Int8Form says which):
 
 - onnxruntime: uint8 asymmetric activations, int8 per-channel weights, int32 biases, and a Q/DQ
   pair on every Conv/Gemm output as well as its input: the pattern onnxruntime fuses into
@@ -25,14 +26,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..calib.ranges import activation_grid
-from .bias import matmul_bias
+from ..solver.grids import activation_grid
 from .flops import output_shapes
 from .nodes import consumers, node_name, remove_nodes
 from .qoperator import to_qoperator
-
-RUNTIMES = ("onnxruntime", "tensorrt", "deepsparse")
-
 
 def _clamp_from_zero(model, node) -> bool:
     if node.op_type == "Relu":
@@ -77,18 +74,16 @@ def _float_tensors(model) -> set:
             if vi.type.tensor_type.elem_type == TensorProto.FLOAT}
 
 
-def _plan(model, layers, runtime) -> _Plan:
+def _plan(model, layers, form, shapes: dict) -> _Plan:
     g = model.graph
     inputs = dict.fromkeys(sorted({a for l in layers for a in l.activations}))
-    if runtime == "tensorrt":
+    if not form.outputs:
         return _Plan([], {}, list(inputs), [])
     users_of = consumers(g)
     graph_outputs = {o.name for o in g.output}
     consts = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT} - {i.name for i in g.input}
     floats = _float_tensors(model)
-    layer_nodes = {n for l in layers for n in l.nodes}
-    rows = {n: l.rows * l.groups for l in layers for n in l.nodes}
-    shapes = output_shapes(model) if any(l.op == "MatMul" for l in layers) else {}
+    layer_nodes = {n: l for l in layers for n in l.nodes}
     # the tensors some quantized layer reads, directly or through other ops: an element-wise op
     # whose output reaches none (the float tail of a mixed plan) stays float, int8 there would
     # only add rounding
@@ -100,15 +95,11 @@ def _plan(model, layers, runtime) -> _Plan:
     for n in g.node:
         name = node_name(n)
         if name in layer_nodes:
-            if n.op_type == "MatMul":
-                # 2-D with its bias Add: onnxruntime fuses the pair into a Gemm, which runs as QGemm
-                # only with a Q on its output (else it dequantizes the weight at every run)
-                if len(shapes.get(n.input[0]) or ()) != 2:
-                    continue  # N-D: DQ → MatMul fuses into MatMulIntegerToFloat as it is
-                bias = matmul_bias(model, n, rows[name])
-                if bias is not None:
-                    n = next(u for u in users_of[n.output[0]] if bias in u.input)
-        elif not (runtime == "onnxruntime" and n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
+            l = layer_nodes[name]
+            n = l.kind.int8_output(model, n, shapes, l.rows * l.groups, users_of)
+            if n is None:
+                continue
+        elif not (form.elementwise and n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
                   and all(x in floats or x in consts for x in n.input) and n.output[0] in floats
                   and any(x in quantized for x in n.input) and n.output[0] in feeds_layer
                   and (n.op_type != "MatMul" or not set(n.input) & consts)):
@@ -129,21 +120,20 @@ def _plan(model, layers, runtime) -> _Plan:
     return _Plan(elementwise, folded, list(inputs), list(outputs))
 
 
-def quantized_tensors(model: onnx.ModelProto, layers, runtime: str) -> tuple:
-    """(inputs, outputs): the activation tensors that get a Q/DQ pair (see _Plan). For tensorrt,
-    only the layers' inputs."""
-    plan = _plan(model, layers, runtime)
+def quantized_tensors(model: onnx.ModelProto, layers, form) -> tuple:
+    """(inputs, outputs): the activation tensors that get a Q/DQ pair in `form` (an Int8Form; see
+    _Plan). Without form.outputs, only the layers' inputs."""
+    plan = _plan(model, layers, form, output_shapes(model))
     return sorted(plan.inputs), sorted(plan.outputs)
 
 
-def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_scales: dict, runtime: str) -> None:
-    """Quantize the activations around `layers` in place (weights must already be integer codes
-    behind DequantizeLinear; `weight_scales[weight]` holds their per-output-channel scales)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"no int8 QDQ form for runtime {runtime!r}; there is one for {RUNTIMES}")
+def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_scales: dict, form) -> None:
+    """Quantize the activations around `layers` in place, in `form` (an Int8Form): weights must
+    already be integer codes behind DequantizeLinear; `weight_scales[weight]` holds their
+    per-output-channel scales."""
     g = model.graph
-    plan = _plan(model, layers, runtime)
     shapes = output_shapes(model)
+    plan = _plan(model, layers, form, shapes)
     consts = {t.name: t for t in g.initializer if t.data_type == TensorProto.FLOAT}
     layer_nodes = {n for l in layers for n in l.nodes}
     for n in g.node:  # an unnamed layer node is known by its output, which a folded Relu renames
@@ -159,9 +149,8 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
     for t in dict.fromkeys(plan.inputs + plan.outputs):
         if t not in ranges:
             raise ValueError(f"no calibration range for activation {t!r}")
-        symmetric = runtime == "tensorrt"
-        scale, zero = activation_grid(*ranges[t], symmetric)
-        kind = TensorProto.INT8 if symmetric else TensorProto.UINT8
+        scale, zero = activation_grid(*ranges[t], form.symmetric)
+        kind = TensorProto.INT8 if form.symmetric else TensorProto.UINT8
         grids[t] = scale
         g.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{t}.act_scale"),
                               helper.make_tensor(f"{t}.act_zero", kind, [], [zero])])
@@ -173,7 +162,7 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
                 n.input[i] = f"{x}.dq"
             elif name in elementwise and x in consts:
                 n.input[i] = _quantized_constant(g, consts[x], f"{x}.{name}", const_dq)
-    if runtime != "tensorrt":
+    if form.int32_bias:
         _quantize_biases(model, layers, grids, weight_scales, shapes)
     pairs = {t: [helper.make_node("QuantizeLinear", [t, f"{t}.act_scale", f"{t}.act_zero"], [f"{t}.q"],
                                   name=f"{t}.quantize"),
@@ -186,7 +175,7 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
         order.extend(p for o in n.output if o in pairs for p in pairs[o])
     del g.node[:]
     g.node.extend(order)
-    if runtime == "deepsparse":
+    if form.operator_form:
         to_qoperator(model, layers)
 
 
@@ -216,17 +205,8 @@ def _quantize_biases(model, layers, act_scales: dict, weight_scales: dict, shape
         if l.weight not in weight_scales:
             continue
         for k, name in enumerate(l.nodes):
-            node, a = by_name[name], l.attrs[k]
-            if node.op_type == "MatMul":  # only 2-D: onnxruntime's MatMulIntegerToFloat mishandles an int32 bias
-                rank = len(shapes.get(node.input[0].removesuffix(".dq")) or ())
-                bias = matmul_bias(model, node, len(weight_scales[l.weight])) if rank == 2 else None
-                user = next((n for n in g.node if node.output[0] in n.input), None)
-                slot = (user, list(user.input).index(bias)) if bias else None
-            elif len(node.input) > 2 and node.input[2] in inits and (
-                    node.op_type == "Conv" or (a.get("alpha", 1.0) == 1.0 and a.get("beta", 1.0) == 1.0)):
-                slot = (node, 2)
-            else:
-                slot = None
+            node = by_name[name]
+            slot = l.kind.int32_bias_slot(model, node, l.attrs[k], shapes, len(weight_scales[l.weight]), inits)
             if slot is None:
                 continue
             b = numpy_helper.to_array(inits[slot[0].input[slot[1]]]).astype(np.float64)

@@ -18,16 +18,15 @@ def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
     by_name = {node_name(n): n for n in g.node}
     for k, name in enumerate(layer.nodes):
         node = by_name[name]
-        a = layer.attrs[k]
-        if node.op_type == "MatMul":
+        if not layer.kind.has_bias_input:  # a MatMul: its bias is an Add after it, if any
             bias = matmul_bias(model, node, len(shift))
             if bias is not None and len(users[bias]) == 1:
                 old = numpy_helper.to_array(inits[bias])
                 inits[bias].CopyFrom(numpy_helper.from_array((old + shift).astype(old.dtype), bias))
             else:
-                _add_after(g, node, shift, f"{layer.weight}.shift{k}")
+                _add_after(g, node, shift, f"{layer.weight}.shift{k}", layer.kind.channel_shape(layer))
             continue
-        step = shift if node.op_type == "Conv" else shift * float(a.get("alpha", 1.0)) / float(a.get("beta", 1.0))
+        step = layer.kind.bias_step(layer.attrs[k], shift)
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if bias is None:
             g.initializer.append(numpy_helper.from_array(step.astype(np.float32), f"{layer.weight}.bias{k}"))
@@ -36,7 +35,7 @@ def add_output_shift(model: onnx.ModelProto, layer, shift: np.ndarray) -> None:
             old = numpy_helper.to_array(inits[bias])
             inits[bias].CopyFrom(numpy_helper.from_array((old + step).astype(old.dtype), bias))
         else:  # a computed or shared bias: leave it, add after
-            _add_after(g, node, step, f"{layer.weight}.shift{k}", len(layer.kernel))
+            _add_after(g, node, step, f"{layer.weight}.shift{k}", layer.kind.channel_shape(layer))
 
 
 def feeds_batch_norm(model: onnx.ModelProto, layer) -> bool:
@@ -71,11 +70,9 @@ def matmul_bias(model: onnx.ModelProto, node, channels: int) -> str | None:
     return other if inits[other].dims[0] == channels else None
 
 
-def _add_after(g, node, shift, name, spatial=0):
-    """out ← out + shift, broadcast over the output's channel axis (1 for Conv, last otherwise)."""
-    values = shift.astype(np.float32)
-    if node.op_type == "Conv":
-        values = values.reshape((-1,) + (1,) * spatial)  # (C, 1, …): broadcast over the spatial axes
+def _add_after(g, node, shift, name, shape):
+    """out ← out + shift, broadcast over the output's channel axis (`shape`: (C, 1, …) for a Conv)."""
+    values = shift.astype(np.float32).reshape(shape)
     g.initializer.append(numpy_helper.from_array(values, name))
     out = node.output[0]
     node.output[0] = f"{out}.before_shift"

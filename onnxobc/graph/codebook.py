@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .qdq import output_axis
 
 OPSET = 13
 
@@ -59,7 +58,7 @@ def _codebook_form(layer, codes: np.ndarray, values: np.ndarray) -> tuple:
     b = index_bits(k)
     flat = np.asarray(codes).astype(np.uint8).ravel()
     n = flat.size
-    along = [-1 if d == output_axis(layer) else 1 for d in range(codes.ndim)]  # broadcast over output channels
+    along = [-1 if d == layer.output_axis else 1 for d in range(codes.ndim)]  # broadcast over output channels
     inits = [numpy_helper.from_array(np.asarray(codes.shape, np.int64), f"{name}.cb_shape")]
     nodes = []
     if b == 8:

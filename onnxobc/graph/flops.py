@@ -66,6 +66,5 @@ def macs_per_sample(layer, node_outputs: list, shapes: dict):
         dims = shapes.get(out)
         if dims is None or len(dims) < 2 or any(d is None for d in dims[1:]):
             return None
-        positions = int(np.prod(dims[2:])) if layer.op == "Conv" else int(np.prod(dims[1:-1]))
-        total += positions * layer.rows * layer.cols * layer.groups
+        total += layer.kind.positions(dims) * layer.rows * layer.cols * layer.groups
     return total

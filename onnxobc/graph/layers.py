@@ -15,13 +15,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .kinds import KINDS
 from .nodes import node_name, subgraphs
 
 
 @dataclass
 class Layer:
     weight: str  # initializer name
-    op: str  # "Conv" | "Gemm" | "MatMul"
+    op: str  # its kind's op type: "Conv" | "Gemm" | "MatMul" (graph/kinds)
     nodes: list  # names of the nodes that use it
     activations: list  # each node's activation input
     weight_shape: tuple
@@ -30,42 +31,39 @@ class Layer:
     attrs: list = field(default_factory=list)  # each node's attributes (dict)
 
     @property
+    def kind(self):
+        return KINDS[self.op]
+
+    @property
     def rows(self) -> int:
         """Rows of one group's matrix."""
-        s = self.weight_shape
-        if self.op == "Conv":
-            return s[0] // self.groups
-        if self.op == "Gemm" and self.attrs[0].get("transB", 0):
-            return s[0]
-        return s[1]
+        return self.kind.rows(self)
 
     @property
     def cols(self) -> int:
-        s = self.weight_shape
-        if self.op == "Conv":
-            return int(np.prod(s[1:]))
-        if self.op == "Gemm" and self.attrs[0].get("transB", 0):
-            return s[1]
-        return s[0]
+        return self.kind.cols(self)
+
+    @property
+    def input_channels(self) -> int:
+        """The input channels N:M groups and 4-blocks run along."""
+        return self.kind.input_channels(self)
+
+    @property
+    def output_axis(self) -> int:
+        """The axis of the ONNX weight tensor that indexes output channels (the view's rows)."""
+        return self.kind.output_axis(self)
 
     def matrices(self, w: np.ndarray) -> list:
         """The weight as one (rows, cols) matrix per group."""
-        if self.op == "Conv":
-            m = np.moveaxis(w, 1, -1).reshape(w.shape[0], -1)  # (C_out, k…, C_in/g)
-            return [np.ascontiguousarray(g) for g in np.split(m, self.groups, axis=0)]
-        if self.op == "Gemm" and self.attrs[0].get("transB", 0):
-            return [np.ascontiguousarray(w)]
-        return [np.ascontiguousarray(w.T)]
+        return self.kind.matrices(self, w)
 
     def weight_from(self, mats: list) -> np.ndarray:
         """Inverse of `matrices`: the ONNX weight tensor from per-group matrices."""
-        if self.op == "Conv":
-            m = np.concatenate(mats, axis=0)
-            s = self.weight_shape
-            return np.ascontiguousarray(np.moveaxis(m.reshape((s[0],) + tuple(s[2:]) + (s[1],)), -1, 1))
-        if self.op == "Gemm" and self.attrs[0].get("transB", 0):
-            return np.ascontiguousarray(mats[0])
-        return np.ascontiguousarray(mats[0].T)
+        return self.kind.weight_from(self, mats)
+
+    def hessian_inputs(self, x: np.ndarray) -> list:
+        """One node's activation as sample matrices (samples × cols), one per group."""
+        return self.kind.hessian_inputs(self, self.attrs[0], x)
 
 
 @dataclass
@@ -88,7 +86,8 @@ def discover(model: onnx.ModelProto):
     found: dict[str, Layer] = {}
     skipped: list[Skipped] = []
     for node in graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or node.domain not in ("", "ai.onnx"):
+        kind = KINDS.get(node.op_type)
+        if kind is None or node.domain not in ("", "ai.onnx"):
             continue
         name = node_name(node)
         a = _attrs(node)
@@ -108,16 +107,15 @@ def discover(model: onnx.ModelProto):
             skipped.append(Skipped(name, node.op_type, f"weight {wname!r} is {dtype}, only float32 is compressed"))
             continue
         shape = tuple(t.dims)
-        reason = _unsupported(node.op_type, a, shape)
+        reason = kind.problem(a, shape)
         if reason:
             skipped.append(Skipped(name, node.op_type, reason))
             continue
         layer = found.get(wname)
-        groups = int(a.get("group", 1)) if node.op_type == "Conv" else 1
+        groups = kind.groups(a)
         if layer is None:
-            found[wname] = Layer(wname, node.op_type, [name], [act], shape, groups, shape[2:] if node.op_type == "Conv"
-                                 else (), [a])
-        elif layer.op != node.op_type or layer.groups != groups or _view_key(layer.attrs[0]) != _view_key(a):
+            found[wname] = Layer(wname, node.op_type, [name], [act], shape, groups, kind.kernel(shape), [a])
+        elif layer.op != node.op_type or layer.groups != groups or kind.view_key(layer.attrs[0]) != kind.view_key(a):
             skipped.append(Skipped(name, node.op_type, f"weight {wname!r} is shared with a node that views it "
                                                        f"differently ({layer.op} {layer.nodes[0]})"))
         else:
@@ -131,31 +129,13 @@ def _in_subgraphs(graph, owner=None) -> list:
     """The Conv, Gemm and MatMul nodes inside subgraphs (If branches, Loop and Scan bodies)."""
     out = []
     for node in graph.node:
-        if owner is not None and node.op_type in ("Conv", "Gemm", "MatMul"):
+        if owner is not None and node.op_type in KINDS:
             out.append(Skipped(node_name(node), node.op_type, f"inside the subgraph of {owner.op_type} "
                                                               f"{node_name(owner)!r}: only the top-level graph is "
                                                               "compressed"))
         for g in subgraphs(node):
             out += _in_subgraphs(g, node if owner is None else owner)
     return out
-
-
-def _view_key(a: dict):
-    return a.get("transB", 0)
-
-
-def _unsupported(op, a, shape):
-    if op == "Conv":
-        if len(shape) < 3:
-            return f"Conv weight of rank {len(shape)}"
-        if shape[0] % int(a.get("group", 1)):
-            return "Conv output channels not divisible by group"
-        return None
-    if len(shape) != 2:
-        return f"{op} weight of rank {len(shape)} (batched weights are not compressed)"
-    if op == "Gemm" and a.get("transA", 0):
-        return "Gemm with transA = 1"
-    return None
 
 
 def weight_array(model: onnx.ModelProto, name: str) -> np.ndarray:

@@ -24,20 +24,6 @@ from .nodes import node_name
 from .qdq import store_quantized
 from .write import drop_unused_initializers
 
-_FIRST_ONLY = ("strides", "pads", "dilations", "auto_pad", "kernel_shape", "group")
-
-
-def factor_layouts(layer, A: np.ndarray, B: np.ndarray) -> tuple:
-    """(first node's weight from B, second node's weight from A) in ONNX layout, and the axis of
-    each that indexes its output channels (for a per-channel quantization grid)."""
-    if layer.op == "Conv":
-        c_in = layer.weight_shape[1]
-        first = np.moveaxis(B.reshape((B.shape[0],) + tuple(layer.kernel) + (c_in,)), -1, 1)
-        return first, A.reshape(A.shape + (1,) * len(layer.kernel)), 0
-    if layer.op == "Gemm":
-        return B, A, 0
-    return B.T, A.T, 1
-
 
 def store_low_rank(model: onnx.ModelProto, layer, A: np.ndarray, B: np.ndarray, quantized=None) -> None:
     """Replace every node of `layer` (one group) by its two-node low-rank form, in place.
@@ -47,31 +33,20 @@ def store_low_rank(model: onnx.ModelProto, layer, A: np.ndarray, B: np.ndarray, 
         raise ValueError(f"{layer.weight}: low-rank is written for ungrouped layers only")
     g = model.graph
     name = layer.weight
-    first_w, second_w, axis = factor_layouts(layer, A, B)
+    first_w, second_w, axis = layer.kind.factor_layouts(layer, A, B)
     g.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(first_w, np.float32), f"{name}.lr_in"),
                           numpy_helper.from_array(np.ascontiguousarray(second_w, np.float32), f"{name}.lr_out")])
     nodes = set(layer.nodes)
     for node in [n for n in g.node if node_name(n) in nodes]:
         mid = f"{node.output[0]}.lr"
         first = helper.make_node(node.op_type, [node.input[0], f"{name}.lr_in"], [mid], name=f"{node_name(node)}.lr_in")
-        if node.op_type == "Conv":
-            first.attribute.extend(a for a in node.attribute if a.name in _FIRST_ONLY)
-            keep = [a for a in node.attribute if a.name not in _FIRST_ONLY]
-            del node.attribute[:]
-            node.attribute.extend(keep + [helper.make_attribute("kernel_shape", [1] * len(layer.kernel))])
-        elif node.op_type == "Gemm":
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            first.attribute.extend([helper.make_attribute("alpha", float(attrs.get("alpha", 1.0))),
-                                    helper.make_attribute("transB", 1)])
-            del node.attribute[:]
-            node.attribute.extend([helper.make_attribute("beta", float(attrs.get("beta", 1.0))),
-                                   helper.make_attribute("transB", 1)])
+        layer.kind.split_attributes(layer, node, first)
         node.input[0], node.input[1] = mid, f"{name}.lr_out"
         g.node.insert(list(g.node).index(node), first)
     drop_unused_initializers(model, among={name})
     if quantized is not None:
         grid_a, grid_b, bits, symmetric = quantized
-        codes_in, codes_out, _ = factor_layouts(layer, grid_a.codes(A), grid_b.codes(B))
+        codes_in, codes_out, _ = layer.kind.factor_layouts(layer, grid_a.codes(A), grid_b.codes(B))
         for tensor, codes, grid in ((f"{name}.lr_in", codes_in, grid_b), (f"{name}.lr_out", codes_out, grid_a)):
             store_quantized(model, tensor, axis, codes, grid.scale, grid.zero, bits, symmetric)
 
@@ -84,16 +59,13 @@ def add_low_rank_part(model: onnx.ModelProto, layer, A: np.ndarray, B: np.ndarra
         raise ValueError(f"{layer.weight}: a low-rank part is written for ungrouped layers only")
     g = model.graph
     name = layer.weight
-    if layer.op == "MatMul" or (layer.op == "Gemm" and not layer.attrs[0].get("transB", 0)):
-        left, right = B.T, A.T  # the weight is stored (cols × rows)
-    else:
-        left, right = A, factor_layouts(layer, A, B)[0].reshape(len(B), -1)  # Conv: B in the weight's layout
+    left, right = layer.kind.product_layout(layer, A, B)
     g.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(left, np.float32), f"{name}.plus_left"),
                           numpy_helper.from_array(np.ascontiguousarray(right, np.float32), f"{name}.plus_right")])
     product = f"{name}.plus"
     new = [helper.make_node("MatMul", [f"{name}.plus_left", f"{name}.plus_right"], [product],
                             name=f"{product}.matmul")]
-    if layer.op == "Conv":
+    if len(layer.weight_shape) > 2:  # the product is flattened after the first axis
         g.initializer.append(numpy_helper.from_array(np.asarray(layer.weight_shape, np.int64), f"{name}.plus_shape"))
         new.append(helper.make_node("Reshape", [product, f"{name}.plus_shape"], [f"{product}.reshaped"],
                                     name=f"{product}.reshape"))

@@ -124,6 +124,19 @@ def inputs_to_constants(model: onnx.ModelProto) -> list:
     return dropped
 
 
+def limit_versions(model: onnx.ModelProto, runtime: str, max_opset: int | None, max_ir: int | None):
+    """`model` (changed in place and returned) at an IR version of at most `max_ir`, which every
+    opset up to `max_opset` allows; a ValueError when its opset is newer than `runtime` reads."""
+    default = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    version = max((o.version for o in default), default=0)
+    if max_opset is not None and version > max_opset:
+        raise ValueError(f"{runtime} reads opsets up to {max_opset}, and this model is at opset {version} (4-bit "
+                         "weights are stored at opset 21): use 8-bit weights for it")
+    if max_ir is not None:
+        model.ir_version = min(model.ir_version, max_ir)
+    return model
+
+
 def sparse_to_dense(graph: onnx.GraphProto) -> int:
     """Turn the graph's sparse initializers into ordinary dense ones; returns how many."""
     for sp in graph.sparse_initializer:

@@ -29,8 +29,8 @@ def probe_model(model: onnx.ModelProto, layers) -> onnx.ModelProto:
     for l in layers:
         for k, name in enumerate(l.nodes):
             node = by_name[name]
-            shape = [l.rows * l.groups] + [1] * len(l.kernel) if l.op == "Conv" else [l.rows]
-            g.input.append(helper.make_tensor_value_info(shift_input(l, k), TensorProto.FLOAT, shape))
+            g.input.append(helper.make_tensor_value_info(shift_input(l, k), TensorProto.FLOAT,
+                                                         list(l.kind.channel_shape(l))))
             out = node.output[0]
             node.output[0] = f"{out}.probe_raw"
             idx = list(g.node).index(node)

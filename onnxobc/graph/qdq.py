@@ -30,13 +30,6 @@ def ensure_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     return converted
 
 
-def output_axis(layer) -> int:
-    """The axis of the ONNX weight tensor that indexes output channels (the view's rows)."""
-    if layer.op == "Conv" or (layer.op == "Gemm" and layer.attrs[0].get("transB", 0)):
-        return 0
-    return 1
-
-
 def storage_opset(bits: int) -> int:
     return 21 if bits <= 4 else 13
 

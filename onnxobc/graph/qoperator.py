@@ -26,10 +26,11 @@ def to_qoperator(model: onnx.ModelProto, layers) -> int:
     producer = {o: n for n in g.node for o in n.output}
     inits = {t.name: t for t in g.initializer}
     users = consumers(g)
-    layer_nodes = {n for l in layers for n in l.nodes}
+    layer_nodes = {n: l for l in layers for n in l.nodes}
     replaced, done = {}, 0
     for n in g.node:
-        if node_name(n) not in layer_nodes:
+        layer = layer_nodes.get(node_name(n))
+        if layer is None:
             continue
         x, w = (producer.get(n.input[i]) for i in (0, 1))
         if not (_dq(x) and _dq(w) and inits.get(w.input[0]) is not None
@@ -39,21 +40,11 @@ def to_qoperator(model: onnx.ModelProto, layers) -> int:
         if len(n.input) > 2 and n.input[2] and not (_dq(bias) and inits.get(bias.input[0]) is not None
                                                     and inits[bias.input[0]].data_type == TensorProto.INT32):
             continue  # a float bias (or Gemm's C) keeps the QDQ form
-        if n.op_type == "Conv":
-            q = users.get(n.output[0], [])
-            if len(q) != 1 or q[0].op_type != "QuantizeLinear" or n.output[0] in {o.name for o in g.output}:
-                continue
-            w_scale, w_zero = _weight_grid(g, inits, w)
-            new = [helper.make_node("QLinearConv", [x.input[0], x.input[1], x.input[2], w.input[0], w_scale, w_zero,
-                                                    q[0].input[1], q[0].input[2]]
-                                    + ([bias.input[0]] if bias is not None else []),
-                                    [q[0].output[0]], name=node_name(n), domain="")]
-            new[0].attribute.extend(n.attribute)
-            replaced[_key(q[0])] = []
-        else:
-            new = _matmul_integer(g, inits, n, x, w, bias)
-            if new is None:
-                continue
+        form = layer.kind.operator_form(g, inits, users, n, x, w, bias)
+        if form is None:
+            continue
+        new, gone = form
+        replaced.update({key: [] for key in gone})
         replaced[_key(n)] = new
         done += 1
     order = []
@@ -87,12 +78,23 @@ def _weight_grid(g, inits, w) -> tuple:
     return w.input[1], w.input[2]
 
 
-def _matmul_integer(g, inits, n, x, w, bias) -> list | None:
+def qlinear_conv(g, inits, n, x, w, bias, q):
+    """One QLinearConv reading the uint8 input of DQ `x` and writing the output of `q`, the only
+    QuantizeLinear reading the Conv `n`."""
+    w_scale, w_zero = _weight_grid(g, inits, w)
+    node = helper.make_node("QLinearConv", [x.input[0], x.input[1], x.input[2], w.input[0], w_scale, w_zero,
+                                            q.input[1], q.input[2]] + ([bias.input[0]] if bias is not None else []),
+                            [q.output[0]], name=node_name(n), domain="")
+    node.attribute.extend(n.attribute)
+    return node
+
+
+def matmul_integer(g, inits, n, x, w, bias) -> list | None:
     """MatMulInteger (uint8 input × int8 weight, int32 out) → [+ int32 bias] → Cast → Mul by the
     product of the scales, or None where the node is not a plain product (an int32 bias is only
     written for beta = 1)."""
     attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-    if n.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0):
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:  # a Gemm that is not a plain product
         return None
     w_scale, w_zero = _weight_grid(g, inits, w)
     zero = numpy_helper.to_array(inits[w_zero])

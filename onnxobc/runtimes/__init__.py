@@ -1,16 +1,19 @@
-"""Runtime adapters, one file each, imported lazily by whoever needs that runtime. Each has
-`latencies({key: model}, feed)` → {key: median seconds per run} (timed in turns where the
-runtime allows) and `available()` → None or why it cannot run here."""
+"""The runtimes a model is compressed for, one adapter file each, registered here by name. Each
+adapter's RUNTIME (a runtimes.base.Runtime) says whether it runs here, times models on it, and
+carries what the export and the budgets need to know of it: the int8 form it fuses, the opset and
+IR versions it reads, its latency level set."""
 
 from __future__ import annotations
 
 import importlib
 
-ADAPTERS = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "deepsparse": "deepsparse"}
+from ..errors import OptionError
+
+NAMES = ("onnxruntime", "tensorrt", "deepsparse")
 
 
-def load(name: str):
-    """The adapter module for runtime `name`; ValueError naming the choices otherwise."""
-    if name not in ADAPTERS:
-        raise ValueError(f"no runtime adapter {name!r}; choose one of {sorted(ADAPTERS)}")
-    return importlib.import_module(f"{__name__}.{ADAPTERS[name]}")
+def get(name: str):
+    """The Runtime registered as `name`; an OptionError naming the choices otherwise."""
+    if name not in NAMES:
+        raise OptionError(f"{{runtime}} must be one of {NAMES}, got {name!r}")
+    return importlib.import_module(f"{__name__}.{name}").RUNTIME

@@ -1,96 +1,15 @@
-"""onnxruntime: sessions (with the custom-op libraries the user named) and latency measurement.
-CPU by default; the CUDA provider is used when onnxruntime-gpu is the installed package and a
-device is visible."""
+"""onnxruntime as a target: its int8 form (U8S8 QDQ that it fuses into QLinearConv, QGemm and
+MatMulIntegerToFloat, element-wise ops included), MatMulNBits for weight-only MatMuls, and latency
+measured side by side. Its sessions come from sessions.py, as the calibration engine's do."""
 
 from __future__ import annotations
 
-import pathlib
 import time
 
 import numpy as np
 
-CUSTOM_OP_LIBRARIES = {"extensions": "onnxruntime-extensions"}
-
-
-def available() -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "onnxruntime is not installed"
-    return None
-
-
-def providers() -> list:
-    import onnxruntime as ort
-
-    have = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
-
-
-def custom_op_library(name: str) -> str:
-    """The shared library for a --custom-ops entry: 'extensions' (onnxruntime-extensions) or a
-    path to a library file."""
-    if name == "extensions":
-        try:
-            import onnxruntime_extensions
-        except ImportError:
-            raise ValueError("--custom-ops extensions needs onnxruntime-extensions: "
-                             "pip install onnxruntime-extensions") from None
-        return onnxruntime_extensions.get_library_path()
-    path = pathlib.Path(name)
-    if not path.is_file():
-        raise ValueError(f"--custom-ops {name}: neither 'extensions' nor a custom-op library file")
-    return str(path.resolve())
-
-
-def session(model, custom_ops=(), optimize: bool = True, execution_providers=None, spinning: bool = True):
-    """An InferenceSession for a path or a ModelProto, with the named custom-op libraries
-    registered; `optimize=False` runs the graph as written (no fusions); the providers default
-    to providers(). `spinning=False` stops its idle threads from busy-waiting, for sessions
-    timed in turns: otherwise one session's spinning threads slow the next one down (on 2
-    cores, a dense MLP measured 2.1 ms alone and 3.0–3.3 ms in turns with spinning, 2.2–2.5 ms
-    without)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 4  # its errors reach the user as ValueErrors, not as log lines
-    if not spinning:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not optimize:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    for lib in custom_ops:
-        so.register_custom_ops_library(custom_op_library(lib))
-    src = str(model) if isinstance(model, (str, pathlib.Path)) else model.SerializeToString()
-    try:
-        return Session(ort.InferenceSession(src, so, providers=execution_providers or providers()))
-    except Exception as e:  # onnxruntime raises its own exception types
-        domains = sorted({o.domain for o in _model_of(model).opset_import}
-                         - {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
-        hint = (f"; the model uses operators from {', '.join(domains)}: name their library with --custom-ops "
-                "(e.g. --custom-ops extensions for onnxruntime-extensions)") if domains and not custom_ops else ""
-        raise ValueError(f"onnxruntime cannot run the model: {str(e).strip()[:500]}{hint}") from None
-
-
-class Session:
-    """An onnxruntime InferenceSession whose run() failures are ValueErrors that say so."""
-
-    def __init__(self, sess):
-        self.sess = sess
-
-    def run(self, names, feed):
-        try:
-            return self.sess.run(names, feed)
-        except Exception as e:  # onnxruntime's own exception types
-            raise ValueError(f"onnxruntime failed running the model: {' '.join(str(e).split())[:500]}") from None
-
-    def __getattr__(self, name):
-        return getattr(self.sess, name)
-
-
-def _model_of(model):
-    import onnx
-
-    return onnx.load(str(model), load_external_data=False) if isinstance(model, (str, pathlib.Path)) else model
+from ..sessions import session
+from .base import Int8Form, Runtime, cpu_has_vnni
 
 
 def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int = 10, warmup: int = 3) -> dict:
@@ -109,7 +28,30 @@ def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int =
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def latencies(models: dict, feed: dict, rounds: int = 10, repeats: int = 10, custom_ops=()) -> dict:
-    """Median seconds per run of each model, timed in turns (see compare_latency)."""
-    return compare_latency({k: session(m, custom_ops=custom_ops, spinning=False) for k, m in models.items()}, feed,
-                           rounds=rounds, repeats=repeats)
+class OnnxRuntime(Runtime):
+    name = label = "onnxruntime"
+    int8 = Int8Form(symmetric=False, outputs=True, elementwise=True, int32_bias=True, operator_form=False, per_tensor=False)
+    matmulnbits = True
+
+    def available(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed"
+        return None
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return onnxruntime.__version__
+
+    def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10) -> dict:
+        return compare_latency({k: session(m, custom_ops=custom_ops, spinning=False) for k, m in models.items()}, feed,
+                               rounds=rounds, repeats=repeats)
+
+    def latency_levels(self) -> list:
+        # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones
+        return ["dense", "w8a8" if cpu_has_vnni() else "w7a8", "w4", "lr0.500", "lr0.250"]
+
+
+RUNTIME = OnnxRuntime()

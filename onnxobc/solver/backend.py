@@ -7,7 +7,8 @@ import numpy as np
 DEVICES = ("cpu", "cuda", "auto")
 
 
-def _cupy():
+def usable_cupy():
+    """The cupy module when CuPy is installed and sees a CUDA device, else None."""
     try:
         import cupy
     except ImportError:
@@ -26,7 +27,7 @@ def array_module(device: str = "cpu"):
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if device == "cpu":
         return np
-    cp = _cupy()
+    cp = usable_cupy()
     if cp is None:
         if device == "cuda":
             raise ValueError("device 'cuda' needs CuPy (pip install cupy-cuda12x, or the build for this "

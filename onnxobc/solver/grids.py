@@ -130,6 +130,19 @@ class ValueGrid:
         return ValueGrid(xp.asarray(self.values[rows]))
 
 
+def activation_grid(lo: float, hi: float, symmetric: bool):
+    """(scale, zero point) of the 8-bit grid covering [lo, hi] ∪ {0}: uint8 asymmetric, or int8
+    symmetric with zero point 0."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if symmetric:
+        scale = max(-lo, hi) / 127.0
+        return (scale if scale > 0 else 1.0), 0
+    scale = (hi - lo) / 255.0
+    if scale <= 0:
+        return 1.0, 0
+    return scale, int(np.clip(np.rint(-lo / scale), 0, 255))
+
+
 def code_range(bits: int, symmetric: bool, narrow: bool = False) -> tuple[int, int]:
     if not (isinstance(bits, (int, np.integer)) and MIN_BITS <= bits <= MAX_BITS):
         raise ValueError(f"bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")

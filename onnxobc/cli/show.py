@@ -1,0 +1,65 @@
+"""What the command prints: tables, the compression report, the budget's figures; JSON files."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..atomic import atomic_path
+
+
+def table(header, rows) -> None:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    for line in [header] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+
+
+def write_json(path, data) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+
+
+def report(rep: dict, out, report_path=None) -> None:
+    """The final table, the verification, the budget's figures; the JSON report when asked."""
+    header = ("weight", "op", "matrix", "level", "sparsity", "stored as", "layer loss", "rel. layer error", "note")
+    table(header, [(r["weight"], r["op"], r["shape"], r.get("level", ""), f"{r['sparsity']:.3f}", r["storage"],
+                    f"{r['layer_loss']:.4g}", f"{r['relative_layer_error']:.4g}", r["note"]) for r in rep["layers"]])
+    for s in rep["skipped"]:
+        print(f"left as is: {s['name']} ({s['op']}): {s['reason']}")
+    for note in rep["notes"]:
+        print(f"note: {note}")
+    v = rep["verification"]
+    errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
+    samples = "held-out samples" if v["held_out"] else "calibration samples (too few to hold any out)"
+    print(f"verified: onnx.checker passed, onnxruntime ran it; relative output error on {v['samples']} {samples}: "
+          f"{errs}")
+    unfused = v.get("unfused_relative_output_error", {})
+    if any(k in unfused and e > 2 * unfused[k] and e > 0.01 for k, e in v["relative_output_error"].items()):
+        print("warning: onnxruntime's fused int8 kernels give a larger error than the QDQ graph run unfused ("
+              + ", ".join(f"{k}: {e:.4g}" for k, e in unfused.items()) + "); on CPUs without VNNI the U8S8 kernels "
+              "saturate: try --wbits 7", file=sys.stderr)
+    if "budget" in rep:
+        budget(rep["budget"])
+    b = rep["bytes"]
+    print(f"wrote {out} in {rep['seconds']:.1f} s: {b['output']} bytes, {b['input'] / b['output']:.2f}x "
+          f"smaller than the input's {b['input']}")
+    if report_path:
+        write_json(report_path, rep)
+
+
+def budget(b: dict) -> None:
+    if b["cost"] == "latency":
+        print(f"speedup on {b.get('runtime', 'onnxruntime')}: predicted {b['predicted_speedup']:.2f}x, measured "
+              f"{b['measured_speedup']:.2f}x (dense {b['dense_model_seconds'] * 1e3:.3f} ms, output "
+              f"{b['output_model_seconds'] * 1e3:.3f} ms per batch; the layers alone sum to "
+              f"{b['layer_sum_over_model']:.2f}x the dense model's time)")
+        if len(b.get("attempts", [])) > 1:
+            print("measured short of the target, re-planned: " + "; ".join(
+                f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x (corrected by the "
+                f"measurements before: {a['corrected_speedup']:.2f}x), measured {a['measured_speedup']:.2f}x"
+                for a in b["attempts"]))
+    elif b["cost"] == "size":
+        print(f"size: target {b['target']} of the input, reached {b['measured_share']:.3f}")
+    else:
+        print(f"{b['cost']}: target {b['target']}, the chosen levels reduce the layers' {b['cost']} "
+              f"{b['predicted_reduction']:.2f}x")

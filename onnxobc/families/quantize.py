@@ -1,0 +1,128 @@
+"""Uniform quantization: weights to b bits per output channel (OBQ, GPTQ or rounding), stored as
+int8/int4 codes behind a DequantizeLinear or in onnxruntime's MatMulNBits; with abits, int8
+activations too, in the form the target runtime fuses into int8 kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import solver
+from ..errors import OptionError
+from ..graph.qdq import matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
+from ..solver import UniformGrid
+from .base import Coded, Family, Flag
+
+
+class Quantize(Family):
+    fields = ("wbits", "abits")
+    flags = (Flag("wbits", "--wbits", "weight bits (2-8), per output channel", type=int),
+             Flag("abits", "--abits", "8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)", type=int))
+    syntax = {"wbits": "w<bits>", "abits": "a8"}
+    role = "quantize"
+    part = r"w(?P<w>\d)(?:a(?P<a>8))?"
+    curves = {"uniform quantization": ["w8", "w4", "w3", "w2"]}
+    float_weight = False
+
+    def name(self, spec):
+        return f"w{spec.wbits}" + (f"a{spec.abits}" if spec.abits else "")
+
+    def parse(self, m):
+        return {"wbits": int(m["w"]), "abits": int(m["a"]) if m["a"] else None}
+
+    def check(self, spec):
+        if spec.wbits is not None and not 2 <= spec.wbits <= 8:
+            raise OptionError(f"weight bits ({{wbits}}) must be 2 to 8, got {spec.wbits}")
+        if spec.abits is not None and spec.abits != 8:
+            raise OptionError(f"{{abits}} supports 8 (int8 activations), got {spec.abits}")
+        if spec.abits is not None and spec.wbits not in (7, 8):
+            raise OptionError("int8 activations ({abits} 8) run in int8 kernels, which need int8 weights as well: "
+                              "{wbits} 8 (or 7, which avoids the saturation of onnxruntime's U8S8 kernels on CPUs "
+                              "without VNNI)")
+
+    def check_options(self, options, runtime):
+        if options.matmulnbits and (options.wbits is None or options.abits is not None or not runtime.matmulnbits):
+            raise OptionError("{matmulnbits} writes weight-only quantized MatMuls for onnxruntime: it needs {wbits}, "
+                              "and no {abits} or other {runtime}")
+        if options.wbits is None:
+            return
+        if runtime.max_opset is not None and storage_opset(options.wbits) > runtime.max_opset:
+            raise OptionError(f"{runtime.label} reads opsets up to {runtime.max_opset} and {options.wbits}-bit weights "
+                              f"are stored at opset {storage_opset(options.wbits)}: use {{wbits}} 5 to 8 for "
+                              f"{{runtime}} {runtime.name}")
+        if options.abits is not None and runtime.int8.symmetric and not options.symmetric:
+            raise OptionError(f"{runtime.label} runs symmetric int8 only: drop {{asym}} for {{runtime}} {runtime.name}")
+
+    # solving
+    def layer_grids(self, mats: list, spec) -> list:
+        """One grid per group, or Nones where each group fits its own: with the runtime's
+        per-tensor int8 weights, one grid across the groups too."""
+        if not spec.per_tensor:
+            return [None] * len(mats)
+        whole = solver.fit_uniform_grid(np.concatenate(mats), spec.wbits, spec.symmetric, per_tensor=True)
+        return [whole.take(slice(g * len(M), (g + 1) * len(M))) for g, M in enumerate(mats)]
+
+    def quantize(self, W, H, spec, pruned=None, grid=None):
+        """(Result, grid): OBQ (or the method's baseline) on W, keeping `pruned`'s zeros and
+        fitting the grid to its survivors when a pruning Result is given."""
+        if grid is None:
+            grid = solver.fit_uniform_grid(W if pruned is None else pruned.weight, spec.wbits, spec.symmetric)
+        r = solver.quantize(W, H, grid, method=spec.quant_method, mask=None if pruned is None else pruned.mask,
+                            device=spec.device)
+        return r, grid
+
+    def addend(self, W, spec):
+        return solver.quantized_part(spec.wbits, spec.symmetric, spec.quant_method)
+
+    def take(self, result):
+        return result.grid
+
+    def scaled(self, part, ratio):
+        return part.scaled(ratio)
+
+    def finish(self, part, rest):
+        return Coded(part.codes(rest), part)
+
+    # the database
+    def to_arrays(self, parts, arrays, meta):
+        for g, c in enumerate(parts):
+            arrays[f"codes{g}"], arrays[f"scale{g}"], arrays[f"zero{g}"] = c.codes.astype(np.int8), c.grid.scale, \
+                c.grid.zero
+        g = parts[0].grid
+        meta.update(groups=len(parts), qmin=g.qmin, qmax=g.qmax, bits=g.bits, symmetric=g.symmetric)
+
+    def from_arrays(self, arrays, meta):
+        if "codes0" not in arrays:
+            return None
+        return [Coded(arrays[f"codes{g}"].astype(np.int32), uniform_grid(arrays[f"scale{g}"], arrays[f"zero{g}"], meta))
+                for g in range(meta["groups"])]
+
+    # export
+    @staticmethod
+    def nbits(layer, options) -> bool:
+        return bool(options.matmulnbits) and layer.kind.matmulnbits
+
+    def opset(self, layer, parts, options):
+        return None if self.nbits(layer, options) else storage_opset(options.wbits)
+
+    def export(self, model, items, ctx):
+        for layer, s, opt in items:
+            parts = s.parts[self.key]
+            scale = np.concatenate([c.grid.scale for c in parts])
+            zero = np.concatenate([c.grid.zero for c in parts])
+            ctx.scales[layer.weight] = scale
+            if self.nbits(layer, opt):
+                ctx.nbits.add(layer.weight)
+                store_matmulnbits(model, layer, parts[0].codes, scale, zero, opt.wbits, opt.symmetric)
+            else:
+                store_quantized(model, layer.weight, layer.output_axis, layer.weight_from([c.codes for c in parts]),
+                                scale, zero, opt.wbits, opt.symmetric)
+
+    def label(self, layer, parts, options, ctx):
+        if layer.weight in ctx.nbits:
+            return f"MatMulNBits {matmulnbits_bits(options.wbits)}-bit"
+        return f"int{options.wbits}" + (", per-tensor" if options.per_tensor else "")
+
+
+def uniform_grid(scale, zero, meta) -> UniformGrid:
+    """A stored uniform grid (its integer range and bits in the entry's meta)."""
+    return UniformGrid(scale, zero, meta["qmin"], meta["qmax"], meta["bits"], meta["symmetric"])

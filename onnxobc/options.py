@@ -1,0 +1,86 @@
+"""What a compression does (Options): one value per family field (families.FIELDS: sparsity, nm,
+block4, rank, codebook, wbits, abits, outliers, plus_rank; None where a family is not used), and
+how it is solved, corrected and written. check() refuses bad values and combinations with
+OptionErrors that name the fields (the command line names its flags instead)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import families, runtimes
+from .errors import OptionError
+from .sessions import custom_op_library
+
+METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
+# for pruning then quantizing, the baselines pair up: magnitude with RTN, SparseGPT with GPTQ
+PRUNE_OF = {"exact": "exact", "sparsegpt": "sparsegpt", "magnitude": "magnitude", "gptq": "sparsegpt",
+            "rtn": "magnitude"}
+QUANT_OF = {"exact": "exact", "gptq": "gptq", "rtn": "rtn", "sparsegpt": "gptq", "magnitude": "rtn"}
+BUDGET_FIELDS = ("speedup", "size", "flops", "bops")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(families.Spec):
+    symmetric: bool = True  # weight grids with zero point 0
+    method: str = "exact"  # exact, or a baseline: gptq, sparsegpt, magnitude, rtn
+    damp: float = 0.01  # relative Hessian dampening
+    skip: tuple = ()  # weight or node names left dense
+    batch_size: int = 8
+    holdout: float = 0.25  # share of calibration samples kept for verification
+    bias_correction: bool = True  # fold (W − Ŵ)·E[x] into each compressed layer's bias
+    variance_correction: bool = True  # rescale channels read by a BatchNormalization to the dense variance
+    runtime: str = "onnxruntime"  # the target (runtimes.NAMES): its int8 form, opset limits, latency
+    matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
+    custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
+    max_memory: float | None = None  # GiB a layer's Hessians and solve may take (default: the memory available)
+    ray: str | None = None  # solve the layers on this Ray cluster ("auto", an address, or "local")
+    device: str = "auto"  # where Hessians are summed and the exact solvers run: "cpu", "cuda" (CuPy), or
+    #                       "auto": the GPU where CuPy has one, else the CPU
+
+    @property
+    def target(self):
+        """The runtime object of `runtime`."""
+        return runtimes.get(self.runtime)
+
+    @property
+    def per_tensor(self) -> bool:
+        """One weight grid per layer: int8 on a runtime whose int8 kernels want per-tensor scales."""
+        return self.abits is not None and self.target.int8.per_tensor
+
+    @property
+    def prune_method(self) -> str:
+        return PRUNE_OF[self.method]
+
+    @property
+    def quant_method(self) -> str:
+        return QUANT_OF[self.method]
+
+    def family_fields(self) -> dict:
+        return {f: getattr(self, f) for f in families.FIELDS}
+
+    def check(self, planned: bool = False) -> None:
+        """Raise OptionError on a bad value or combination. `planned`: a budget picks the levels,
+        so the options must not pick any themselves."""
+        runtime = self.target  # first: the families' checks consult it
+        if planned and families.present(self):
+            raise OptionError("a budget (" + ", ".join(f"{{{b}}}" for b in BUDGET_FIELDS) + ") chooses each layer's "
+                              "level itself: drop " + ", ".join(f"{{{f}}}" for f in families.FIELDS))
+        if self.method not in METHODS:
+            raise OptionError(f"{{method}} must be one of {METHODS}, got {self.method!r}")
+        families.check(self)
+        for f in families.FAMILIES:
+            f.check_options(self, runtime)
+        if not planned and not families.compresses(self):
+            keys = [f"{{{f.key}}}" for f in families.FAMILIES if f.role in ("prune", "quantize", "alone")]
+            raise OptionError(f"nothing to do: give {', '.join(keys[:-1])} or {keys[-1]}")
+        pruning, quantizing = families.of_role(self, "prune"), families.of_role(self, "quantize")
+        if self.method in ("gptq", "rtn") and pruning and not quantizing:
+            raise OptionError(f"{{method}} {self.method} quantizes; use exact, sparsegpt or magnitude for pruning")
+        if self.method in ("sparsegpt", "magnitude") and quantizing and not pruning:
+            raise OptionError(f"{{method}} {self.method} prunes; use exact, gptq or rtn with {{wbits}}")
+        for lib in self.custom_ops:
+            custom_op_library(lib)  # a clear error now rather than after calibration
+        if not 0 < self.holdout < 1:
+            raise OptionError(f"{{holdout}} must be in (0, 1), got {self.holdout}")
+        if self.max_memory is not None and not self.max_memory > 0:
+            raise OptionError(f"{{max_memory}} is in GiB and must be positive, got {self.max_memory}")

@@ -1,0 +1,89 @@
+"""The start of every flow: load the model, fold constant per-channel Mul/Add after a Conv/Gemm
+into it, discover its layers, split the calibration data (a share held out to verify), and
+capture each layer's Hessians and input means (and, for int8 activations, the ranges of the
+tensors that get Q/DQ) with onnxruntime."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import onnx
+
+from .calib.capture import capture_hessians, capture_ranges
+from .calib.feeds import load_calibration
+from .graph.activation_qdq import quantized_tensors
+from .graph.bias import feeds_batch_norm
+from .graph.fold import fold_output_affine
+from .graph.layers import discover, weight_array
+from .graph.model import inputs_to_constants, load_model
+from .memory import memory_budget, within_memory
+from .options import Options
+from .progress import counter, silent
+from .solve import Problem
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A loaded model with its layers and calibration statistics, ready for solving."""
+
+    src: pathlib.Path
+    model: onnx.ModelProto
+    layers: list
+    skipped: list
+    calib: dict  # the samples that calibrate
+    held: dict  # the samples that verify
+    hessians: dict  # weight → [HessianAccumulator per group]
+    ranges: dict  # activation → (lo, hi), for int8 activations
+    folded: int = 0  # constant per-channel Mul/Add/Sub/Div nodes folded into the layers before them
+    notes: list = dataclasses.field(default_factory=list)  # what the input had that was changed or left alone
+
+
+def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None,
+            hessians: bool = True) -> Prepared:
+    """Load, discover, split the calibration data, capture Hessians (unless not `hessians`: the
+    stages that only write from a database) and activation ranges (when `activation_ranges`, by
+    default when options.abits)."""
+    progress = progress or silent
+    src = pathlib.Path(model_path)
+    model = load_model(src)
+    notes = []
+    promoted = inputs_to_constants(model)
+    if promoted:
+        notes.append(f"{len(promoted)} initializers were also graph inputs (overridable): the output keeps them as "
+                     f"constants only ({', '.join(promoted[:5])}{', …' if len(promoted) > 5 else ''})")
+    folded = fold_output_affine(model)
+    layers, skipped = discover(model)
+    layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
+    layers, over = within_memory(layers, memory_budget(options.max_memory))
+    skipped += over
+    if not layers:
+        raise ValueError(f"{src}: no compressible layer (Conv, Gemm, MatMul with a constant weight)"
+                         + (f"; skipped: {'; '.join(f'{s.name}: {s.reason}' for s in skipped)}" if skipped else ""))
+    data = load_calibration(calib, model)
+    n = len(next(iter(data.values())))
+    n_hold = int(round(n * options.holdout)) if n > 1 else 0
+    calib_part = {k: v[: n - n_hold] for k, v in data.items()}
+    held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
+    wanted = bool(options.abits) if activation_ranges is None else activation_ranges
+    form = options.target.int8
+    observe = sum(quantized_tensors(model, layers, form), []) if wanted else []
+    captured = layers if hessians else []
+    hessians, ranges = {}, {}
+    if captured or observe:
+        hessians, ranges = capture_hessians(model, captured, calib_part, options.batch_size, observe,
+                                            options.custom_ops,
+                                            progress=counter(progress, "capture", n - n_hold,
+                                                             f"samples through {len(captured)} layers"),
+                                            device=options.device)
+    if observe:
+        ranges = capture_ranges(model, ranges, calib_part, options.batch_size, form.symmetric, options.custom_ops,
+                                progress=counter(progress, "ranges", n - n_hold,
+                                                 f"samples, histograms of {len(observe)} activations"))
+    return Prepared(src, model, layers, skipped, calib_part, held, hessians, ranges, folded, notes)
+
+
+def problem(prep: Prepared, layer) -> Problem:
+    """What solving `layer` takes: its weight, its Hessians, whether a BatchNormalization reads it."""
+    return Problem(layer, weight_array(prep.model, layer.weight), prep.hessians[layer.weight],
+                   feeds_batch_norm(prep.model, layer))
