@@ -34,7 +34,7 @@ from tables import print_table  # noqa: E402
 from onnxobc.budget import compress_to_budget  # noqa: E402
 from onnxobc.pipeline import Options  # noqa: E402
 from onnxobc import runtimes  # noqa: E402
-from onnxobc.runtimes.onnxruntime import session  # noqa: E402
+from onnxobc.sessions import session  # noqa: E402
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 HEADER = ["model", "budget", "levels chosen", "predicted", "corrected", "measured", "re-plans", "layer sum / model",
@@ -52,7 +52,7 @@ def baseline_row(label, path, calib, batch, tmp, runtime) -> list:
     ref, got = (np.concatenate([session(m).run(None, {"x": calib[i:i + batch]})[0]
                                 for i in range(len(calib) - held, len(calib), batch)]) for m in (path, out))
     err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
-    sec = runtimes.load(runtime).latencies({"dense": path, "q": out}, {"x": calib[:batch]})
+    sec = runtimes.get(runtime).latencies({"dense": path, "q": out}, {"x": calib[:batch]})
     return [label, "quantize_static int8", "", "", "", f"{sec['dense'] / sec['q']:.2f}x", "", "",
             f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}", "",
             f"{time.perf_counter() - t:.0f}"]

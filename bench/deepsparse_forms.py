@@ -28,7 +28,7 @@ from tables import print_table  # noqa: E402
 from onnxobc.graph.model import load_model  # noqa: E402
 from onnxobc.graph.qdq import ensure_opset  # noqa: E402
 from onnxobc.pipeline import Options, compress  # noqa: E402
-from onnxobc.runtimes import deepsparse  # noqa: E402
+from onnxobc import runtimes  # noqa: E402
 
 
 def conv_stack(layers=6, channels=128, size=56, seed=0) -> onnx.ModelProto:
@@ -65,6 +65,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["det", "stack"], choices=["det", "stack"])
     args = ap.parse_args()
+    deepsparse = runtimes.get("deepsparse")
     reason = deepsparse.available()
     if reason:
         sys.exit(f"DeepSparse: {reason}")

@@ -27,9 +27,9 @@ import ppocr  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.budget import compress_to_budget  # noqa: E402
-from onnxobc.db.levels import level_set, low_rank_levels  # noqa: E402
+from onnxobc.db.levels import level_set, parse_all  # noqa: E402
 from onnxobc.pipeline import Options  # noqa: E402
-from onnxobc.runtimes.onnxruntime import session  # noqa: E402
+from onnxobc.sessions import session  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--images", type=int, default=32, help="rec calibration lines (a quarter held out)")
     args = ap.parse_args()
     quant = [lv for lv in level_set("latency") if lv.rank is None]
-    sets = {"quantization": quant, "+ low-rank": quant + low_rank_levels((0.5, 0.25, 0.125))}
+    sets = {"quantization": quant, "+ low-rank": quant + parse_all(["lr0.500", "lr0.250", "lr0.125"])}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)

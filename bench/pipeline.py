@@ -21,7 +21,8 @@ import onnx
 import onnxruntime as ort
 
 from onnxobc.pipeline import Options, compress
-from onnxobc.runtimes.onnxruntime import compare_latency, session
+from onnxobc.runtimes.onnxruntime import compare_latency
+from onnxobc.sessions import session
 from tables import print_table
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"

@@ -20,7 +20,8 @@ from pipeline import quantize_static  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.pipeline import Options, compress  # noqa: E402
-from onnxobc.runtimes.onnxruntime import compare_latency, session  # noqa: E402
+from onnxobc.runtimes.onnxruntime import compare_latency  # noqa: E402
+from onnxobc.sessions import session  # noqa: E402
 
 
 def main():

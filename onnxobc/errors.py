@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-_NAME = re.compile(r"\{([a-z_]+)\}")
+_NAME = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # fields whose library name reads better in another form
 LIBRARY_NAMES = {"asym": "symmetric=False"}
 

@@ -18,7 +18,8 @@ import onnx
 from corpus import calib, net
 from onnx import TensorProto, helper
 
-from onnxobc.pipeline import Options, prepare
+from onnxobc.options import Options
+from onnxobc.prepare import prepare
 
 OPS = ["Conv", "Gemm", "MatMul", "Relu", "Add", "Identity", "Flatten", "Reshape", "GlobalAveragePool", "If",
        "Loop", "DequantizeLinear", "Unknown"]

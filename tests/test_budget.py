@@ -13,6 +13,7 @@ import onnx
 import pytest
 from test_compress import onnxobc
 
+from onnxobc import runtimes
 from onnxobc.db.levels import Level, level_set, parse
 from onnxobc.db.store import Database
 
@@ -213,7 +214,7 @@ def test_stage_errors(tmp_path):
     (["--speedup", "0.5x"], "more than 1x"),
     (["--size", "2"], "--size must be in (0, 1)"),
     (["--flops", "fast"], "takes a factor"),
-    (["--speedup", "2x", "--levels", "w9"], "weight bits must be 2 to 8"),
+    (["--speedup", "2x", "--levels", "w9"], "weight bits (w<bits>) must be 2 to 8"),
     (["--speedup", "2x", "--levels", "fast"], "unknown level"),
 ])
 def test_bad_budget_options(tmp_path, args, message):
@@ -234,9 +235,7 @@ def test_config_file_holds_the_options(tmp_path):
 
 
 def test_tensorrt_budget_without_tensorrt_is_a_clear_error(tmp_path):
-    from onnxobc.runtimes import tensorrt
-
-    if tensorrt.available() is None:
+    if runtimes.get("tensorrt").available() is None:
         pytest.skip("TensorRT is available here: the latency path runs instead")
     r = onnxobc("compress", MODEL, str(tmp_path / "o.onnx"), "--calib", CALIB, "--speedup", "2x",
                 "--runtime", "tensorrt")
@@ -245,9 +244,7 @@ def test_tensorrt_budget_without_tensorrt_is_a_clear_error(tmp_path):
 
 
 def test_deepsparse_budget_without_its_environment_is_a_clear_error(tmp_path):
-    from onnxobc.runtimes import deepsparse
-
-    if deepsparse.available() is None:
+    if runtimes.get("deepsparse").available() is None:
         pytest.skip("DeepSparse's environment is set up here: the latency path runs instead")
     r = onnxobc("compress", MODEL, str(tmp_path / "o.onnx"), "--calib", CALIB, "--speedup", "2x",
                 "--runtime", "deepsparse")
@@ -259,9 +256,7 @@ def test_deepsparse_speedup_writes_its_int8_form_and_measures_it(tmp_path):
     """On DeepSparse (its environment set up): the plan's levels are timed there, the output
     holds only forms it reads (IR ≤ 9, QLinearConv / MatMulInteger for int8) and the speedup is
     measured there."""
-    from onnxobc.runtimes import deepsparse
-
-    reason = deepsparse.available()
+    reason = runtimes.get("deepsparse").available()
     if reason:
         pytest.skip(f"DeepSparse: {reason}")
     out = tmp_path / "o.onnx"

@@ -18,7 +18,7 @@ from test_compress import onnxobc
 from onnxobc.graph.codebook import index_bits, store_codebook
 from onnxobc.graph.layers import discover
 from onnxobc.graph.lowrank import add_low_rank_part, store_low_rank
-from onnxobc.graph.qdq import ensure_opset, output_axis, store_quantized
+from onnxobc.graph.qdq import ensure_opset, store_quantized
 from onnxobc.graph.write import set_weights
 from onnxobc.pipeline import Options, compress
 from onnxobc.solver import fit_uniform_grid, rank_for
@@ -118,7 +118,7 @@ def test_low_rank_part_is_added_to_whatever_the_weight_is(case, base):
         grid = fit_uniform_grid(layer.matrices(W)[0], 8)
         codes = grid.codes(layer.matrices(W)[0])
         W = layer.weight_from([grid.dequantize(codes)])
-        store_quantized(model, layer.weight, output_axis(layer), layer.weight_from([codes]), grid.scale, grid.zero, 8,
+        store_quantized(model, layer.weight, layer.output_axis, layer.weight_from([codes]), grid.scale, grid.zero, 8,
                         True)
     expected = run(set_weights(build(), {layer.weight: W + layer.weight_from([A @ B])}), feeds(shapes))
     renamed = add_low_rank_part(model, layer, A, B)
@@ -308,21 +308,21 @@ def test_budgets_choose_low_rank_and_codebook_levels(tmp_path):
     (["--codebook", "16x"], "--codebook takes"),
     (["--codebook", "16", "--sparsity", "0.5"], "drop --sparsity"),
     (["--codebook", "binary", "--method", "magnitude"], "exact, gptq or rtn"),
-    (["--speedup", "2x", "--levels", "lr0.500+w8a8"], "stand alone"),
+    (["--speedup", "2x", "--levels", "lr0.500+w8a8"], "lr<share> is a compression of its own"),
     (["--plus-rank", "0.05"], "adds a low-rank part to quantized"),
     (["--plus-rank", "0.05", "--nm", "2:4"], "does not combine with --nm"),
     (["--plus-rank", "1.5", "--wbits", "4"], "--plus-rank is the share"),
     (["--plus-rank", "0.05", "--wbits", "8", "--abits", "8"], "drop --abits"),
     (["--plus-rank", "0.05", "--wbits", "4", "--sparsity", "0.5"], "adds to one part"),
     (["--plus-rank", "0.05", "--rank", "0.5", "--wbits", "4"], "drop --plus-rank"),
-    (["--size", "0.5", "--levels", "w8a8+r0.050"], "a low-rank part (r<share>)"),
+    (["--size", "0.5", "--levels", "w8a8+r0.050"], "r<share> folds its part into the weight"),
     (["--speedup", "2x", "--rank", "0.5"], "chooses each layer's level itself"),
     (["--outliers", "0.01"], "it needs --wbits"),
     (["--outliers", "0.01", "--wbits", "8", "--abits", "8"], "it needs --wbits, and no --abits"),
     (["--outliers", "0.7", "--wbits", "4"], "in (0, 0.5)"),
     (["--outliers", "0.01", "--wbits", "4", "--sparsity", "0.5"], "does not combine with pruning"),
     (["--outliers", "0.01", "--wbits", "4", "--method", "magnitude"], "exact, gptq or rtn"),
-    (["--size", "0.5", "--levels", "s0.500+w4+o0.010"], "go with weight-only bits"),
+    (["--size", "0.5", "--levels", "s0.500+w4+o0.010"], "o<share> does not combine with pruning"),
 ])
 def test_bad_low_rank_and_codebook_options(tmp_path, args, message):
     r = onnxobc("compress", str(MODEL), str(tmp_path / "o.onnx"), "--calib", str(CALIB), *args)

@@ -13,6 +13,9 @@ from . import show
 
 
 def inspect(args) -> int:
+    import dataclasses
+
+    from ..graph.coupling import layer_groups
     from ..graph.flops import macs_per_sample, output_shapes, parse_input_shapes
     from ..graph.layers import discover
     from ..graph.model import load_model
@@ -29,8 +32,10 @@ def inspect(args) -> int:
         rows.append({"weight": l.weight, "op": l.op, "nodes": l.nodes, "groups": l.groups, "rows": l.rows,
                      "cols": l.cols, "params": l.groups * l.rows * l.cols,
                      "flops_per_sample": None if macs is None else 2 * macs})
+    groups = layer_groups(model, layers)
     if args.json:
-        json.dump({"layers": rows, "skipped": [vars(s) for s in skipped]}, sys.stdout, indent=2)
+        json.dump({"layers": rows, "skipped": [vars(s) for s in skipped],
+                   "channel_groups": [dataclasses.asdict(g) for g in groups]}, sys.stdout, indent=2)
         print()
         return 0
     print(f"{args.model}: {len(layers)} compressible layer(s), {len(skipped)} skipped")
@@ -44,6 +49,15 @@ def inspect(args) -> int:
           + (" (layers with dynamic shapes not counted)" if len(known) < len(rows) else ""))
     for s in skipped:
         print(f"skipped {s.op} {s.name}: {s.reason}")
+    free = [g for g in groups if not g.blocked]
+    print(f"channel groups: {len(free)} of {len(groups)} layers' output channels can be removed with what reads them")
+    for g in groups:
+        if g.blocked:
+            print(f"  {g.producer} ({g.channels}): blocked, {g.blocked}")
+        else:
+            via = g.through + [f"depthwise {w}" for w in g.depthwise]
+            print(f"  {g.producer} ({g.channels}): read by {', '.join(c.weight for c in g.consumers)}"
+                  + (f" through {', '.join(via)}" if via else ""))
     return 0
 
 

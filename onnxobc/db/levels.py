@@ -23,7 +23,6 @@ import dataclasses
 
 from .. import families, runtimes
 from ..errors import OptionError
-from ..families.pruning import Block4, Sparsity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +61,11 @@ def _named(*names) -> list:
 
 
 def unstructured() -> list:
-    return [Level(sparsity=s) for s in Sparsity.grid()]
+    return [Level(sparsity=s) for s in families.BY_KEY["sparsity"].grid()]
 
 
 def blocks() -> list:
-    return [Level(block4=s) for s in Block4.grid()]
+    return [Level(block4=s) for s in families.BY_KEY["block4"].grid()]
 
 
 def level_set(cost: str, runtime: str = "onnxruntime") -> list:

@@ -54,6 +54,15 @@ def cleared(spec) -> dict:
 
 def check(spec) -> None:
     """OptionError for bad values and combinations of the family fields of `spec`."""
+    for f in present(spec):
+        if f.role == "alone":
+            others = [x for g in FAMILIES if g is not f for x in g.fields
+                      if getattr(spec, x) is not None and x not in f.allowed]
+            if getattr(spec, "matmulnbits", False):
+                others.insert(others.index("abits") if "abits" in others else len(others), "matmulnbits")
+            if others:
+                raise OptionError(f"{{{f.key}}} is a compression of its own{f.alone_note}: drop "
+                                  + ", ".join(f"{{{x}}}" for x in others))
     for f in FAMILIES:
         f.check(spec)
     pruning = [f for f in present(spec) if f.role == "prune"]

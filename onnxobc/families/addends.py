@@ -98,9 +98,10 @@ class PlusRank(Family):
         if (spec.wbits is None and spec.sparsity is None) or spec.nm is not None or spec.block4 is not None:
             raise OptionError("{plus_rank} adds a low-rank part to quantized ({wbits}) and/or sparse ({sparsity}) "
                               "weights; it does not combine with {nm} or {block4}")
-        if spec.abits is not None or getattr(spec, "matmulnbits", False):
+        kernels = [f"{{{f}}}" for f in ("abits", "matmulnbits") if getattr(spec, f, None)]
+        if kernels:
             raise OptionError("{plus_rank} folds its part into the weight, which int8 and MatMulNBits kernels cannot "
-                              "read: drop {abits} and {matmulnbits}")
+                              f"read: drop {' and '.join(kernels)}")
         if spec.wbits is not None and spec.sparsity is not None:
             raise OptionError("{plus_rank} adds to one part, quantized or sparse: for quantized + sparse + low-rank "
                               "use {wbits} with {outliers} and {plus_rank}")

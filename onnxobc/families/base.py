@@ -7,7 +7,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import OptionError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +67,8 @@ class Family:
     flags: tuple = ()  # Flag per field, for the command line
     syntax: dict = {}  # field → how a level name writes it (for messages about levels)
     role: str = ""
+    allowed: tuple = ()  # role "alone": the other fields that may come with it
+    alone_note = ""  # role "alone": what those fields mean with it
     part: str = ""  # regex (named groups) of its part of a level name
     curves: dict = {}  # trade-off curves: label → level names
     float_weight = True  # the layer's weight stays a float initializer when written (else codes)
@@ -104,20 +105,6 @@ class Family:
         """The fields to clear to drop it."""
         return {self.key: None}
 
-    def alone_check(self, spec) -> None:
-        """For families that stand alone: nothing but `allowed` may come with it."""
-        from . import FAMILIES
-
-        allowed = getattr(self, "allowed", ())
-        others = [f for fam in FAMILIES if fam is not self for f in fam.fields
-                  if getattr(spec, f) is not None and f not in allowed]
-        if getattr(spec, "matmulnbits", False):
-            others.insert(others.index("abits") if "abits" in others else len(others), "matmulnbits")
-        if others:
-            raise OptionError(f"{{{self.key}}} is a compression of its own{self.alone_note}: drop "
-                              + ", ".join(f"{{{f}}}" for f in others))
-
-    alone_note = ""
 
     # solving (per role)
     def prune(self, W, H, spec):

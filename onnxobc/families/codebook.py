@@ -46,10 +46,8 @@ class Codebook(Family):
         return {"codebook": m["sign"] or f"{int(m['k'])}{m['row'] or ''}"}
 
     def check(self, spec):
-        if spec.codebook is None:
-            return
-        self.alone_check(spec)
-        codebook_kind(spec.codebook)
+        if spec.codebook is not None:
+            codebook_kind(spec.codebook)
 
     def check_options(self, options, runtime):
         if options.codebook is not None and options.method not in ("exact", "gptq", "rtn"):

@@ -21,7 +21,7 @@ class LowRank(Family):
     role = "alone"
     part = r"lr(?P<r>0\.\d+)"
     curves = {"low-rank": ["lr0.750", "lr0.500", "lr0.250"], "low-rank, 4-bit factors": ["lr0.500+w4", "lr0.250+w4"]}
-    allowed = ("wbits",)
+    allowed = ("wbits",)  # quantized factors
     alone_note = " ({wbits} quantizes its factors)"
 
     def name(self, spec):
@@ -31,10 +31,7 @@ class LowRank(Family):
         return {"rank": round(float(m["r"]), 3)}
 
     def check(self, spec):
-        if spec.rank is None:
-            return
-        self.alone_check(spec)
-        if not 0 < spec.rank < 1:
+        if spec.rank is not None and not 0 < spec.rank < 1:
             raise OptionError(f"{{rank}} is the share of each layer's multiply-adds kept, in (0, 1), got {spec.rank}")
 
     def check_options(self, options, runtime):

@@ -20,7 +20,7 @@ from .write import drop_unused_initializers
 _STEPS = ("Mul", "Add", "Sub", "Div")
 
 
-def _per_channel(value: np.ndarray, rank: int, channels: int, axis: int) -> np.ndarray | None:
+def per_channel(value: np.ndarray, rank: int, channels: int, axis: int) -> np.ndarray | None:
     """`value` as one number per output channel, if broadcasting it against an output of rank
     `rank` varies it only along `axis` (and does not grow the output); None otherwise."""
     if value.ndim > rank or not np.issubdtype(value.dtype, np.floating):
@@ -62,7 +62,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
         shift = np.zeros(channels)
         if bias is not None:
             b = numpy_helper.to_array(inits[bias])  # Conv: 1-D, one per channel; Gemm: broadcast like C
-            b = b.astype(np.float64) if node.op_type == "Conv" else _per_channel(b, rank, channels, axis)
+            b = b.astype(np.float64) if node.op_type == "Conv" else per_channel(b, rank, channels, axis)
             if b is None:
                 continue
             shift = b * float(attrs.get("beta", 1.0))
@@ -79,7 +79,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
             if other == out or other not in inits or other in overridable or (
                     step.op_type in ("Sub", "Div") and step.input[0] != out):
                 break
-            v = _per_channel(numpy_helper.to_array(inits[other]), rank, channels, axis)
+            v = per_channel(numpy_helper.to_array(inits[other]), rank, channels, axis)
             if v is None or (step.op_type == "Div" and np.any(v == 0)):
                 break
             if step.op_type in ("Mul", "Div"):

@@ -63,6 +63,19 @@ class LayerKind:
     def input_rank(self, layer) -> int:
         return 2
 
+    def channel_axis(self, rank: int) -> int:
+        """The axis of a node's output (of `rank`) that holds its output channels."""
+        return rank - 1
+
+    def input_columns(self, layer, per: int) -> np.ndarray:
+        """(input channels, columns each) of the view's columns that read each channel of the
+        activation, `per` consecutive columns a channel where a Flatten spread it."""
+        return np.arange(layer.cols).reshape(-1, per)
+
+    def depthwise(self, layer) -> bool:
+        """Whether each output channel reads only its own input channel (it passes channels through)."""
+        return False
+
     def bias_step(self, attrs: dict, shift: np.ndarray) -> np.ndarray:
         """What to add to the node's bias input for its output to move by `shift`."""
         return shift

@@ -64,6 +64,17 @@ class Conv(LayerKind):
     def input_rank(self, layer):
         return 2 + len(layer.kernel)
 
+    def channel_axis(self, rank):
+        return 1
+
+    def input_columns(self, layer, per):
+        # columns ordered (kernel positions, input channels): channel c at c, c + C, c + 2C, …
+        c_in = layer.weight_shape[1]
+        return np.arange(int(np.prod(layer.kernel)))[None, :] * c_in + np.arange(c_in)[:, None]
+
+    def depthwise(self, layer):
+        return layer.groups > 1 and layer.weight_shape[1] == 1 and layer.groups == layer.weight_shape[0]
+
     def factor_layouts(self, layer, A, B):
         c_in = layer.weight_shape[1]
         first = np.moveaxis(B.reshape((B.shape[0],) + tuple(layer.kernel) + (c_in,)), -1, 1)
