@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
+from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 from test_budget import snapshot  # noqa: E402
 
@@ -126,3 +127,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    record()

@@ -23,6 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 import ppocr  # noqa: E402
 from pipeline import quantize_static  # noqa: E402
+from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.graph.model import load_model  # noqa: E402
@@ -106,3 +107,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    record()

@@ -20,6 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 
 from mutate import mutated_calibration, mutated_model, run_case, valid_calibration, valid_model  # noqa: E402
+from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 
 KINDS = {"model": lambda rng: (mutated_model(rng), valid_calibration()),
@@ -50,4 +51,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    record()
+    sys.exit(code)

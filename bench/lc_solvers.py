@@ -23,6 +23,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from problems import layer_problem  # noqa: E402
+from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.solver import fit_uniform_grid, layer_loss, prune_unstructured, quantize  # noqa: E402
@@ -90,3 +91,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    record()

@@ -24,6 +24,7 @@ import onnx
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 import ppocr  # noqa: E402
+from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.budget import compress_to_budget  # noqa: E402
@@ -93,3 +94,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    record()

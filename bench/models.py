@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from problems import layer_problem  # noqa: E402
+from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 
 from onnxobc.solver import (HessianAccumulator, fit_uniform_grid, prune_nm, prune_unstructured, quantize,  # noqa: E402
@@ -128,3 +129,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    record()

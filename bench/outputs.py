@@ -1,12 +1,13 @@
 """The output files of reference compressions, as SHA-256 hashes: a change that should not change
 behaviour (a refactor) must leave every hash as it was. Runs `onnxobc compress` as a user types it
 on the shipped digits model and on PP-OCRv4 det and rec (fetched like the tests do, calibrated on
-rendered text) with each reference setting (and with --settings all, every other family and export form), and prints a table of the hashes; --json also writes
-them with the commit, machine and versions. Compare two such files with --against.
+rendered text) with each reference setting (and with --settings all, every other family and
+export form), and prints a table of the hashes (saved like every bench's tables, in
+bench/results/). --against FILE marks each hash as the same as in an earlier run's file, or not.
 
 BLAS and onnxruntime round differently with other thread counts, so the runs pin one thread.
 
-    python bench/outputs.py [--models digits det rec] [--settings NAME …] [--json FILE] [--against FILE]
+    python bench/outputs.py [--models digits det rec] [--settings NAME … | all] [--against FILE]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 import ppocr  # noqa: E402
-from evidence import provenance  # noqa: E402
+from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -97,27 +98,26 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["digits", "det", "rec"], choices=["digits", "det", "rec"])
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(ALL) + ["all"],
                     help="the reference settings by default; all: those and every other form")
-    ap.add_argument("--json", help="also write the hashes here, with provenance")
-    ap.add_argument("--against", help="a JSON file written by --json: mark each hash same or DIFFERENT")
+    ap.add_argument("--against", help="a bench/results file of an earlier run: mark each hash same or DIFFERENT")
     args = ap.parse_args()
     settings = list(ALL) if "all" in args.settings else args.settings
-    before = json.loads(pathlib.Path(args.against).read_text())["hashes"] if args.against else {}
-    hashes, rows = {}, []
+    before = {}
+    if args.against:
+        for t in json.loads(pathlib.Path(args.against).read_text())["tables"]:
+            before.update({f"{r[0]} {r[1]}": r[2] for r in t["rows"]})
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         for name in args.models:
             model, calib = model_and_calib(name, tmp)
             for setting in settings:
                 digest, seconds = run(model, calib, setting, tmp)
-                key = f"{name} {setting}"
-                hashes[key] = digest
+                key = f"{name} {' '.join(ALL[setting])}"
                 same = "" if key not in before else "same" if before[key] == digest else "DIFFERENT"
-                rows.append([name, " ".join(ALL[setting]), digest[:16], f"{seconds:.1f}"]
-                            + ([same] if before else []))
+                rows.append([name, " ".join(ALL[setting]), digest, f"{seconds:.1f}"] + ([same] if before else []))
                 print(f"{key}: {digest} ({seconds:.1f} s)", file=sys.stderr, flush=True)
-    print_table(["model", "setting", "sha256 (first 16)", "s"] + (["against"] if before else []), rows)
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({**provenance(), "hashes": hashes}, indent=2) + "\n")
+    print_table(["model", "setting", "sha256 of the output", "s"] + (["against"] if before else []), rows)
+    record()
     if any(r[-1] == "DIFFERENT" for r in rows):
         sys.exit(1)
 

@@ -23,6 +23,7 @@ import onnxruntime as ort
 from onnxobc.pipeline import Options, compress
 from onnxobc.runtimes.onnxruntime import compare_latency
 from onnxobc.sessions import session
+from evidence import record
 from tables import print_table
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
@@ -193,3 +194,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    record()

@@ -1,14 +1,22 @@
-"""Markdown tables for the benchmarks' output."""
+"""Markdown tables for the benchmarks' output; every table printed is kept for evidence.record."""
 
 from __future__ import annotations
 
 import sys
 
+PRINTED = []  # {"title", "header", "rows"} of every table this process printed
+
 
 def print_table(header, rows, title: str | None = None) -> None:
+    rows = [[str(c) for c in r] for r in rows]
+    PRINTED.append({"title": title, "header": [str(h) for h in header], "rows": rows})
     if title:
         print(f"\n{title}")
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for r in [header, ["-" * w for w in widths]] + list(rows):
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown(header, rows))
     sys.stdout.flush()
+
+
+def markdown(header, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    return "\n".join("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+                     for r in [header, ["-" * w for w in widths]] + list(rows))

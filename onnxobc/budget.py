@@ -195,7 +195,9 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         figures.update(runtime=options.runtime, batch_size=options.batch_size, aimed_speedup=factor,
                        predicted_speedup=raw, corrected_speedup=raw * budget_factor(kind, target) / factor,
                        layer_sum_over_model=dense_layers / dense_model_s)
-    elif cost != "size":
+    elif cost == "size":
+        figures["predicted_share"] = (src.stat().st_size - dense_layers + predicted) / src.stat().st_size
+    else:
         figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
     return {"model": mkey, "settings": skey, "input": str(src), "budget": figures,
             "plan": {l.weight: lvs[k].name for l, lvs, k in zip(table.layers, table.levels, choice)}}

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 from corpus import calib, net
-from test_purity import imported
+from test_layering import imported
 
 from onnxobc.cli import main
 

@@ -30,7 +30,8 @@ def report(rep: dict, out, report_path=None) -> None:
         print(f"note: {note}")
     v = rep["verification"]
     errs = ", ".join(f"{k}: {e:.4g}" for k, e in v["relative_output_error"].items())
-    samples = "held-out samples" if v["held_out"] else "calibration samples (too few to hold any out)"
+    plural = "s" if v["samples"] != 1 else ""
+    samples = f"held-out sample{plural}" if v["held_out"] else f"calibration sample{plural} (too few to hold any out)"
     print(f"verified: onnx.checker passed, onnxruntime ran it; relative output error on {v['samples']} {samples}: "
           f"{errs}")
     unfused = v.get("unfused_relative_output_error", {})
@@ -59,7 +60,8 @@ def budget(b: dict) -> None:
                 f"measurements before: {a['corrected_speedup']:.2f}x), measured {a['measured_speedup']:.2f}x"
                 for a in b["attempts"]))
     elif b["cost"] == "size":
-        print(f"size: target {b['target']} of the input, reached {b['measured_share']:.3f}")
+        print(f"size: target {b['target']} of the input, predicted {b['predicted_share']:.3f}, reached "
+              f"{b['measured_share']:.3f}")
     else:
         print(f"{b['cost']}: target {b['target']}, the chosen levels reduce the layers' {b['cost']} "
               f"{b['predicted_reduction']:.2f}x")

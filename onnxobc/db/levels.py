@@ -56,32 +56,11 @@ def parse_all(names) -> list | None:
     return [parse(n) for n in names] if names else None
 
 
-def _named(*names) -> list:
-    return [parse(n) for n in names]
-
-
-def unstructured() -> list:
-    return [Level(sparsity=s) for s in families.BY_KEY["sparsity"].grid()]
-
-
-def blocks() -> list:
-    return [Level(block4=s) for s in families.BY_KEY["block4"].grid()]
-
-
 def level_set(cost: str, runtime: str = "onnxruntime") -> list:
-    """The levels a budget on `cost` chooses from: latency uses what `runtime` runs fast (its own
-    set); size, FLOPs and BOPs use everything whose analytic cost differs."""
+    """The levels a budget on `cost` chooses from: for latency the set of `runtime` (what it runs
+    faster than dense), for size, FLOPs and BOPs what each family offers that budget."""
     if cost == "latency":
-        return _named(*runtimes.get(runtime).latency_levels())
-    sparse = unstructured() + _named("2:4")
-    shares = _named("lr0.750", "lr0.500", "lr0.250", "lr0.125")
-    if cost == "flops":
-        return _named("dense") + sparse + blocks() + shares
-    quant = _named("w8", "w4", "w3", "w2")
-    if cost == "size":
-        return (_named("dense") + sparse + quant + _named("2:4+w8", "2:4+w4", "w4+o0.010", "w2+o0.010", "w2+r0.050",
-                                                           "cb16", "cb16-row", "ternary", "binary")
-                + shares + _named("lr0.500+w4", "lr0.250+w4"))
-    if cost == "bops":
-        return _named("dense") + sparse + quant + _named("w8a8", "2:4+w8a8") + shares
-    raise ValueError(f"unknown cost {cost!r}: latency, size, flops or bops")
+        return [parse(n) for n in runtimes.get(runtime).latency_levels()]
+    if cost not in ("size", "flops", "bops"):
+        raise ValueError(f"unknown cost {cost!r}: latency, size, flops or bops")
+    return [Level()] + [parse(n) for n in families.budget_levels(cost)]

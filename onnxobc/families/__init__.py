@@ -98,11 +98,16 @@ def level_fields(name: str) -> dict:
     return fields
 
 
+def budget_levels(cost: str) -> list:
+    """The level names every family offers a budget on `cost` ("size", "flops", "bops")."""
+    return [name for f in FAMILIES for name in f.budget_levels.get(cost, [])]
+
+
 def curves() -> dict:
     """The trade-off curves of every family: label → level names."""
     return {label: names for f in FAMILIES for label, names in f.curves.items()}
 
 
-__all__ = ["BY_KEY", "FAMILIES", "FIELDS", "FLAGS", "SYNTAX", "Coded", "Factors", "Family", "Fit", "Flag", "Spec",
+__all__ = ["BY_KEY", "FAMILIES", "FIELDS", "FLAGS", "SYNTAX", "Coded", "budget_levels", "Factors", "Family", "Fit", "Flag", "Spec",
            "check", "cleared", "codebook_kind", "compresses", "curves", "level_fields", "level_name", "of_role",
            "present"]

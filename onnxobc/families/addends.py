@@ -22,6 +22,7 @@ class Outliers(Family):
     role = "addend"
     part = r"o(?P<o>0\.\d+)"
     curves = {"quantized + 1% float outliers": ["w4+o0.010", "w2+o0.010"]}
+    budget_levels = {"size": ["w4+o0.010", "w2+o0.010"]}
 
     def name(self, spec):
         return f"o{spec.outliers:.3f}"
@@ -82,6 +83,7 @@ class PlusRank(Family):
     role = "addend"
     part = r"r(?P<pr>0\.\d+)"
     curves = {"quantized + low-rank": ["w4+r0.050", "w2+r0.050"], "sparse + low-rank": ["s0.900+r0.050"]}
+    budget_levels = {"size": ["w2+r0.050"]}
 
     def name(self, spec):
         return f"r{spec.plus_rank:.3f}"

@@ -71,6 +71,7 @@ class Family:
     alone_note = ""  # role "alone": what those fields mean with it
     part: str = ""  # regex (named groups) of its part of a level name
     curves: dict = {}  # trade-off curves: label → level names
+    budget_levels: dict = {}  # the levels it offers each budget by default: cost ("size", "flops", "bops") → names
     float_weight = True  # the layer's weight stays a float initializer when written (else codes)
 
     @property

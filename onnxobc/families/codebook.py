@@ -37,6 +37,7 @@ class Codebook(Family):
     role = "alone"
     part = r"cb(?P<k>\d+)(?P<row>-row)?|(?P<sign>binary|ternary)"
     curves = {"codebook (per layer)": ["cb16", "cb4"], "ternary / binary": ["ternary", "binary"]}
+    budget_levels = {"size": ["cb16", "cb16-row", "ternary", "binary"]}
     float_weight = False
 
     def name(self, spec):

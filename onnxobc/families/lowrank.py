@@ -21,6 +21,9 @@ class LowRank(Family):
     role = "alone"
     part = r"lr(?P<r>0\.\d+)"
     curves = {"low-rank": ["lr0.750", "lr0.500", "lr0.250"], "low-rank, 4-bit factors": ["lr0.500+w4", "lr0.250+w4"]}
+    budget_levels = {"size": ["lr0.750", "lr0.500", "lr0.250", "lr0.125", "lr0.500+w4", "lr0.250+w4"],
+                     "flops": ["lr0.750", "lr0.500", "lr0.250", "lr0.125"],
+                     "bops": ["lr0.750", "lr0.500", "lr0.250", "lr0.125"]}
     allowed = ("wbits",)  # quantized factors
     alone_note = " ({wbits} quantizes its factors)"
 

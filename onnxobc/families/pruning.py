@@ -24,6 +24,11 @@ class Sparsity(Family):
     curves = {"unstructured sparsity": ["s0.500", "s0.750", "s0.900"]}
     one_pass = True  # every sparsity from one greedy pass
 
+    @property
+    def budget_levels(self):
+        grid = [f"s{s:.3f}" for s in self.grid()]
+        return {"size": grid, "flops": grid, "bops": grid}
+
     def name(self, spec):
         return f"s{spec.sparsity:.3f}"
 
@@ -75,6 +80,7 @@ class NM(Family):
     syntax = {"nm": "N:M"}
     role = "prune"
     part = r"(?P<n>\d+):(?P<m>\d+)"
+    budget_levels = {"size": ["2:4", "2:4+w8", "2:4+w4"], "flops": ["2:4"], "bops": ["2:4", "2:4+w8a8"]}
 
     @staticmethod
     def pair(text) -> tuple:
@@ -111,6 +117,10 @@ class Block4(Family):
     role = "prune"
     part = r"b4-(?P<b>0\.\d+)"
     one_pass = True
+
+    @property
+    def budget_levels(self):
+        return {"flops": [f"b4-{s:.3f}" for s in self.grid()]}
 
     def name(self, spec):
         return f"b4-{spec.block4:.3f}"

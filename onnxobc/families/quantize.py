@@ -21,6 +21,7 @@ class Quantize(Family):
     role = "quantize"
     part = r"w(?P<w>\d)(?:a(?P<a>8))?"
     curves = {"uniform quantization": ["w8", "w4", "w3", "w2"]}
+    budget_levels = {"size": ["w8", "w4", "w3", "w2"], "bops": ["w8", "w4", "w3", "w2", "w8a8"]}
     float_weight = False
 
     def name(self, spec):
