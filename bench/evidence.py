@@ -14,7 +14,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from tables import PRINTED
+from tables import NOTES, PRINTED
 
 ROOT = pathlib.Path(__file__).parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -59,6 +59,6 @@ def record(notes=()) -> pathlib.Path:
     slug = re.sub(r"[^A-Za-z0-9.=:,+_-]+", "_", "_".join(a.lstrip("-") for a in sys.argv[1:]))[:120]
     path = RESULTS / (pathlib.Path(sys.argv[0]).stem + (f"--{slug}" if slug else "") + ".json")
     RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps({**provenance(), "tables": PRINTED, "notes": list(notes)}, indent=1) + "\n")
+    path.write_text(json.dumps({**provenance(), "tables": PRINTED, "notes": NOTES + list(notes)}, indent=1) + "\n")
     print(f"\nrecorded in {path.relative_to(ROOT)}", file=sys.stderr)
     return path

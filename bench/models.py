@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from problems import layer_problem  # noqa: E402
 from evidence import record  # noqa: E402
-from tables import print_table  # noqa: E402
+from tables import note, print_table  # noqa: E402
 
 from onnxobc.solver import (HessianAccumulator, fit_uniform_grid, prune_nm, prune_unstructured, quantize,  # noqa: E402
                             sparsity_grid)
@@ -88,7 +88,7 @@ def main():
     targets = args.targets.split(",")
     xp = array_module(args.device)
     eng = dict(device=args.device, engine=args.engine)
-    print(f"# bench/models.py on {platform.processor() or platform.machine()}, device {args.device} ({xp.__name__}), "
+    note(f"models.py on {platform.processor() or platform.machine()}, device {args.device} ({xp.__name__}), "
           f"engine {args.engine}, float32; each distinct shape solved once and counted once per layer of that shape")
     models = ["resnet50", "bert"] if args.model == "both" else [args.model]
     warm = layer_problem(64, 256)

@@ -24,7 +24,7 @@ from onnxobc.pipeline import Options, compress
 from onnxobc.runtimes.onnxruntime import compare_latency
 from onnxobc.sessions import session
 from evidence import record
-from tables import print_table
+from tables import note, print_table
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 RUNS = [
@@ -182,10 +182,10 @@ def main():
                          f"{(DIGITS / 'mlp.onnx').stat().st_size / out.stat().st_size:.2f}x",
                          f"{time.perf_counter() - t:.1f}"])
     header = ["target", "method", "test accuracy", "rel. output error", "file smaller", "s"]
-    print(f"# bench/pipeline.py: models/digits/mlp.onnx ({onnx.load(DIGITS / 'mlp.onnx').graph.name}), "
+    note(f"pipeline.py: models/digits/mlp.onnx ({onnx.load(DIGITS / 'mlp.onnx').graph.name}), "
           "calibration models/digits/calib.npz (384 used, 128 held out for the output error), "
-          "accuracy on the 360 test digits; pruned weights stored as float32 zeros, quantized ones as "
-          "integer codes + DequantizeLinear")
+          "accuracy on the 360 test digits; pruned weights stored as zeros (a sparse initializer where that is "
+         "smaller), quantized ones as integer codes behind DequantizeLinear")
     print_table(header, rows)
     for arg in sys.argv[1:]:
         if arg.startswith("--ppocr"):

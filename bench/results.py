@@ -41,14 +41,14 @@ def section(data: dict) -> str:
     lines = [f"## {title_of(data)}", "", f"`{data['command']}` — {data['date']}, commit {data['commit']}"
              + (f", {where}" if where else "") + (f"; {versions}" if versions else "") + "."
              + (f" {data['recorded']}." if data.get("recorded") else ""), ""]
-    for note in data.get("notes_before", []):
-        lines += [note, ""]
-    for t in data["tables"]:
-        if t.get("title"):
-            lines += [t["title"], ""]
-        lines += [markdown(t["header"], t["rows"]), ""]
-    for note in data.get("notes", []):
-        lines += [note, ""]
+    # a converted section keeps its text and tables in order ("blocks"); a bench run has its tables, then notes
+    for block in data.get("blocks") or data["tables"] + data.get("notes", []):
+        if isinstance(block, str):
+            lines += [block, ""]
+            continue
+        if block.get("title"):
+            lines += [block["title"], ""]
+        lines += [markdown(block["header"], block["rows"]), ""]
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from problems import layer_problem  # noqa: E402
 from evidence import record  # noqa: E402
-from tables import print_table  # noqa: E402
+from tables import note, print_table  # noqa: E402
 
 from onnxobc.solver import fit_uniform_grid, prune_nm, prune_unstructured, quantize  # noqa: E402
 from onnxobc.solver.backend import array_module  # noqa: E402
@@ -53,7 +53,7 @@ def main():
     shapes = args.shapes or (QUICK if args.quick else SHAPES)
     xp = array_module(args.device)
     eng = dict(device=args.device, dtype=np.dtype(args.dtype).type)
-    print(f"# bench/solver.py on {platform.processor() or platform.machine()}, device {args.device} "
+    note(f"solver.py on {platform.processor() or platform.machine()}, device {args.device} "
           f"({xp.__name__}), {args.dtype}; H from {2}×cols correlated ReLU samples, 1% dampening")
 
     speed, losses = [], []

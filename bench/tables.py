@@ -1,10 +1,17 @@
-"""Markdown tables for the benchmarks' output; every table printed is kept for evidence.record."""
+"""Markdown tables for the benchmarks' output; every table and note printed is kept for evidence.record."""
 
 from __future__ import annotations
 
 import sys
 
 PRINTED = []  # {"title", "header", "rows"} of every table this process printed
+NOTES = []  # what the tables were measured on, as printed
+
+
+def note(text: str) -> None:
+    """Print a line saying what the tables measure; evidence.record keeps it with them."""
+    NOTES.append(text)
+    print(text)
 
 
 def print_table(header, rows, title: str | None = None) -> None:

@@ -6,7 +6,6 @@ them and picks each one's int8 clipping range (for activation quantization)."""
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from ..sessions import session

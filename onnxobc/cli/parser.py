@@ -8,7 +8,6 @@ import argparse
 
 from .. import families
 from ..errors import OptionError
-from ..options import BUDGET_FIELDS
 from . import commands
 
 
