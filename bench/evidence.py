@@ -54,9 +54,11 @@ def provenance() -> dict:
             "versions": versions}
 
 
-def record(notes=()) -> pathlib.Path:
-    """Save the tables printed so far with their provenance; returns the file."""
-    slug = re.sub(r"[^A-Za-z0-9.=:,+_-]+", "_", "_".join(a.lstrip("-") for a in sys.argv[1:]))[:120]
+def record(notes=(), key: str | None = None) -> pathlib.Path:
+    """Save the tables printed so far with their provenance; returns the file, named after the
+    bench and `key` (by default its arguments)."""
+    words = "_".join(a.lstrip("-") for a in sys.argv[1:]) if key is None else key
+    slug = re.sub(r"[^A-Za-z0-9.=:,+_-]+", "_", words)[:120]
     path = RESULTS / (pathlib.Path(sys.argv[0]).stem + (f"--{slug}" if slug else "") + ".json")
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps({**provenance(), "tables": PRINTED, "notes": NOTES + list(notes)}, indent=1) + "\n")

@@ -117,7 +117,7 @@ def main() -> None:
                 rows.append([name, " ".join(ALL[setting]), digest, f"{seconds:.1f}"] + ([same] if before else []))
                 print(f"{key}: {digest} ({seconds:.1f} s)", file=sys.stderr, flush=True)
     print_table(["model", "setting", "sha256 of the output", "s"] + (["against"] if before else []), rows)
-    record()
+    record(key="-".join(args.models) + ("-every-form" if "all" in args.settings else ""))
     if any(r[-1] == "DIFFERENT" for r in rows):
         sys.exit(1)
 

@@ -23,6 +23,7 @@ class Written:
     """What the families' writers leave for the steps after them."""
 
     scales: dict = dataclasses.field(default_factory=dict)  # weight → per-channel scales of its integer codes
+    int8: dict = dataclasses.field(default_factory=dict)  # runtime → layers whose activations go int8
     nbits: set = dataclasses.field(default_factory=set)  # weights written as MatMulNBits
     sparse_parts: set = dataclasses.field(default_factory=set)  # float parts to store sparse where smaller
 
@@ -46,11 +47,9 @@ def write(prep, solved: dict, options: dict) -> onnx.ModelProto:
         items = [(l, solved[l.weight], options[l.weight]) for l in layers if f in used[l.weight]]
         if items:
             f.export(out, items, ctx)
-    int8 = [l for l in layers if l.weight in ctx.scales and options[l.weight].abits]
-    for name in sorted({options[l.weight].runtime for l in int8}):
-        insert_activation_qdq(out, [l for l in int8 if options[l.weight].runtime == name], prep.ranges, ctx.scales,
-                              runtimes.get(name).int8)
-    if int8:
+    for name in sorted(ctx.int8):
+        insert_activation_qdq(out, ctx.int8[name], prep.ranges, ctx.scales, runtimes.get(name).int8)
+    if ctx.int8:
         drop_unused_initializers(out)
     floats = {l.weight for l in layers if all(f.float_weight for f in used[l.weight])}
     sparse = sparse_where_smaller(out, floats | ctx.sparse_parts)

@@ -10,6 +10,7 @@ import pathlib
 
 import onnx
 
+from . import families
 from .calib.capture import capture_hessians, capture_ranges
 from .calib.feeds import load_calibration
 from .graph.activation_qdq import quantized_tensors
@@ -43,7 +44,7 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
             hessians: bool = True) -> Prepared:
     """Load, discover, split the calibration data, capture Hessians (unless not `hessians`: the
     stages that only write from a database) and activation ranges (when `activation_ranges`, by
-    default when options.abits)."""
+    default when the options' forms need them: int8 activations)."""
     progress = progress or silent
     src = pathlib.Path(model_path)
     model = load_model(src)
@@ -65,7 +66,7 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     n_hold = int(round(n * options.holdout)) if n > 1 else 0
     calib_part = {k: v[: n - n_hold] for k, v in data.items()}
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
-    wanted = bool(options.abits) if activation_ranges is None else activation_ranges
+    wanted = families.needs_ranges([options]) if activation_ranges is None else activation_ranges
     form = options.target.int8
     observe = sum(quantized_tensors(model, layers, form), []) if wanted else []
     captured = layers if hessians else []

@@ -14,7 +14,7 @@ import onnx
 
 from . import families
 from .atomic import atomic_path
-from .budget import timing_feed
+from .costs import timing_feed
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import parse
 from .db.store import Database
@@ -54,7 +54,7 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
     if src.resolve().parent == out_dir.resolve() and any(src.name == f"{n}.onnx" for n in names):
         raise ValueError(f"{src} would be overwritten by a level's output; choose another --out")
     t0 = time.perf_counter()
-    prep = prepare(src, calib, options, progress, activation_ranges=any(lv.abits for lv in parsed))
+    prep = prepare(src, calib, options, progress, activation_ranges=families.needs_ranges(parsed))
     with Database(out_dir / "db") as db:
         build(prep, db, src, parsed, options, progress)
         mkey, skey = model_key(src), settings_key(prep, options)

@@ -16,6 +16,7 @@ ORDER = [
     {"prepare", "export", "verify", "cluster"},
     {"schedule"},
     {"pipeline", "db"},
+    {"costs"},
     {"budget"},
     {"tradeoff"},
     {"cli"},

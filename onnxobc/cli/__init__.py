@@ -1,6 +1,7 @@
-"""The `onnxobc` command: argument parsing (parser.py) and the subcommands (commands.py, printing
-in show.py) around the library. Errors are one line on stderr and exit status 2 (3 for a bug);
-the library's option errors are worded here with the flags."""
+"""The `onnxobc` command: argument parsing (parser.py) and the subcommands (commands.py; the
+build-pipeline stages in stages.py; printing in show.py) around the library. Errors are one line
+on stderr and exit status 2 (3 for a bug); the library's option errors are worded here with the
+flags."""
 
 from __future__ import annotations
 

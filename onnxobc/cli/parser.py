@@ -8,7 +8,7 @@ import argparse
 
 from .. import families
 from ..errors import OptionError
-from . import commands
+from . import commands, stages
 
 
 def _typed(flag):
@@ -122,28 +122,28 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("db", help="the database of compressed layers")
     dsub = d.add_subparsers(dest="db_command", required=True)
     b = _stage_parser(dsub, "build", "solve every layer at every level of a budget's set, resuming what is stored",
-                      "the database folder (made if missing)", commands.db_build)
+                      "the database folder (made if missing)", stages.db_build)
     b.add_argument("--cost", default="latency", choices=["latency", "size", "flops", "bops"],
                    help="the budget whose level set to build (default latency)")
     _add_ray(b)
     _stage_parser(sub, "profile", "time every layer of the database at each level on the runtime, and the whole "
                                   "model (cached in the database)",
-                  "a database made by onnxobc db build", commands.profile)
+                  "a database made by onnxobc db build", stages.profile)
     pl = _stage_parser(sub, "plan", "choose one level per layer under a budget from the database (no solving, "
                                     "no timing) and write the plan as JSON",
-                       "a database made by onnxobc db build (and profile)", commands.plan)
+                       "a database made by onnxobc db build (and profile)", stages.plan)
     pl.add_argument("--out", required=True, metavar="PLAN.json", help="where to write the plan")
     _add_budgets(pl)
     st = _stage_parser(sub, "stitch", "write the model a plan chooses from the database, correct, verify, and "
                                       "time it for a speedup plan",
-                       "the database the plan was made from", commands.stitch,
+                       "the database the plan was made from", stages.stitch,
                        model_help="the .onnx file the plan was made for (never modified)")
     st.add_argument("out", help="where to write the compressed model")
     st.add_argument("--plan", required=True, metavar="PLAN.json", help="a plan written by onnxobc plan")
     st.add_argument("--report", help="also write the summary as JSON here")
     ls = dsub.add_parser("ls", help="list the database's entries")
     ls.add_argument("--db", required=True, metavar="DIR")
-    ls.set_defaults(run=commands.db_ls)
+    ls.set_defaults(run=stages.db_ls)
     return ap
 
 

@@ -36,10 +36,9 @@ def model_key(path) -> str:
 
 
 def level_options(options: Options, level: Level) -> Options:
-    """The options that write `level`: weight-only quantized MatMuls (pruned or not) go to
-    MatMulNBits where the runtime runs that kernel fastest."""
-    only_quantized = [f.key for f in families.present(level) if f.role != "prune"] == ["wbits"] and not level.abits
-    return dataclasses.replace(options, **level.fields(), matmulnbits=options.target.matmulnbits and only_quantized)
+    """The options that write `level` (with the forms its families choose for the runtime, e.g.
+    MatMulNBits for weight-only MatMuls on onnxruntime)."""
+    return dataclasses.replace(options, **families.level_options(level, options.target))
 
 
 def to_arrays(s: Solved) -> tuple:
@@ -66,7 +65,7 @@ def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dic
     n = solved.weight.size
     density = next((d for f in families.present(level) if (d := f.density(solved.parts.get(f.key), n)) is not None),
                    float(np.count_nonzero(solved.weight)) / n)
-    wbits, abits = level.wbits or 32, level.abits or 32
+    wbits, abits = next((b for f in families.present(level) if (b := f.bits(level))), (32, 32))
     return {"flops": None if macs is None else 2 * macs * density,
             "bops": None if macs is None else macs * wbits * abits * density, "density": density}
 

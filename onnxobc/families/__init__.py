@@ -98,6 +98,18 @@ def level_fields(name: str) -> dict:
     return fields
 
 
+def needs_ranges(specs) -> bool:
+    """Whether writing any of `specs` needs activation ranges from the calibration data."""
+    return any(f.needs_ranges(s) for s in specs for f in present(s))
+
+
+def level_options(level, runtime) -> dict:
+    """The options writing a budget's `level` on `runtime` takes: its fields, and what families add."""
+    used = present(level)
+    extra = {k: v for f in FAMILIES for k, v in f.level_options(level, used, runtime).items()}
+    return {**{name: getattr(level, name) for name in FIELDS}, **extra}
+
+
 def budget_levels(cost: str) -> list:
     """The level names every family offers a budget on `cost` ("size", "flops", "bops")."""
     return [name for f in FAMILIES for name in f.budget_levels.get(cost, [])]
@@ -108,6 +120,6 @@ def curves() -> dict:
     return {label: names for f in FAMILIES for label, names in f.curves.items()}
 
 
-__all__ = ["BY_KEY", "FAMILIES", "FIELDS", "FLAGS", "SYNTAX", "Coded", "budget_levels", "Factors", "Family", "Fit", "Flag", "Spec",
+__all__ = ["BY_KEY", "FAMILIES", "FIELDS", "FLAGS", "SYNTAX", "Coded", "budget_levels", "level_options", "needs_ranges", "Factors", "Family", "Fit", "Flag", "Spec",
            "check", "cleared", "codebook_kind", "compresses", "curves", "level_fields", "level_name", "of_role",
            "present"]

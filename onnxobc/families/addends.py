@@ -10,10 +10,10 @@ from .. import solver
 from ..errors import OptionError
 from ..graph.lowrank import add_low_rank_part
 from ..graph.qdq import add_outliers
-from .base import Factors, Family, Flag, rows_scaled
+from .base import Factors, Family, Flag, SparsePart, rows_scaled
 
 
-class Outliers(Family):
+class Outliers(SparsePart, Family):
     fields = ("outliers",)
     flags = (Flag("outliers", "--outliers", "with --wbits: also keep this share of each layer's weights in float, "
                                             "added to the quantized ones (fitted by alternating OBQ and ExactOBS), "
@@ -48,22 +48,11 @@ class Outliers(Family):
     def addend(self, W, spec):
         return solver.sparse_part(spec.outliers, spec.prune_method)
 
-    def take(self, result):
-        return result.weight
-
     def contribution(self, part):
         return part
 
     def note(self, parts, weight):
         return f"{sum(np.count_nonzero(p) for p in parts) / weight.size:.2%} outliers in float"
-
-    def to_arrays(self, parts, arrays, meta):
-        for g, part in enumerate(parts):
-            arrays[f"sparse{g}"] = part
-        meta["groups"] = len(parts)
-
-    def from_arrays(self, arrays, meta):
-        return [arrays[f"sparse{g}"] for g in range(meta["groups"])] if "sparse0" in arrays else None
 
     def export(self, model, items, ctx):
         for layer, s, opt in items:

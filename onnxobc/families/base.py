@@ -102,6 +102,19 @@ class Family:
         """Why it does not apply to `layer` (the layer then stays without it); None when it does."""
         return None
 
+    def needs_ranges(self, spec) -> bool:
+        """Whether its form needs the calibration ranges of activations (int8 activations)."""
+        return False
+
+    def level_options(self, level, used: list, runtime) -> dict:
+        """Options it sets for writing `level` (whose families are `used`) on `runtime`, beyond
+        the level's fields."""
+        return {}
+
+    def bits(self, spec) -> tuple | None:
+        """(weight bits, activation bits) for bit-operations, where it sets them."""
+        return None
+
     def without(self, spec) -> dict:
         """The fields to clear to drop it."""
         return {self.key: None}
@@ -163,3 +176,29 @@ class Family:
     def density(self, parts: list | None, size: int) -> float | None:
         """The share of multiply-adds kept, where it is not the share of nonzero weights."""
         return None
+
+
+class GridPart:
+    """For a family whose part is a grid (uniform, or fitted values): stored as the codes of Ŵ
+    (less any addends) on it."""
+
+    def scaled(self, part, ratio):
+        return part.scaled(ratio)
+
+    def finish(self, part, rest):
+        return Coded(part.codes(rest), part)
+
+
+class SparsePart:
+    """For a family whose part is a sparse float matrix per group (stored as sparse0, sparse1, …)."""
+
+    def take(self, result):
+        return result.weight
+
+    def to_arrays(self, parts, arrays, meta):
+        for g, part in enumerate(parts):
+            arrays[f"sparse{g}"] = part
+        meta["groups"] = len(parts)
+
+    def from_arrays(self, arrays, meta):
+        return [arrays[f"sparse{g}"] for g in range(meta["groups"])] if "sparse0" in arrays else None

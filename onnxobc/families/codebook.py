@@ -11,7 +11,7 @@ from .. import solver
 from ..errors import OptionError
 from ..graph.codebook import OPSET, index_bits, store_codebook
 from ..solver import ValueGrid
-from .base import Coded, Family, Fit, Flag
+from .base import Coded, Family, Fit, Flag, GridPart
 
 
 def codebook_kind(text: str) -> tuple:
@@ -27,7 +27,7 @@ def codebook_kind(text: str) -> tuple:
     return int(k), "rows" if per else "shared"
 
 
-class Codebook(Family):
+class Codebook(GridPart, Family):
     fields = ("codebook",)
     flags = (Flag("codebook", "--codebook", "fitted grid: a K-value codebook per layer (K-row: per output channel), "
                                             "or binary {-c, c} / ternary {-c, 0, c} per output channel; stored as "
@@ -61,12 +61,6 @@ class Codebook(Family):
         else:
             r = solver.codebook(W, H, k, per_row=kind == "rows", method=spec.quant_method)
         return Fit(r.weight, r.loss, {self.key: r.grid})
-
-    def scaled(self, part, ratio):
-        return part.scaled(ratio)
-
-    def finish(self, part, rest):
-        return Coded(part.codes(rest), part)
 
     def to_arrays(self, parts, arrays, meta):
         for g, c in enumerate(parts):

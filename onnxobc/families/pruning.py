@@ -7,7 +7,7 @@ from __future__ import annotations
 from .. import solver
 from ..errors import OptionError
 from ..solver import sparsity_grid
-from .base import Family, Flag
+from .base import Family, Flag, SparsePart
 
 
 def _share(value: float, field: str) -> None:
@@ -15,7 +15,7 @@ def _share(value: float, field: str) -> None:
         raise OptionError(f"{{{field}}} must be in (0, 1), got {value}")
 
 
-class Sparsity(Family):
+class Sparsity(SparsePart, Family):
     fields = ("sparsity",)
     flags = (Flag("sparsity", "--sparsity", "unstructured sparsity per layer, e.g. 0.5"),)
     syntax = {"sparsity": "s<sparsity>"}
@@ -48,17 +48,6 @@ class Sparsity(Family):
     # the sparse part of sparse + low-rank: the weight initializer itself
     def addend(self, W, spec):
         return solver.sparse_part(1 - spec.sparsity, spec.prune_method)
-
-    def take(self, result):
-        return result.weight
-
-    def to_arrays(self, parts, arrays, meta):
-        for g, part in enumerate(parts):
-            arrays[f"sparse{g}"] = part
-        meta["groups"] = len(parts)
-
-    def from_arrays(self, arrays, meta):
-        return [arrays[f"sparse{g}"] for g in range(meta["groups"])] if "sparse0" in arrays else None
 
     def initializer(self, layer, parts):
         """The layer's float weight as written: the sparse part (a low-rank part is added to it)."""

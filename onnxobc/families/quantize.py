@@ -10,10 +10,10 @@ from .. import solver
 from ..errors import OptionError
 from ..graph.qdq import matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
 from ..solver import UniformGrid
-from .base import Coded, Family, Flag
+from .base import Coded, Family, Flag, GridPart
 
 
-class Quantize(Family):
+class Quantize(GridPart, Family):
     fields = ("wbits", "abits")
     flags = (Flag("wbits", "--wbits", "weight bits (2-8), per output channel", type=int),
              Flag("abits", "--abits", "8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)", type=int))
@@ -53,6 +53,18 @@ class Quantize(Family):
         if options.abits is not None and runtime.int8.symmetric and not options.symmetric:
             raise OptionError(f"{runtime.label} runs symmetric int8 only: drop {{asym}} for {{runtime}} {runtime.name}")
 
+    def needs_ranges(self, spec):
+        return spec.abits is not None
+
+    def level_options(self, level, used, runtime):
+        """Weight-only quantized MatMuls (pruned or not) go to MatMulNBits where the runtime runs
+        that kernel fastest."""
+        weight_only = [f.key for f in used if f.role != "prune"] == [self.key] and not level.abits
+        return {"matmulnbits": runtime.matmulnbits and weight_only}
+
+    def bits(self, spec):
+        return spec.wbits, spec.abits or 32
+
     # solving
     def layer_grids(self, mats: list, spec) -> list:
         """One grid per group, or Nones where each group fits its own: with the runtime's
@@ -76,12 +88,6 @@ class Quantize(Family):
 
     def take(self, result):
         return result.grid
-
-    def scaled(self, part, ratio):
-        return part.scaled(ratio)
-
-    def finish(self, part, rest):
-        return Coded(part.codes(rest), part)
 
     # the database
     def to_arrays(self, parts, arrays, meta):
@@ -111,6 +117,8 @@ class Quantize(Family):
             scale = np.concatenate([c.grid.scale for c in parts])
             zero = np.concatenate([c.grid.zero for c in parts])
             ctx.scales[layer.weight] = scale
+            if opt.abits:
+                ctx.int8.setdefault(opt.runtime, []).append(layer)
             if self.nbits(layer, opt):
                 ctx.nbits.add(layer.weight)
                 store_matmulnbits(model, layer, parts[0].codes, scale, zero, opt.wbits, opt.symmetric)

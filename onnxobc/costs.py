@@ -1,0 +1,119 @@
+"""What each (layer, level) costs for a budget: its measured latency on the target runtime (each
+layer alone at its real input shape, timed when the database has no figure and cached there by
+a signature of the layer, the runtime's version and the machine), or its analytic bytes, FLOPs
+or BOPs from the database; and the whole model's time, against which a speedup is measured."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .calib.feeds import batches, model_inputs
+from .db.build import from_arrays, model_key, settings_key
+from .db.profile import activation_shapes, layer_latencies, signature
+from .db.store import Database, fingerprint
+from .errors import OptionError
+from .options import Options
+
+
+@dataclasses.dataclass
+class Table:
+    """Per layer: the levels, their calibration losses and costs."""
+
+    layers: list
+    levels: list  # [[Level]] per layer
+    losses: list
+    costs: list
+
+
+def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str, options: Options,
+               batch_size: int, progress=None, measure: bool = True) -> Table:
+    """Every layer's levels with their calibration losses and costs, read from the database;
+    latencies missing there are measured and stored (with `measure`), else an error."""
+    progress = progress or (lambda *a: None)
+    runtime = options.target
+    shapes = activation_shapes(prep, options) if cost == "latency" else {}
+    rows_levels, losses, costs = [], [], []
+    total, done = len(prep.layers) * len(levels), 0
+    for layer in prep.layers:
+        missing = [lv.name for lv in levels if not db.has(mkey, skey, layer.weight, lv.name)]
+        if missing:
+            raise ValueError(f"the database has no {', '.join(missing)} for layer {layer.weight!r} of this model with "
+                             "these settings: run onnxobc db build with the same options and levels first")
+        stored = {lv: db.get(mkey, skey, layer.weight, lv.name) for lv in levels}
+        if cost == "latency":
+            shape = (batch_size,) + tuple(shapes[layer.activations[0]])
+            sig = signature(layer, shape)
+            seconds = {lv.name: db.latency(runtime.cache_key(), sig, lv.name) for lv in levels}
+            if any(v is None for v in seconds.values()):  # time every level of the layer together
+                if not measure:
+                    raise ValueError(f"layer {layer.weight!r} is not timed on {options.runtime} at batch size "
+                                     f"{batch_size} for every level: run onnxobc profile first")
+                seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv], lv) for lv in levels}, options,
+                                          shape, runtime)
+                for name, sec in seconds.items():
+                    db.put_latency(runtime.cache_key(), sig, name, sec)
+        have, ls, cs = [], [], []
+        for lv in levels:
+            meta = stored[lv][1]
+            if not lv.dense and meta["row"].get("applied") is False:
+                continue  # the level does not fit the layer (N:M, 4-blocks, low-rank of a grouped Conv)
+            if cost == "latency":
+                c = seconds[lv.name] * len(layer.nodes)
+            else:
+                c = meta[{"size": "bytes", "flops": "flops", "bops": "bops"}[cost]]
+            done += 1
+            progress("costs", done, total, f"{layer.weight} {lv.name}")
+            if c is None:
+                continue  # FLOPs unknown (dynamic shapes): only levels with a cost compete
+            have.append(lv)
+            ls.append(meta["calib_loss"])
+            cs.append(c)
+        if not have:
+            raise OptionError(f"layer {layer.weight!r} has no level that fits it with a known {cost} cost "
+                              "(add dense to {levels}, fix symbolic input shapes, or use {speedup} or {size})")
+        rows_levels.append(have)
+        losses.append(ls)
+        costs.append(cs)
+    return Table(prep.layers, rows_levels, losses, costs)
+
+
+def model_seconds(prep, db: Database, src, options: Options, measure: bool = True) -> dict:
+    """Seconds per batch of the user's model ("source") and, when affine nodes were folded, of the
+    folded one the plan starts from ("folded"), on the runtime: measured now and stored (with
+    `measure`), else read from the database."""
+    runtime = options.target.cache_key()
+    sig = fingerprint("whole model", model_key(src), settings_key(prep, options), options.batch_size, runtime)
+    names = ["source"] + (["folded"] if prep.folded else [])
+    if measure:
+        t = latencies(prep, options, source=src, **({"folded": prep.model} if prep.folded else {}))
+        for name in names:
+            db.put_latency(runtime, sig, name, t[name])
+        return t
+    t = {name: db.latency(runtime, sig, name) for name in names}
+    if any(v is None for v in t.values()):
+        raise ValueError(f"the whole model is not timed on {options.runtime} at batch size {options.batch_size}: "
+                         "run onnxobc profile first")
+    return t
+
+
+def check_runtime(options: Options) -> None:
+    """An OptionError when the target runtime does not run here (a latency budget needs it)."""
+    reason = options.target.available()
+    if reason:
+        raise OptionError(f"{{runtime}} {options.runtime}: {reason.replace('{', '(').replace('}', ')')}")
+
+
+def timing_batch(prep, options) -> int:
+    """The batch size latencies are measured at: the first calibration batch's."""
+    return len(next(iter(timing_feed(prep, options).values())))
+
+
+def timing_feed(prep, options) -> dict:
+    """One calibration batch, the batch every latency is measured at."""
+    return next(batches(prep.calib, model_inputs(prep.model), options.batch_size))
+
+
+def latencies(prep, options, **models) -> dict:
+    """Seconds per batch of each named model (ModelProto or path), timed together (in turns where
+    the runtime allows) on one calibration batch."""
+    return options.target.latencies(models, timing_feed(prep, options), custom_ops=options.custom_ops)
