@@ -137,3 +137,28 @@ def masked_optimum(W, H, mask):
         if len(K):
             out[r, K] = w[K] + np.linalg.solve(H[np.ix_(K, K)], H[np.ix_(K, P)] @ w[P])
     return out
+
+
+def closed_form_loss(W, H, removed):
+    """The least layer loss with the columns `removed` zero in every row, from scratch."""
+    W = np.asarray(W, np.float64)
+    keep = np.setdiff1d(np.arange(W.shape[1]), removed)
+    W_hat = np.zeros_like(W)
+    if len(keep):
+        W_hat[:, keep] = np.linalg.lstsq(H[np.ix_(keep, keep)], H[keep] @ W.T, rcond=None)[0].T
+    D = W - W_hat
+    return float(np.einsum("ij,jk,ik->", D, H, D) / 2), W_hat
+
+
+def greedy_groups_from_scratch(W, H, groups, steps):
+    """The structured greedy, each step trying every remaining group by solving the whole problem
+    again: the group whose removal (with those removed before) leaves the least loss."""
+    removed, order = [], []
+    left = list(range(len(groups)))
+    for _ in range(steps):
+        losses = [closed_form_loss(W, H, np.concatenate([groups[q] for q in removed + [g]]))[0] for g in left]
+        g = left[int(np.argmin(losses))]
+        order.append(g)
+        removed.append(g)
+        left.remove(g)
+    return np.array(order)

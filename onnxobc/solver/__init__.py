@@ -17,10 +17,11 @@ from .lowrank import low_rank, quantized_low_rank, rank_for
 from .prune import prune_blocks, prune_nm, prune_unstructured, sparsity_grid
 from .quant import quantize
 from .result import Result
+from .structured import prune_groups
 
 __all__ = [
     "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "additive", "codebook", "fit_uniform_grid",
-    "inverse", "layer_loss", "low_rank", "low_rank_part", "prepare", "prune_blocks", "prune_nm", "prune_unstructured",
+    "inverse", "layer_loss", "low_rank", "low_rank_part", "prepare", "prune_blocks", "prune_groups", "prune_nm", "prune_unstructured",
     "quantize", "quantize_fitted", "quantized_low_rank", "quantized_part", "rank_for", "sign_grid", "sparse_part", "sparsity_grid",
     "variance_ratio",
 ]

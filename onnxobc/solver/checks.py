@@ -55,3 +55,25 @@ def check_nm(n: int, m: int, cols: int) -> None:
 def check_block(c: int, cols: int) -> None:
     if c < 1 or cols % c:
         raise ValueError(f"block pruning with blocks of {c} needs cols divisible by {c}, got {cols}")
+
+
+def check_groups(groups, cols: int) -> np.ndarray:
+    """(G, g) column indices, each row one group: equal sizes, within [0, cols), no column twice."""
+    g = np.asarray(groups)
+    if g.ndim != 2 or g.shape[0] < 1 or g.shape[1] < 1 or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"groups must be a (groups, columns per group) integer array, got shape {g.shape}")
+    if g.min() < 0 or g.max() >= cols:
+        raise ValueError(f"groups name columns outside [0, {cols})")
+    if len(np.unique(g)) != g.size:
+        raise ValueError("a column is in more than one group")
+    return g.astype(np.int64)
+
+
+def check_counts(counts, groups: int) -> list[int]:
+    c = [int(x) for x in np.atleast_1d(counts)]
+    if not c:
+        raise ValueError("at least one count of removed groups is needed")
+    for x in c:
+        if not 0 <= x <= groups:
+            raise ValueError(f"counts of removed groups must be in [0, {groups}], got {x}")
+    return c
