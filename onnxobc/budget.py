@@ -137,7 +137,8 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
     out_model = write(prep, written, {w: level_options(options, plan[w]) for w in written})
     rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32")) for w, s in chosen.items()]
     budget = dict(planned["budget"])
-    report = finish(prep, out_model, dst, rows, options, t0, {"budget": budget, "plan": planned["plan"], **(extra or {})})
+    report = finish(prep, out_model, dst, rows, options, t0,
+                    {"budget": budget, "plan": planned["plan"], **(extra or {})})
     if budget["cost"] == "latency":
         measured = latencies(prep, options, dense=src, out=dst)
         budget.update(dense_model_seconds=measured["dense"], output_model_seconds=measured["out"],

@@ -70,8 +70,8 @@ def finish(prep, out_model: onnx.ModelProto, dst, rows: list, options, t0: float
     """Verify `out_model` against the dense model on the held-out samples, save it atomically,
     and return the report."""
     report = {"input": str(prep.src), "output": str(dst), "options": dataclasses.asdict(options), "layers": rows,
-              "skipped": [dataclasses.asdict(s) for s in prep.skipped], "notes": prep.notes, "folded_nodes": prep.folded,
-              **(extra or {})}
+              "skipped": [dataclasses.asdict(s) for s in prep.skipped], "notes": prep.notes,
+              "folded_nodes": prep.folded, **(extra or {})}
     report["verification"] = verify(prep.src, out_model, prep.held, options.batch_size,
                                     any("QuantizeLinear" == n.op_type for n in out_model.graph.node),
                                     options.custom_ops, held_out=prep.held is not prep.calib)

@@ -156,7 +156,15 @@ def test_speedup_budget_reports_predicted_and_measured(tmp_path):
     assert "predicted" in r.stdout and "measured" in r.stdout
     with Database(tmp_path / "s.onnx.db") as db:
         levels = [r[0] for r in db.conn.execute("SELECT level FROM latency")]
+        keys = {r[0] for r in db.conn.execute("SELECT runtime FROM latency")}
     assert len(levels) == 3 * len(level_set("latency")) + 1 and "source" in levels  # and the whole model's time
+    # timings are kept for this runtime's version on this machine only
+    import onnxruntime
+
+    from onnxobc.runtimes.base import machine
+
+    assert keys == {runtimes.get("onnxruntime").cache_key()}
+    assert onnxruntime.__version__ in keys.pop() and machine() in runtimes.get("onnxruntime").cache_key()
 
 
 def test_stages_db_build_plan_stitch_give_what_compress_gives(tmp_path):

@@ -123,7 +123,8 @@ def tradeoff(args) -> int:
     timed = rep["dense_seconds"] is not None
     header = ("family", "level", "bytes", "compression", "rel. output error") + (("ms/batch", "speedup") if timed
                                                                               else ())
-    show.table(header, [(p["family"], p["level"], str(p["bytes"]), f"{p['compression_ratio']:.2f}x", f"{p['error']:.4g}")
+    show.table(header, [(p["family"], p["level"], str(p["bytes"]), f"{p['compression_ratio']:.2f}x",
+                         f"{p['error']:.4g}")
                         + ((f"{p['seconds'] * 1e3:.3f}", f"{p['speedup']:.2f}x") if timed else ())
                         for p in rep["points"]])
     if timed:

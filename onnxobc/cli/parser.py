@@ -126,9 +126,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--cost", default="latency", choices=["latency", "size", "flops", "bops"],
                    help="the budget whose level set to build (default latency)")
     _add_ray(b)
-    _stage_parser(sub, "profile", "time every layer of the database at each level on the runtime, and the whole "
-                                  "model (cached in the database)",
-                  "a database made by onnxobc db build", stages.profile)
+    pr = _stage_parser(sub, "profile", "time every layer of the database at each level on the runtime, and the "
+                                       "whole model (cached in the database)",
+                       "a database made by onnxobc db build", stages.profile)
     pl = _stage_parser(sub, "plan", "choose one level per layer under a budget from the database (no solving, "
                                     "no timing) and write the plan as JSON",
                        "a database made by onnxobc db build (and profile)", stages.plan)
@@ -144,17 +144,13 @@ def make_parser() -> argparse.ArgumentParser:
     ls = dsub.add_parser("ls", help="list the database's entries")
     ls.add_argument("--db", required=True, metavar="DIR")
     ls.set_defaults(run=stages.db_ls)
+    ap.subcommands = [p, c, t, d, b, pr, pl, st, ls]
     return ap
 
 
 def _subparsers(ap) -> list:
-    """Every (sub)parser under `ap`, itself included."""
-    out = [ap]
-    for a in ap._actions:
-        if isinstance(a, argparse._SubParsersAction):
-            for p in a.choices.values():
-                out += _subparsers(p)
-    return out
+    """Every (sub)parser under `ap`, itself included (make_parser lists them)."""
+    return [ap] + getattr(ap, "subcommands", [])
 
 
 def flag_names(ap) -> dict:

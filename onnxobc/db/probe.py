@@ -39,6 +39,6 @@ class LossProbe:
         swap = {layer.weight: solved.weight.astype(np.float32)}
         if solved.shift is not None:
             for k in range(len(layer.nodes)):
-                swap[shift_input(layer, k)] = solved.shift.astype(np.float32).reshape(self.base[shift_input(layer, k)].shape)
+                swap[shift_input(layer, k)] = solved.shift.astype(np.float32).reshape(layer.kind.channel_shape(layer))
         got = self._run(swap)
         return float(sum(np.sum((g - d) ** 2) / max(np.sum(d ** 2), 1e-30) for g, d in zip(got, self.dense)))

@@ -120,6 +120,8 @@ def curves() -> dict:
     return {label: names for f in FAMILIES for label, names in f.curves.items()}
 
 
-__all__ = ["BY_KEY", "FAMILIES", "FIELDS", "FLAGS", "SYNTAX", "Coded", "budget_levels", "level_options", "needs_ranges", "Factors", "Family", "Fit", "Flag", "Spec",
-           "check", "cleared", "codebook_kind", "compresses", "curves", "level_fields", "level_name", "of_role",
-           "present"]
+__all__ = [
+    "BY_KEY", "FAMILIES", "FIELDS", "FLAGS", "SYNTAX", "budget_levels", "check", "cleared", "codebook_kind", "Coded",
+    "compresses", "curves", "Factors", "Family", "Fit", "Flag", "level_fields", "level_name", "level_options",
+    "needs_ranges", "of_role", "present", "Spec",
+]

@@ -42,7 +42,8 @@ def _probe() -> tuple:
 
 class DeepSparse(Runtime):
     name, label = "deepsparse", "DeepSparse"
-    int8 = Int8Form(symmetric=False, outputs=True, elementwise=False, int32_bias=True, operator_form=True, per_tensor=True)
+    int8 = Int8Form(symmetric=False, outputs=True, elementwise=False,
+                    int32_bias=True, operator_form=True, per_tensor=True)
     max_opset, max_ir = 19, 9
 
     def available(self) -> str | None:

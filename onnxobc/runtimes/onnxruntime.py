@@ -30,7 +30,8 @@ def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int =
 
 class OnnxRuntime(Runtime):
     name = label = "onnxruntime"
-    int8 = Int8Form(symmetric=False, outputs=True, elementwise=True, int32_bias=True, operator_form=False, per_tensor=False)
+    int8 = Int8Form(symmetric=False, outputs=True, elementwise=True,
+                    int32_bias=True, operator_form=False, per_tensor=False)
     matmulnbits = True
 
     def available(self) -> str | None:

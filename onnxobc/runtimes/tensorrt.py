@@ -14,7 +14,8 @@ PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
 
 class TensorRT(Runtime):
     name, label = "tensorrt", "TensorRT"
-    int8 = Int8Form(symmetric=True, outputs=False, elementwise=False, int32_bias=False, operator_form=False, per_tensor=False)
+    int8 = Int8Form(symmetric=True, outputs=False, elementwise=False,
+                    int32_bias=False, operator_form=False, per_tensor=False)
 
     def available(self) -> str | None:
         try:

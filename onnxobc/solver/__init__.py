@@ -21,7 +21,7 @@ from .structured import prune_groups
 
 __all__ = [
     "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "additive", "codebook", "fit_uniform_grid",
-    "inverse", "layer_loss", "low_rank", "low_rank_part", "prepare", "prune_blocks", "prune_groups", "prune_nm", "prune_unstructured",
-    "quantize", "quantize_fitted", "quantized_low_rank", "quantized_part", "rank_for", "sign_grid", "sparse_part", "sparsity_grid",
-    "variance_ratio",
+    "inverse", "layer_loss", "low_rank", "low_rank_part", "prepare", "prune_blocks", "prune_groups", "prune_nm",
+    "prune_unstructured", "quantize", "quantize_fitted", "quantized_low_rank", "quantized_part", "rank_for",
+    "sign_grid", "sparse_part", "sparsity_grid", "variance_ratio",
 ]
