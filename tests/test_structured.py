@@ -66,3 +66,25 @@ def test_bad_groups_and_counts(groups, counts, match):
     W, H = make_problem(3, 12)
     with pytest.raises(ValueError, match=match):
         prune_groups(W, H, groups, counts)
+
+
+def test_joint_removal_over_several_consumers():
+    """A channel two layers read: the joint greedy removes it from both at once, at the sum of their
+    losses, and matches the greedy solved from scratch on the summed objective."""
+    from oracles import closed_form_loss
+
+    from onnxobc.solver.structured import greedy_joint
+
+    (W1, H1), (W2, H2) = make_problem(5, 12, seed=7), make_problem(3, 8, seed=8)
+    g1, g2 = np.arange(12).reshape(4, 3), np.arange(8).reshape(4, 2)
+    order, inc = greedy_joint([(W1, H1, g1), (W2, H2, g2)], 3)
+    removed, left = [], list(range(4))
+    for step in range(3):
+        def total(q):
+            s = removed + [q]
+            return (closed_form_loss(W1, H1, g1[s].ravel())[0] + closed_form_loss(W2, H2, g2[s].ravel())[0])
+        q = min(left, key=total)
+        assert order[step] == q
+        assert inc[: step + 1].sum() == pytest.approx(total(q), rel=1e-6)
+        removed.append(q)
+        left.remove(q)

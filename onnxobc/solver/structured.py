@@ -25,20 +25,34 @@ from .result import Result
 def greedy_groups(W, H, groups: np.ndarray, steps: int) -> tuple:
     """(order, increments): the groups in the order the greedy removes them (`steps` of them), and
     each removal's loss increase."""
-    W = np.asarray(W, np.float64).copy()
-    Hinv = inverse(H)
-    alive = np.arange(len(groups))
+    return greedy_joint([(W, H, groups)], steps)
+
+
+def greedy_joint(problems: list, steps: int) -> tuple:
+    """The greedy over groups shared by several layers, each (W, H, groups) with the same number of
+    groups: group q is removed from every layer at once (a channel that several consumers read),
+    at the sum of their losses. Returns (order, increments)."""
+    states = [[np.asarray(W, np.float64).copy(), inverse(H), np.asarray(g)] for W, H, g in problems]
+    count = len(states[0][2])
+    if any(len(g) != count for _, _, g in states):
+        raise ValueError("the layers of a joint removal need the same number of groups")
+    alive = np.arange(count)
     order, increments = [], []
     for _ in range(steps):
-        idx = groups[alive]  # (alive, g)
-        blocks = np.linalg.inv(Hinv[idx[:, :, None], idx[:, None, :]])  # (H⁻¹_QQ)⁻¹ per alive group
-        Wq = W[:, idx]  # (rows, alive, g)
-        loss = 0.5 * np.einsum("rag,agh,rah->a", Wq, blocks, Wq)
+        loss, picks = np.zeros(len(alive)), []
+        for W, Hinv, groups in states:
+            idx = groups[alive]  # (alive, g)
+            blocks = np.linalg.inv(Hinv[idx[:, :, None], idx[:, None, :]])  # (H⁻¹_QQ)⁻¹ per alive group
+            Wq = W[:, idx]  # (rows, alive, g)
+            loss += 0.5 * np.einsum("rag,agh,rah->a", Wq, blocks, Wq)
+            picks.append((idx, blocks))
         a = int(np.argmin(loss))
-        Q, M = idx[a], blocks[a]
-        W -= (W[:, Q] @ M) @ Hinv[Q, :]
-        Hinv -= Hinv[:, Q] @ M @ Hinv[Q, :]
-        W[:, Q] = 0.0
+        for state, (idx, blocks) in zip(states, picks):
+            W, Hinv, _ = state
+            Q, M = idx[a], blocks[a]
+            W -= (W[:, Q] @ M) @ Hinv[Q, :]
+            state[1] = Hinv - Hinv[:, Q] @ M @ Hinv[Q, :]
+            W[:, Q] = 0.0
         order.append(int(alive[a]))
         increments.append(float(loss[a]))
         alive = np.delete(alive, a)
