@@ -18,7 +18,7 @@ import time
 from . import dp, families
 from .costs import check_runtime, cost_table, latencies, model_seconds, timing_batch
 from .db.build import build, from_arrays, level_options, model_key, settings_key
-from .db.levels import Level, level_set, parse
+from .db.levels import Level, check_storable, level_set, parse
 from .db.store import Database
 from .errors import OptionError
 from .export import write
@@ -160,6 +160,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     if COSTS[kind] == "latency":
         check_runtime(options)
     levels = levels or level_set(COSTS[kind], options.runtime)
+    check_storable(levels)
     prep = prepare(src, calib, options, progress, activation_ranges=families.needs_ranges(levels))
     db_dir = pathlib.Path(db_dir) if db_dir else dst.parent / f"{dst.name}.db"
     with Database(db_dir) as db:

@@ -71,7 +71,7 @@ class Options(families.Spec):
         for f in families.FAMILIES:
             f.check_options(self, runtime)
         if not planned and not families.compresses(self):
-            keys = [f"{{{f.key}}}" for f in families.FAMILIES if f.role in ("prune", "quantize", "alone")]
+            keys = [f"{{{f.key}}}" for f in families.FAMILIES if f.role in ("structured", "prune", "quantize", "alone")]
             raise OptionError(f"nothing to do: give {', '.join(keys[:-1])} or {keys[-1]}")
         pruning, quantizing = families.of_role(self, "prune"), families.of_role(self, "quantize")
         if self.method in ("gptq", "rtn") and pruning and not quantizing:

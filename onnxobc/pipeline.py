@@ -1,7 +1,8 @@
 """Compress a model with one setting for every layer: the flow of DESIGN.md in readable steps.
 
-    prepare (load, fold, discover, capture)  →  solve each layer (here or on a Ray cluster)
-    →  write each family's form  →  verify, save, report
+    prepare (load, fold, discover, capture)  →  [remove channels, prepare the smaller model]
+    →  solve each layer (here or on a Ray cluster)  →  write each family's form
+    →  verify against the input model, save, report
 
 A budget (--speedup, --size, …) instead chooses a level per layer: budget.py."""
 
@@ -9,6 +10,10 @@ from __future__ import annotations
 
 import time
 
+import dataclasses
+
+from . import families
+from .channels import remove_channels
 from .export import write
 from .options import Options
 from .prepare import prepare
@@ -29,6 +34,15 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     src, dst = check_paths(model_path, out_path)
     t0 = time.perf_counter()
     prep = prepare(src, calib, options, progress)
+    rows = []
+    if options.channels is not None:
+        model, rows, notes = remove_channels(prep, options.channels, options.damp, options.bias_correction, progress)
+        options = dataclasses.replace(options, **families.per_layer(options))
+        if not families.compresses(options):
+            prep = dataclasses.replace(prep, notes=prep.notes + notes)
+            return finish(prep, model, dst, rows, options, t0)
+        prep = prepare(src, calib, options, progress, model=model)
+        prep.notes += notes
     solved = {}
     progress("solve", 0, len(prep.layers), "")
     for layer, (s,), status in solve_all(prep, [(layer, [options]) for layer in prep.layers], options):
@@ -36,4 +50,4 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
         progress("solve", len(solved), len(prep.layers), layer.weight + status)
     solved = {l.weight: solved[l.weight] for l in prep.layers}  # in the model's order, as a cluster finishes in any
     out_model = write(prep, solved, {l.weight: options for l in prep.layers})
-    return finish(prep, out_model, dst, [s.row for s in solved.values()], options, t0)
+    return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0)

@@ -41,13 +41,19 @@ class Prepared:
 
 
 def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None,
-            hessians: bool = True) -> Prepared:
+            hessians: bool = True, model: onnx.ModelProto | None = None) -> Prepared:
     """Load, discover, split the calibration data, capture Hessians (unless not `hessians`: the
     stages that only write from a database) and activation ranges (when `activation_ranges`, by
-    default when the options' forms need them: int8 activations)."""
+    default when the options' forms need them: int8 activations). `model`, if given, is a model
+    made from the one at `model_path` (which stays the dense reference), taken instead of it."""
     progress = progress or silent
     src = pathlib.Path(model_path)
-    model = load_model(src)
+    if model is None:
+        model = load_model(src)
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
     notes = []
     promoted = inputs_to_constants(model)
     if promoted:

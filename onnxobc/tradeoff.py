@@ -16,7 +16,7 @@ from . import families
 from .atomic import atomic_path
 from .costs import timing_feed
 from .db.build import build, from_arrays, level_options, model_key, settings_key
-from .db.levels import parse
+from .db.levels import check_storable, parse
 from .db.store import Database
 from .errors import OptionError
 from .export import write
@@ -50,6 +50,7 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
     src, out_dir = pathlib.Path(model_path), pathlib.Path(out_dir)
     names = levels or [n for curve in families.curves().values() for n in curve]
     parsed = [parse(n) for n in names]
+    check_storable(parsed)
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.resolve().parent == out_dir.resolve() and any(src.name == f"{n}.onnx" for n in names):
         raise ValueError(f"{src} would be overwritten by a level's output; choose another --out")

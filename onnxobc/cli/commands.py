@@ -34,7 +34,8 @@ def inspect(args) -> int:
     groups = layer_groups(model, layers)
     if args.json:
         json.dump({"layers": rows, "skipped": [vars(s) for s in skipped],
-                   "channel_groups": [dataclasses.asdict(g) for g in groups]}, sys.stdout, indent=2)
+                   "channel_groups": [{k: v for k, v in dataclasses.asdict(g).items() if k != "aligned"}
+                                      for g in groups]}, sys.stdout, indent=2)
         print()
         return 0
     print(f"{args.model}: {len(layers)} compressible layer(s), {len(skipped)} skipped")

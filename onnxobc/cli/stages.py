@@ -13,7 +13,7 @@ from .commands import check_report_path, one_budget, options_of
 
 def db_build(args) -> int:
     from ..db.build import build
-    from ..db.levels import level_set, parse_all
+    from ..db.levels import check_storable, level_set, parse_all
     from ..db.store import Database
     from ..prepare import prepare
     from ..progress import ProgressPrinter
@@ -21,6 +21,7 @@ def db_build(args) -> int:
     opt = options_of(args)
     opt.check(planned=True)
     levels = parse_all(args.levels) or level_set(args.cost, opt.runtime)
+    check_storable(levels)
     progress = ProgressPrinter()
     prep = prepare(args.model, args.calib, opt, progress, activation_ranges=families.needs_ranges(levels))
     with Database(args.db) as db:

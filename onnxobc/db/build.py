@@ -16,7 +16,7 @@ from ..graph.single import single_layer_model
 from ..options import Options
 from ..schedule import solve_all
 from ..solve import Solved
-from .levels import Level
+from .levels import Level, check_storable
 from .probe import LossProbe
 from .store import Database, fingerprint
 
@@ -97,6 +97,7 @@ def file_bytes(prep, layer, level: Level, solved: Solved, options: Options) -> i
 
 def build(prep, db: Database, model_path, levels: list, options: Options, progress=None) -> dict:
     """Solve and store every (layer, level) not stored yet; returns counts."""
+    check_storable(levels)
     progress = progress or (lambda *a: None)
     mkey, skey = model_key(model_path), settings_key(prep, options)
     shapes = output_shapes(prep.model)

@@ -52,6 +52,14 @@ def parse(name: str) -> Level:
     return level
 
 
+def check_storable(levels) -> None:
+    """An OptionError for levels the database cannot hold: those of families that span layers."""
+    structured = [lv.name for lv in levels if families.of_role(lv, "structured")]
+    if structured:
+        raise OptionError(f"levels {structured}: channel removal spans layers and is not in the database yet, so "
+                          "budgets and trade-off curves do not offer it; use {channels} with compress")
+
+
 def parse_all(names) -> list | None:
     return [parse(n) for n in names] if names else None
 

@@ -19,8 +19,9 @@ from .codebook import Codebook, codebook_kind
 from .lowrank import LowRank
 from .pruning import NM, Block4, Sparsity
 from .quantize import Quantize
+from .structured import Channels
 
-FAMILIES = (Sparsity(), NM(), Block4(), LowRank(), Codebook(), Quantize(), Outliers(), PlusRank())
+FAMILIES = (Channels(), Sparsity(), NM(), Block4(), LowRank(), Codebook(), Quantize(), Outliers(), PlusRank())
 BY_KEY = {f.key: f for f in FAMILIES}
 FIELDS = tuple(field for f in FAMILIES for field in f.fields)
 FLAGS = tuple(flag for f in FAMILIES for flag in f.flags)
@@ -44,7 +45,13 @@ def of_role(spec, role: str):
 
 def compresses(spec) -> bool:
     """Whether `spec` changes weights by itself (addends and activations only add to those)."""
-    return any(f.role in ("prune", "quantize", "alone") for f in present(spec))
+    return any(f.role in ("structured", "prune", "quantize", "alone") for f in present(spec))
+
+
+def per_layer(spec) -> dict:
+    """The fields that clear the families spanning layers (role "structured"): what is left is
+    solved layer by layer."""
+    return {k: None for f in FAMILIES if f.role == "structured" for k in f.fields}
 
 
 def cleared(spec) -> dict:
@@ -123,5 +130,5 @@ def curves() -> dict:
 __all__ = [
     "BY_KEY", "FAMILIES", "FIELDS", "FLAGS", "SYNTAX", "budget_levels", "check", "cleared", "codebook_kind", "Coded",
     "compresses", "curves", "Factors", "Family", "Fit", "Flag", "level_fields", "level_name", "level_options",
-    "needs_ranges", "of_role", "present", "Spec",
+    "needs_ranges", "of_role", "per_layer", "present", "Spec",
 ]

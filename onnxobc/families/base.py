@@ -61,7 +61,8 @@ class Family:
 
     Roles: "prune" (a mask, then the quantizing family if any runs on the survivors), "quantize"
     (a grid), "alone" (a compression of its own, e.g. low-rank), "addend" (a part added to a
-    quantized or sparse one, fitted in turns with it)."""
+    quantized or sparse one, fitted in turns with it), "structured" (spans layers: applied by its
+    own stage, channels.py, before the others run on the smaller model)."""
 
     fields: tuple = ()  # the Options and Level fields it owns; the first is its key and switch
     flags: tuple = ()  # Flag per field, for the command line

@@ -55,6 +55,7 @@ class LayerGroup:
     through: list  # nodes on the way, each sliced alike (BatchNormalization, Relu, a per-channel Mul, …)
     depthwise: list  # weights of depthwise Convs on the way (their channels go too)
     blocked: str | None = None  # why the channels cannot be removed; None when they can
+    aligned: dict = dataclasses.field(default_factory=dict)  # tensor → Aligned: every tensor carrying the channels
 
     def columns(self, layer) -> np.ndarray:
         """(channels, width): the view columns of consumer `layer` that read each channel."""
@@ -85,7 +86,8 @@ def _group(model, producer, by_node: dict, shapes: dict) -> LayerGroup:
     if not rank:
         group.blocked = f"the shape of {out!r} is unknown"
         return group
-    aligned = {out: Aligned(rank, producer.kind.channel_axis(rank))}
+    aligned = group.aligned
+    aligned[out] = Aligned(rank, producer.kind.channel_axis(rank))
     for node in g.node:
         if any(x in aligned for x in node.input):
             group.blocked = _step(node, aligned, by_node, consts, shapes, group)
@@ -144,6 +146,8 @@ def _consumer(node, name: str, layer, first, aligned: dict, group: LayerGroup) -
         return None
     if layer.groups > 1:
         return f"grouped Conv {name!r} reads it"
+    if len(layer.nodes) > 1:
+        return f"{node.op_type} {name!r} shares its weight with other nodes"
     if layer.cols % first.per or layer.kind.input_columns(layer, first.per).shape[0] != group.channels:
         return f"{node.op_type} {name!r} reads more than its channels"
     group.consumers.append(Consumer(layer.weight, first.per))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 
@@ -71,6 +73,12 @@ class LayerKind:
         """(input channels, columns each) of the view's columns that read each channel of the
         activation, `per` consecutive columns a channel where a Flatten spread it."""
         return np.arange(layer.cols).reshape(-1, per)
+
+    def with_inputs(self, layer, channels: int, per: int):
+        """The layer with `channels` input channels (`per` columns each) instead of its own."""
+        shape = list(layer.weight_shape)
+        shape[1 - self.output_axis(layer)] = channels * per
+        return dataclasses.replace(layer, weight_shape=tuple(shape))
 
     def depthwise(self, layer) -> bool:
         """Whether each output channel reads only its own input channel (it passes channels through)."""

@@ -4,6 +4,8 @@ groups and 4-blocks run along input channels, and a grouped Conv is one matrix p
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from onnx import helper
 
@@ -71,6 +73,9 @@ class Conv(LayerKind):
         # columns ordered (kernel positions, input channels): channel c at c, c + C, c + 2C, …
         c_in = layer.weight_shape[1]
         return np.arange(int(np.prod(layer.kernel)))[None, :] * c_in + np.arange(c_in)[:, None]
+
+    def with_inputs(self, layer, channels, per):
+        return dataclasses.replace(layer, weight_shape=(layer.weight_shape[0], channels) + tuple(layer.weight_shape[2:]))
 
     def depthwise(self, layer):
         return layer.groups > 1 and layer.weight_shape[1] == 1 and layer.groups == layer.weight_shape[0]

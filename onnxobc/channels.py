@@ -1,0 +1,141 @@
+"""Structured removal (`channels`): in every channel group that can be cut (graph/coupling.py), the
+share of the producer's output channels its consumers miss least goes. One structured ExactOBS
+pass over the consumers' Hessians orders the channels (solver/structured.py: a channel's columns
+removed from every consumer at once, the rest of each consumer updated optimally); the graph is
+then sliced to a smaller dense model (graph/slicing.py), and each consumer's output mean shift
+(W − Ŵ)·E[x] is folded into its bias. Every group is solved on the dense model's Hessians."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+
+from . import solver
+from .graph.bias import add_output_shift
+from .graph.coupling import layer_groups
+from .graph.layers import weight_array
+from .graph.slicing import set_weight, take_channels
+from .solve import dead_inputs, summary_row
+from .solver.structured import greedy_joint, without_columns
+
+
+@dataclasses.dataclass
+class Cut:
+    """One group's channels removed: which stay, and each consumer's narrower weight and bias shift."""
+
+    group: object  # graph.coupling.LayerGroup
+    keep: np.ndarray
+    weights: dict  # consumer weight name → its new (narrower) ONNX tensor
+    shifts: dict  # consumer weight name → its output mean shift (one value per output channel)
+    losses: dict  # consumer weight name → (layer loss, dense output loss)
+
+
+ALIGN = 8  # channel counts kept at multiples of this: onnxruntime's NCHWc kernels block channels by 8 (AVX2)
+
+
+def removed_count(channels: int, share: float) -> int:
+    """How many of `channels` to remove for `share`: the count kept rounded to a multiple of ALIGN
+    where there are at least 2 · ALIGN channels (odd counts fall off the fast kernels), else to
+    the nearest channel, at least one kept."""
+    kept = channels - int(round(share * channels))
+    if channels >= 2 * ALIGN:
+        kept = max(ALIGN, int(round(kept / ALIGN)) * ALIGN)
+    return min(channels - max(kept, 1), channels - 1)
+
+
+def plan_cut(prep, group, share: float, damp: float) -> Cut | None:
+    """The channels of `group` to remove (removed_count of them) and what that does to its
+    consumers; None when none goes."""
+    layers = {l.weight: l for l in prep.layers}
+    k = removed_count(group.channels, share)
+    if k < 1:
+        return None
+    problems, views = [], []
+    for c in group.consumers:
+        layer = layers[c.weight]
+        (W,) = layer.matrices(weight_array(prep.model, layer.weight))
+        acc = prep.hessians[layer.weight][0]
+        Wp, H = solver.prepare(W, acc.hessian, damp)
+        problems.append((Wp, H, layer.kind.input_columns(layer, c.per)))
+        views.append((layer, c, W, acc))
+    order, _ = greedy_joint(problems, k)
+    removed = np.sort(order)
+    keep = np.setdiff1d(np.arange(group.channels), removed)
+    cut = Cut(group, keep, {}, {}, {})
+    for (Wp, H, cols), (layer, c, W, acc) in zip(problems, views):
+        gone = cols[removed].ravel()
+        W_hat = without_columns(Wp, H, gone)
+        kept_cols = np.setdiff1d(np.arange(layer.cols), gone)
+        narrow = layer.kind.with_inputs(layer, len(keep), c.per)
+        cut.weights[layer.weight] = narrow.weight_from([W_hat[:, kept_cols].astype(np.float32)])
+        cut.shifts[layer.weight] = (W.astype(np.float64) - W_hat) @ acc.mean
+        cut.losses[layer.weight] = (solver.layer_loss(Wp, W_hat, H), solver.layer_loss(Wp, 0, H))
+    return cut
+
+
+def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: bool = True, progress=None) -> tuple:
+    """(smaller model, summary rows, notes): `share` of the channels of every group that can be cut
+    removed. Layers whose inputs were all zero on the calibration data are not cut into."""
+    progress = progress or (lambda *a: None)
+    groups = layer_groups(prep.model, prep.layers)
+    layers = {l.weight: l for l in prep.layers}
+    cuts, notes = [], []
+    progress("channels", 0, len(groups), "")
+    for i, group in enumerate(groups):
+        if not group.blocked and any(c.weight not in prep.hessians or dead_inputs(prep.hessians[c.weight])
+                                     for c in group.consumers):
+            group.blocked = "a layer that reads it is left as it is (skipped, or its inputs are all zero)"
+        if group.blocked:
+            notes.append(f"channels of {group.producer} kept: {group.blocked}")
+        else:
+            cut = plan_cut(prep, group, share, damp)
+            if cut is not None:
+                cuts.append(cut)
+        progress("channels", i + 1, len(groups), group.producer)
+    model = onnx.ModelProto()
+    model.CopyFrom(prep.model)
+    for cut in cuts:  # the consumers' new columns first (all rows), then rows and channels go
+        for name, value in cut.weights.items():
+            set_weight(model, name, value)
+    rows_kept = {}
+    for cut in cuts:
+        take_channels(model, cut.group, layers, cut.keep)
+        rows_kept[cut.group.producer] = cut.keep
+    if bias_correction:
+        for cut in cuts:
+            for name, shift in cut.shifts.items():
+                layer = layers[name]
+                if name in rows_kept:  # the consumer lost output channels of its own
+                    shift = shift[rows_kept[name]]
+                    layer = _with_rows(layer, len(shift))
+                add_output_shift(model, layer, shift)
+    return model, _rows(prep, cuts, rows_kept), notes
+
+
+def _with_rows(layer, rows: int):
+    shape = list(layer.weight_shape)
+    shape[layer.output_axis] = rows
+    return dataclasses.replace(layer, weight_shape=tuple(shape))
+
+
+def _rows(prep, cuts: list, rows_kept: dict) -> list:
+    """A summary row per layer the removal changed."""
+    losses = {name: v for cut in cuts for name, v in cut.losses.items()}
+    out = []
+    for layer in prep.layers:
+        if layer.weight not in losses and layer.weight not in rows_kept:
+            continue
+        loss, dense = losses.get(layer.weight, (0.0, 0.0))
+        notes = []
+        if layer.weight in rows_kept:
+            notes.append(f"{len(rows_kept[layer.weight])} of {layer.rows * layer.groups} output channels kept")
+        cut = next((c for c in cuts if layer.weight in c.weights), None)
+        if cut is not None:
+            notes.append(f"{len(cut.keep)} of {cut.group.channels} input channels kept")
+        row = summary_row(layer, weight_array(prep.model, layer.weight), loss, loss / dense if dense > 0 else 0.0,
+                          "; ".join(notes))
+        row.update(sparsity=0.0, storage="float32, smaller", applied=True)
+        out.append(row)
+    return out

@@ -1,0 +1,86 @@
+"""Removing channels through a layer group (graph/coupling.py), in place: the producer's rows and
+bias, the channels' values in every op on the way (BatchNormalization, per-channel constants of
+Mul/Add/Sub/Div, PRelu, a bias Add), the channels of depthwise Convs (and their `group`), and the
+consumers' weights, given as new, narrower tensors. The result is a smaller dense model: every
+runtime runs it faster, with no special kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .nodes import consumers, node_name
+
+
+def take_channels(model: onnx.ModelProto, group, layers: dict, keep: np.ndarray) -> None:
+    """Keep only the channels `keep` (sorted indices) of `group` in its producer, the ops on the
+    way and its depthwise Convs; the consumers are left to set_consumer."""
+    g = model.graph
+    nodes = {node_name(n): n for n in g.node}
+    producer = layers[group.producer]
+    node = nodes[producer.nodes[0]]
+    _slice(g, producer.weight, producer.output_axis, keep, node)
+    if len(node.input) > 2 and node.input[2]:
+        _slice_channel_values(g, node, node.input[2], group.channels, keep, axis_from_end=1)
+    for name in group.through:
+        op = nodes[name]
+        aligned = next(group.aligned[x] for x in op.input if x in group.aligned)
+        from_end = aligned.rank - aligned.axis
+        if op.op_type == "BatchNormalization":
+            for x in op.input[1:5]:
+                _slice(g, x, 0, keep, op)
+            continue
+        for x in op.input:
+            if x and x not in group.aligned:
+                _slice_channel_values(g, op, x, group.channels, keep, from_end)
+    for weight in group.depthwise:
+        dw = layers[weight]
+        conv = nodes[dw.nodes[0]]
+        _slice(g, weight, 0, keep, conv)
+        if len(conv.input) > 2 and conv.input[2]:
+            _slice(g, conv.input[2], 0, keep, conv)
+        for a in conv.attribute:
+            if a.name == "group":
+                a.i = len(keep)
+    stale = set(group.aligned)
+    keep_info = [vi for vi in g.value_info if vi.name not in stale]
+    del g.value_info[:]
+    g.value_info.extend(keep_info)
+
+
+def set_weight(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
+    """Replace initializer `name` by `value`, whatever its shape."""
+    t = next(t for t in model.graph.initializer if t.name == name)
+    t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value.astype(numpy_helper.to_array(t).dtype)), name))
+
+
+def _own(g, name: str, node) -> onnx.TensorProto:
+    """The initializer `node` reads as `name`, copied under a name of its own first when other
+    nodes read it too (so slicing it changes only `node`)."""
+    t = next(t for t in g.initializer if t.name == name)
+    if len(consumers(g).get(name, [])) > 1:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(t)
+        copy.name = f"{name}.{node_name(node)}"
+        g.initializer.append(copy)
+        node.input[list(node.input).index(name)] = copy.name
+        return copy
+    return t
+
+
+def _slice(g, name: str, axis: int, keep: np.ndarray, node) -> None:
+    t = _own(g, name, node)
+    t.CopyFrom(numpy_helper.from_array(np.take(numpy_helper.to_array(t), keep, axis=axis), t.name))
+
+
+def _slice_channel_values(g, node, name: str, channels: int, keep: np.ndarray, axis_from_end: int) -> None:
+    """A constant broadcast against the channels (the `axis_from_end`-th axis from the end of the
+    tensor it meets): sliced where it has one value per channel, left as it is where it has one."""
+    t = next((t for t in g.initializer if t.name == name), None)
+    if t is None:
+        return
+    dims = list(t.dims)
+    axis = len(dims) - axis_from_end
+    if 0 <= axis < len(dims) and dims[axis] == channels:
+        _slice(g, name, axis, keep, node)
