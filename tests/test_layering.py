@@ -13,7 +13,7 @@ ORDER = [
     {"runtimes", "calib", "memory"},
     {"families"},  # the compression families: solving (through solver) and writing (through graph)
     {"options", "solve"},
-    {"prepare", "export", "verify", "cluster"},
+    {"prepare", "export", "verify", "cluster", "channels"},
     {"schedule"},
     {"pipeline", "db"},
     {"costs"},
