@@ -44,15 +44,16 @@ def conv_bn_relu_conv():
     nodes = [conv("c1", "x", "w1", "a", bias="b1"),
              helper.make_node("BatchNormalization", ["a", "bn.s", "bn.b", "bn.m", "bn.v"], ["n"], name="bn"),
              helper.make_node("Relu", ["n"], ["r"], name="relu"), conv("c2", "r", "w2", "y", bias="b2")]
-    return make_model(nodes, [vi("x", ["n", 4, 8, 8])], [vi("y", ["n", 5, 8, 8])],
-                      [arr("w1", c, 4, 3, 3), arr("b1", c), *bn, arr("w2", 5, c, 3, 3, seed=4), arr("b2", 5)]), (4, 8, 8)
+    inits = [arr("w1", c, 4, 3, 3), arr("b1", c), *bn, arr("w2", 5, c, 3, 3, seed=4), arr("b2", 5)]
+    return make_model(nodes, [vi("x", ["n", 4, 8, 8])], [vi("y", ["n", 5, 8, 8])], inits), (4, 8, 8)
 
 
 def mlp_gelu():
     k = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
              helper.make_node("Add", ["h0", "b1"], ["h"], name="fc1.bias"),
-             helper.make_node("Div", ["h", "sqrt2"], ["d"], name="div"), helper.make_node("Erf", ["d"], ["e"], name="erf"),
+             helper.make_node("Div", ["h", "sqrt2"], ["d"], name="div"),
+             helper.make_node("Erf", ["d"], ["e"], name="erf"),
              helper.make_node("Add", ["e", "one"], ["e1"], name="add1"),
              helper.make_node("Mul", ["h", "e1"], ["g0"], name="mul"),
              helper.make_node("Mul", ["g0", "half"], ["g"], name="half"),

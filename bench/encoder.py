@@ -1,0 +1,92 @@
+"""A BERT-style sentence encoder (all-MiniLM-L6-v2 from a PyPI wheel, built as ONNX by
+tests/minilm.py) compressed by onnxobc and by onnxruntime.quantization.quantize_dynamic, side by
+side: embedding cosine with the dense model and nearest-neighbour agreement on held-out sentences
+(standard-library docstrings), latency on onnxruntime CPU timed in turns, file size.
+
+    python bench/encoder.py [--channels 0.5 0.75] [--calib 256] [--test 500] [--batch 32] [--wbits 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
+import minilm  # noqa: E402
+from evidence import record  # noqa: E402
+from tables import note, print_table  # noqa: E402
+
+from onnxobc import runtimes  # noqa: E402
+from onnxobc.sessions import session  # noqa: E402
+
+
+def embeddings(path, feeds: dict, batch: int) -> np.ndarray:
+    sess = session(path)
+    n = len(feeds["input_ids"])
+    return np.concatenate([sess.run(None, {k: v[i:i + batch] for k, v in feeds.items()})[0]
+                           for i in range(0, n, batch)]).astype(np.float64)
+
+
+def neighbours(e: np.ndarray) -> np.ndarray:
+    s = e @ e.T
+    np.fill_diagonal(s, -np.inf)
+    return s.argmax(1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--channels", nargs="*", type=float, default=[0.5, 0.75])
+    ap.add_argument("--wbits", type=int, help="also compress with --channels S --wbits B (weight-only, MatMulNBits)")
+    ap.add_argument("--calib", type=int, default=256, help="calibration sentences (a quarter held out by compress)")
+    ap.add_argument("--test", type=int, default=500, help="held-out sentences for the metrics")
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    dense = minilm.model_path()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        np.savez(tmp / "calib.npz", **minilm.feeds(args.calib))
+        test = minilm.feeds(args.test, skip=args.calib)
+        models, seconds = {"dense": dense}, {"dense": 0.0}
+        for share in args.channels:
+            for extra in [[]] + ([["--wbits", str(args.wbits), "--matmulnbits"]] if args.wbits else []):
+                name = f"onnxobc --channels {share}" + (f" --wbits {args.wbits}" if extra else "")
+                out = tmp / f"c{share}{'w' if extra else ''}.onnx"
+                t = time.perf_counter()
+                r = subprocess.run([sys.executable, "-m", "onnxobc", "compress", str(dense), str(out), "--calib",
+                                    str(tmp / "calib.npz"), "--channels", str(share), "--batch-size",
+                                    str(args.batch), *extra], capture_output=True, text=True)
+                if r.returncode:
+                    sys.exit(f"{name} failed: {r.stderr[-1000:]}")
+                models[name], seconds[name] = out, time.perf_counter() - t
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        t = time.perf_counter()
+        quantize_dynamic(str(dense), str(tmp / "qdyn.onnx"), weight_type=QuantType.QInt8)
+        models["quantize_dynamic int8"], seconds["quantize_dynamic int8"] = tmp / "qdyn.onnx", time.perf_counter() - t
+        emb = {k: embeddings(p, test, args.batch) for k, p in models.items()}
+        ref = neighbours(emb["dense"])
+        sec = runtimes.get("onnxruntime").latencies(models, {k: v[: args.batch] for k, v in test.items()})
+        for k, p in models.items():
+            cosine = np.mean(np.sum(emb[k] * emb["dense"], 1))
+            rows.append([k, f"{cosine:.4f}", f"{np.mean(neighbours(emb[k]) == ref):.3f}",
+                         f"{sec[k] * 1e3:.1f}", f"{sec['dense'] / sec[k]:.2f}x",
+                         f"{pathlib.Path(p).stat().st_size / pathlib.Path(dense).stat().st_size:.3f}",
+                         f"{seconds[k]:.0f}"])
+    note(f"all-MiniLM-L6-v2 (6 layers, hidden 384, FFN 1536), {args.calib} calibration sentences (a quarter held "
+         f"out by compress), metrics on {args.test} other sentences of {minilm.SEQ} tokens, latency at batch "
+         f"{args.batch} on onnxruntime CPU, all models timed in turns")
+    print_table(["model", "embedding cosine with dense", "nearest-neighbour agreement", "ms / batch", "speedup",
+                 "file share", "s to make"], rows)
+
+
+if __name__ == "__main__":
+    main()
+    record()
