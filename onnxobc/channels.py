@@ -1,5 +1,6 @@
-"""Structured removal (`channels`): in every channel group that can be cut (graph/coupling.py), the
-share of the producer's output channels its consumers miss least goes. One structured ExactOBS
+"""Structured removal (`channels`): in every channel group that can be cut (graph/coupling.py: a
+layer's output channels, an MLP's hidden neurons) and every attention block (graph/heads.py: its
+heads), the share of the channels or heads their consumers miss least goes. One structured ExactOBS
 pass over the consumers' Hessians orders the channels (solver/structured.py: a channel's columns
 removed from every consumer at once, the rest of each consumer updated optimally); the graph is
 then sliced to a smaller dense model (graph/slicing.py), and each consumer's output mean shift
@@ -15,8 +16,9 @@ import onnx
 from . import solver
 from .graph.bias import add_output_shift
 from .graph.coupling import layer_groups
+from .graph.heads import head_groups
 from .graph.layers import weight_array
-from .graph.slicing import set_weight, take_channels
+from .graph.slicing import set_weight
 from .solve import dead_inputs, summary_row
 from .solver.structured import greedy_joint, without_columns
 
@@ -35,12 +37,12 @@ class Cut:
 ALIGN = 8  # channel counts kept at multiples of this: onnxruntime's NCHWc kernels block channels by 8 (AVX2)
 
 
-def removed_count(channels: int, share: float) -> int:
-    """How many of `channels` to remove for `share`: the count kept rounded to a multiple of ALIGN
-    where there are at least 2 · ALIGN channels (odd counts fall off the fast kernels), else to
-    the nearest channel, at least one kept."""
+def removed_count(channels: int, share: float, align: bool = True) -> int:
+    """How many of `channels` to remove for `share`: with `align`, the count kept rounded to a
+    multiple of ALIGN where there are at least 2 · ALIGN channels (odd counts fall off the fast
+    kernels), else to the nearest channel (heads: each is already d channels); at least one kept."""
     kept = channels - int(round(share * channels))
-    if channels >= 2 * ALIGN:
+    if align and channels >= 2 * ALIGN:
         kept = max(ALIGN, int(round(kept / ALIGN)) * ALIGN)
     return min(channels - max(kept, 1), channels - 1)
 
@@ -49,7 +51,7 @@ def plan_cut(prep, group, share: float, damp: float) -> Cut | None:
     """The channels of `group` to remove (removed_count of them) and what that does to its
     consumers; None when none goes."""
     layers = {l.weight: l for l in prep.layers}
-    k = removed_count(group.channels, share)
+    k = removed_count(group.channels, share, align=group.align)
     if k < 1:
         return None
     problems, views = [], []
@@ -75,11 +77,19 @@ def plan_cut(prep, group, share: float, damp: float) -> Cut | None:
     return cut
 
 
+def removable_groups(model, layers) -> list:
+    """The channel groups and the attention blocks' head groups of `layers` (a projection whose
+    heads are a group is not also a channel group)."""
+    heads = head_groups(model, layers)
+    in_heads = {w for h in heads if not h.blocked for w in h.producers}
+    return [g for g in layer_groups(model, layers) if g.producer not in in_heads] + heads
+
+
 def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: bool = True, progress=None) -> tuple:
     """(smaller model, summary rows, notes): `share` of the channels of every group that can be cut
     removed. Layers whose inputs were all zero on the calibration data are not cut into."""
     progress = progress or (lambda *a: None)
-    groups = layer_groups(prep.model, prep.layers)
+    groups = removable_groups(prep.model, prep.layers)
     layers = {l.weight: l for l in prep.layers}
     cuts, notes = [], []
     progress("channels", 0, len(groups), "")
@@ -88,7 +98,7 @@ def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: boo
                                      for c in group.consumers):
             group.blocked = "a layer that reads it is left as it is (skipped, or its inputs are all zero)"
         if group.blocked:
-            notes.append(f"channels of {group.producer} kept: {group.blocked}")
+            notes.append(f"{group.unit} of {group.producer} kept: {group.blocked}")
         else:
             cut = plan_cut(prep, group, share, damp)
             if cut is not None:
@@ -101,8 +111,8 @@ def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: boo
             set_weight(model, name, value)
     rows_kept = {}
     for cut in cuts:
-        take_channels(model, cut.group, layers, cut.keep)
-        rows_kept[cut.group.producer] = cut.keep
+        cut.group.cut(model, layers, cut.keep)
+        rows_kept.update(cut.group.rows_kept(cut.keep))
     if bias_correction:
         for cut in cuts:
             for name, shift in cut.shifts.items():
@@ -133,7 +143,8 @@ def _rows(prep, cuts: list, rows_kept: dict) -> list:
             notes.append(f"{len(rows_kept[layer.weight])} of {layer.rows * layer.groups} output channels kept")
         cut = next((c for c in cuts if layer.weight in c.weights), None)
         if cut is not None:
-            notes.append(f"{len(cut.keep)} of {cut.group.channels} input channels kept")
+            unit = "input channels" if cut.group.unit == "channels" else cut.group.unit
+            notes.append(f"{len(cut.keep)} of {cut.group.channels} {unit} kept")
         row = summary_row(layer, weight_array(prep.model, layer.weight), loss, loss / dense if dense > 0 else 0.0,
                           "; ".join(notes))
         row.update(sparsity=0.0, storage="float32, smaller", applied=True)

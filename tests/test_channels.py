@@ -13,10 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_models import make_model, run
 from test_compress import onnxobc
 
-from onnxobc.channels import plan_cut, remove_channels, removed_count
+from onnxobc.channels import plan_cut, remove_channels, removable_groups, removed_count
 from onnxobc.graph.bias import add_output_shift
-from onnxobc.graph.coupling import layer_groups
-from onnxobc.graph.slicing import set_weight, take_channels
+from onnxobc.graph.slicing import set_weight
 from onnxobc.options import Options
 from onnxobc.prepare import prepare
 
@@ -85,8 +84,34 @@ def flatten_gemm():
                       [arr("w1", 20, 3, 3, 3), arr("b1", 20), arr("wf", 7, 80, seed=1), arr("bf", 7)]), (3, 2, 2)
 
 
+def attention():
+    """One self-attention block as torch.onnx writes it: 4 heads of 4, Q/K/V split by one shared
+    shape constant, merged back, the output projection, a residual."""
+    k = lambda name, v, t=np.float32: numpy_helper.from_array(np.array(v, t), name)  # noqa: E731
+    nodes = []
+    for t in ("q", "k", "v"):
+        nodes += [helper.make_node("MatMul", ["x", f"w{t}"], [f"{t}0"], name=f"{t}.matmul"),
+                  helper.make_node("Add", [f"{t}0", f"b{t}"], [f"{t}1"], name=f"{t}.bias"),
+                  helper.make_node("Reshape", [f"{t}1", "split"], [f"{t}2"], name=f"{t}.heads"),
+                  helper.make_node("Transpose", [f"{t}2"], [f"{t}3"], name=f"{t}.t",
+                                   perm=[0, 2, 3, 1] if t == "k" else [0, 2, 1, 3])]
+    nodes += [helper.make_node("MatMul", ["q3", "k3"], ["s"], name="qk"),
+              helper.make_node("Div", ["s", "sqrt_d"], ["s2"], name="scale"),
+              helper.make_node("Softmax", ["s2"], ["a"], name="softmax", axis=-1),
+              helper.make_node("MatMul", ["a", "v3"], ["c"], name="ctx"),
+              helper.make_node("Transpose", ["c"], ["c2"], name="ctx.t", perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["c2", "merge"], ["c3"], name="merge"),
+              helper.make_node("MatMul", ["c3", "wo"], ["o0"], name="o.matmul"),
+              helper.make_node("Add", ["o0", "bo"], ["o1"], name="o.bias"),
+              helper.make_node("Add", ["o1", "x"], ["y"], name="residual")]
+    inits = [arr(f"w{t}", 16, 16, seed=i) for i, t in enumerate("qkv")] + [arr(f"b{t}", 16, seed=9) for t in "qkv"]
+    inits += [arr("wo", 16, 16, seed=5), arr("bo", 16, seed=6), k("split", [0, 0, 4, 4], np.int64),
+              k("merge", [0, 0, 16], np.int64), k("sqrt_d", 2.0)]
+    return make_model(nodes, [vi("x", ["n", 6, 16])], [vi("y", ["n", 6, 16])], inits), (6, 16)
+
+
 PATTERNS = {"conv-bn-relu-conv": conv_bn_relu_conv, "mlp-gelu": mlp_gelu, "mobilenet": mobilenet_block,
-            "flatten-gemm": flatten_gemm}
+            "flatten-gemm": flatten_gemm, "attention": attention}
 
 
 def prepared(tmp_path, make):
@@ -115,7 +140,7 @@ def test_sliced_model_computes_what_the_masked_one_does(tmp_path, pattern):
     layers = {l.weight: l for l in prep.layers}
     masked = onnx.ModelProto()
     masked.CopyFrom(prep.model)
-    cuts = [plan_cut(prep, g, 0.5, 0.01) for g in layer_groups(prep.model, prep.layers) if not g.blocked]
+    cuts = [plan_cut(prep, g, 0.5, 0.01) for g in removable_groups(prep.model, prep.layers) if not g.blocked]
     assert cuts and all(c is not None for c in cuts)
     for cut in cuts:
         for name, narrow in cut.weights.items():
@@ -136,9 +161,9 @@ def test_keeping_every_channel_changes_nothing(tmp_path, pattern):
     layers = {l.weight: l for l in prep.layers}
     model = onnx.ModelProto()
     model.CopyFrom(prep.model)
-    for g in layer_groups(prep.model, prep.layers):
+    for g in removable_groups(prep.model, prep.layers):
         if not g.blocked:
-            take_channels(model, g, layers, np.arange(g.channels))
+            g.cut(model, layers, np.arange(g.channels))
     onnx.checker.check_model(model)
     np.testing.assert_allclose(run(model, {"x": x[:8]})[0], run(prep.model, {"x": x[:8]})[0], rtol=1e-6, atol=1e-6)
 
@@ -181,3 +206,14 @@ def test_bias_correction_keeps_the_consumers_output_mean(tmp_path):
     np.testing.assert_allclose(cut.mean(axis=(0, 2, 3)), dense.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)
     uncorrected, _, _ = remove_channels(prep, 0.5, bias_correction=False)
     assert np.abs(run(uncorrected, calib)[0].mean(axis=(0, 2, 3)) - dense.mean(axis=(0, 2, 3))).max() > 1e-3
+
+
+def test_heads_go_from_every_projection_and_shape(tmp_path):
+    prep, x = prepared(tmp_path, attention)
+    small, rows, _ = remove_channels(prep, 0.5)
+    shapes = {t.name: numpy_helper.to_array(t) for t in small.graph.initializer}
+    assert all(shapes[f"w{t}"].shape == (16, 8) and shapes[f"b{t}"].shape == (8,) for t in "qkv")
+    assert shapes["wo"].shape == (8, 16)
+    assert {tuple(v) for k, v in shapes.items() if k.startswith("split")} == {(0, 0, 2, 4)}
+    assert [tuple(v) for k, v in shapes.items() if k.startswith("merge")] == [(0, 0, 8)]
+    assert any("2 of 4 heads kept" in r["note"] for r in rows)

@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from .flops import output_shapes
 from .fold import per_channel
 from .nodes import node_name
+from .slicing import take_channels
 
 # ops whose output channel c depends only on input channel c (their other inputs constant)
 CHANNELWISE = {"Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu",
@@ -49,6 +50,8 @@ class Consumer:
 class LayerGroup:
     """A producer layer's output channels with everything that reads them."""
 
+    unit = "channels"  # what a removal removes
+    align = True  # kept counts may be rounded to kernel-friendly multiples
     producer: str  # the producer layer's weight
     channels: int
     consumers: list  # Consumer per layer whose input columns read the channels
@@ -61,6 +64,14 @@ class LayerGroup:
         """(channels, width): the view columns of consumer `layer` that read each channel."""
         per = next(c.per for c in self.consumers if c.weight == layer.weight)
         return layer.kind.input_columns(layer, per)
+
+    def rows_kept(self, keep: np.ndarray) -> dict:
+        """The output rows the producer keeps when the channels `keep` stay."""
+        return {self.producer: keep}
+
+    def cut(self, model, layers: dict, keep: np.ndarray) -> None:
+        """Keep only the channels `keep` in the model (the consumers' weights are set apart)."""
+        take_channels(model, self, layers, keep)
 
 
 def layer_groups(model, layers) -> list:

@@ -63,9 +63,9 @@ def _own(g, name: str, node) -> onnx.TensorProto:
         copy = onnx.TensorProto()
         copy.CopyFrom(t)
         copy.name = f"{name}.{node_name(node)}"
-        g.initializer.append(copy)
+        g.initializer.append(copy)  # protobuf appends a copy: hand back the one in the graph
         node.input[list(node.input).index(name)] = copy.name
-        return copy
+        return g.initializer[-1]
     return t
 
 
@@ -84,3 +84,33 @@ def _slice_channel_values(g, node, name: str, channels: int, keep: np.ndarray, a
     axis = len(dims) - axis_from_end
     if 0 <= axis < len(dims) and dims[axis] == channels:
         _slice(g, name, axis, keep, node)
+
+
+def take_heads(model: onnx.ModelProto, group, layers: dict, keep: np.ndarray) -> None:
+    """Keep only the heads `keep` (sorted) of an attention block (graph/heads.py): the projections'
+    rows and biases and the heads in the Reshape shapes; the output projection is left to set_weight."""
+    g = model.graph
+    nodes = {node_name(n): n for n in g.node}
+    rows = (keep[:, None] * group.head_dim + np.arange(group.head_dim)).ravel()
+    for weight in group.producers:
+        layer = layers[weight]
+        _slice(g, weight, layer.output_axis, rows, nodes[layer.nodes[0]])
+    for name in group.biases:
+        add = nodes[name]
+        const = next(x for x in add.input if any(t.name == x for t in g.initializer))
+        _slice_channel_values(g, add, const, group.channels * group.head_dim, rows, axis_from_end=1)
+    for name in group.splits:
+        _set_shape(g, nodes[name], -2, len(keep))
+    _set_shape(g, nodes[group.merge], -1, len(keep) * group.head_dim)
+    stale = {o for w in group.producers for n in layers[w].nodes for o in nodes[n].output}
+    keep_info = [vi for vi in g.value_info if vi.name not in stale]
+    del g.value_info[:]
+    g.value_info.extend(keep_info)
+
+
+def _set_shape(g, reshape, index: int, value: int) -> None:
+    """Set entry `index` of a Reshape's constant shape (its own copy where it is shared)."""
+    t = _own(g, reshape.input[1], reshape)
+    shape = numpy_helper.to_array(t).copy()
+    shape[index] = value
+    t.CopyFrom(numpy_helper.from_array(shape, t.name))
