@@ -75,7 +75,8 @@ class Conv(LayerKind):
         return np.arange(int(np.prod(layer.kernel)))[None, :] * c_in + np.arange(c_in)[:, None]
 
     def with_inputs(self, layer, channels, per):
-        return dataclasses.replace(layer, weight_shape=(layer.weight_shape[0], channels) + tuple(layer.weight_shape[2:]))
+        shape = (layer.weight_shape[0], channels) + tuple(layer.weight_shape[2:])
+        return dataclasses.replace(layer, weight_shape=shape)
 
     def depthwise(self, layer):
         return layer.groups > 1 and layer.weight_shape[1] == 1 and layer.groups == layer.weight_shape[0]
