@@ -3,6 +3,7 @@ are left dense with the reason, and all the Hessians held at once must fit too."
 
 from __future__ import annotations
 
+from .errors import OptionError
 from .graph.layers import Skipped
 
 
@@ -41,7 +42,7 @@ def within_memory(layers: list, budget: int | None) -> tuple:
     held = sum(hessian_bytes(l) for l in fit)
     if fit and held + max(layer_memory(l) for l in fit) > budget:
         largest = sorted(fit, key=hessian_bytes, reverse=True)[:3]
-        raise ValueError(f"the layers' Hessians take {held / 2**30:.2f} GiB together, more than the memory budget of "
-                         f"{budget / 2**30:.2f} GiB: raise --max-memory or --skip the largest "
-                         f"({', '.join(l.weight for l in largest)})")
+        raise OptionError(f"the layers' Hessians take {held / 2**30:.2f} GiB together, more than the memory budget of "
+                          f"{budget / 2**30:.2f} GiB: raise {{max_memory}} or {{skip}} the largest "
+                          f"({', '.join(l.weight for l in largest)})")
     return fit, over

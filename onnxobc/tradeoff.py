@@ -53,7 +53,7 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
     check_storable(parsed)
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.resolve().parent == out_dir.resolve() and any(src.name == f"{n}.onnx" for n in names):
-        raise ValueError(f"{src} would be overwritten by a level's output; choose another --out")
+        raise OptionError(f"{src} would be overwritten by a level's output; choose another {{out}}")
     t0 = time.perf_counter()
     prep = prepare(src, calib, options, progress, activation_ranges=families.needs_ranges(parsed))
     with Database(out_dir / "db") as db:

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import onnx
 
+from ..errors import OptionError
 from ..graph.model import element_dtype
 
 
@@ -133,10 +134,10 @@ def _random(spec, samples, seed):
     out = {}
     for name, (dtype, dims) in spec.items():
         if any(d is None for d in dims[1:]):
-            raise ValueError(f"--calib random needs static shapes, but input {name!r} is {_fmt(dims)}; "
+            raise OptionError(f"{{calib}} random needs static shapes, but input {name!r} is {_fmt(dims)}; "
                              "give calibration data instead")
         if dtype == object:
-            raise ValueError(f"--calib random cannot make text for the string input {name!r}; give calibration data")
+            raise OptionError(f"{{calib}} random cannot make text for the string input {name!r}; give calibration data")
         shape = (samples,) + tuple(dims[1:])
         out[name] = (rng.integers(0, 2, shape) if dtype.kind in "iub" else rng.standard_normal(shape)).astype(dtype)
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import onnx
 
+from ..errors import OptionError
+
 
 def _dims(value_info):
     t = value_info.type.tensor_type
@@ -31,11 +33,12 @@ def _with_input_shapes(model, input_shapes):
     inputs = {i.name: i for i in fixed.graph.input}
     for name, dims in input_shapes.items():
         if name not in inputs:
-            raise ValueError(f"--input-shape names {name!r}, which is not a graph input "
+            raise OptionError(f"{{input_shape}} names {name!r}, which is not a graph input "
                              f"(inputs: {', '.join(inputs) or 'none'})")
         shape = inputs[name].type.tensor_type.shape
         if len(shape.dim) != len(dims):
-            raise ValueError(f"--input-shape {name}: the model's input has rank {len(shape.dim)}, got {len(dims)} dims")
+            raise OptionError(f"{{input_shape}} {name}: the model's input has rank {len(shape.dim)}, got "
+                              f"{len(dims)} dims")
         for d, v in zip(shape.dim, dims):
             d.Clear()
             d.dim_value = v
@@ -52,7 +55,7 @@ def parse_input_shapes(specs) -> dict:
         except ValueError:
             values = []
         if not name or not values or min(values) < 1:
-            raise ValueError(f"--input-shape must look like NAME=1,3,224,224 with positive dims, got {spec!r}")
+            raise OptionError(f"{{input_shape}} must look like NAME=1,3,224,224 with positive dims, got {spec!r}")
         out[name] = values
     return out
 
