@@ -196,7 +196,7 @@ MODULES = ("collections", "email.message", "json", "pathlib", "textwrap", "inspe
            "asyncio.events", "asyncio.streams", "concurrent.futures._base", "contextlib", "dataclasses", "enum",
            "functools", "gettext", "gzip", "hashlib", "hmac", "ipaddress", "locale", "mimetypes", "netrc",
            "optparse", "pickle", "platform", "plistlib", "pprint", "queue", "sched", "selectors", "shelve",
-           "socketserver", "string", "tokenize", "traceback", "typing", "uuid", "wave", "weakref")
+           "socketserver", "string", "tokenize", "traceback", "uuid", "wave", "weakref")
 
 
 def sentences(n: int | None = None, skip: int = 0) -> list:
