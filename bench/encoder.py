@@ -1,9 +1,9 @@
 """A BERT-style sentence encoder (all-MiniLM-L6-v2 from a PyPI wheel, built as ONNX by
 tests/minilm.py) compressed by onnxobc and by onnxruntime.quantization.quantize_dynamic, side by
 side: embedding cosine with the dense model and nearest-neighbour agreement on held-out sentences
-(standard-library docstrings), latency on onnxruntime CPU timed in turns, file size.
+(standard-library docstrings joined to fill 32 tokens), latency on onnxruntime CPU timed in turns, file size.
 
-    python bench/encoder.py [--channels 0.5 0.75] [--calib 256] [--test 500] [--batch 32] [--wbits 8]
+    python bench/encoder.py [--channels 0.25 0.5] [--calib 256] [--test 300] [--batch 32] [--wbits 8]
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def neighbours(e: np.ndarray) -> np.ndarray:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--channels", nargs="*", type=float, default=[0.5, 0.75])
+    ap.add_argument("--channels", nargs="*", type=float, default=[0.25, 0.5])
     ap.add_argument("--wbits", type=int, help="also compress with --channels S --wbits B (weight-only, MatMulNBits)")
-    ap.add_argument("--calib", type=int, default=256, help="calibration sentences (a quarter held out by compress)")
-    ap.add_argument("--test", type=int, default=500, help="held-out sentences for the metrics")
+    ap.add_argument("--calib", type=int, default=256, help="calibration texts (a quarter held out by compress)")
+    ap.add_argument("--test", type=int, default=300, help="held-out texts for the metrics")
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     dense = minilm.model_path()
@@ -81,7 +81,7 @@ def main():
                          f"{pathlib.Path(p).stat().st_size / pathlib.Path(dense).stat().st_size:.3f}",
                          f"{seconds[k]:.0f}"])
     note(f"all-MiniLM-L6-v2 (6 layers, hidden 384, FFN 1536), {args.calib} calibration sentences (a quarter held "
-         f"out by compress), metrics on {args.test} other sentences of {minilm.SEQ} tokens, latency at batch "
+         f"out by compress), metrics on {args.test} other texts of {minilm.SEQ} tokens (no padding), latency at batch "
          f"{args.batch} on onnxruntime CPU, all models timed in turns")
     print_table(["model", "embedding cosine with dense", "nearest-neighbour agreement", "ms / batch", "speedup",
                  "file share", "s to make"], rows)

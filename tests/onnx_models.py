@@ -52,3 +52,13 @@ def effective_weights(model, names, feeds):
     for n in names:
         m.graph.output.append(onnx.ValueInfoProto(name=n))
     return dict(zip(names, run(m, feeds)[-len(names):]))
+
+
+def gelu(x: str, out: str, consts: str = "") -> list:
+    """GELU as torch.onnx writes it, x · (erf(x / √2) + 1) · 0.5, reading constants named
+    `{consts}sqrt2`, `{consts}one` and `{consts}half`."""
+    return [helper.make_node("Div", [x, f"{consts}sqrt2"], [f"{out}.d"], name="div"),
+            helper.make_node("Erf", [f"{out}.d"], [f"{out}.e"], name="erf"),
+            helper.make_node("Add", [f"{out}.e", f"{consts}one"], [f"{out}.e1"], name="add1"),
+            helper.make_node("Mul", [x, f"{out}.e1"], [f"{out}.g0"], name="mul"),
+            helper.make_node("Mul", [f"{out}.g0", f"{consts}half"], [out], name="half")]

