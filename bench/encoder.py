@@ -80,7 +80,7 @@ def main():
                          f"{sec[k] * 1e3:.1f}", f"{sec['dense'] / sec[k]:.2f}x",
                          f"{pathlib.Path(p).stat().st_size / pathlib.Path(dense).stat().st_size:.3f}",
                          f"{seconds[k]:.0f}"])
-    note(f"all-MiniLM-L6-v2 (6 layers, hidden 384, FFN 1536), {args.calib} calibration sentences (a quarter held "
+    note(f"all-MiniLM-L6-v2 (6 layers, hidden 384, FFN 1536), {args.calib} calibration texts (a quarter held "
          f"out by compress), metrics on {args.test} other texts of {minilm.SEQ} tokens (no padding), latency at batch "
          f"{args.batch} on onnxruntime CPU, all models timed in turns")
     print_table(["model", "embedding cosine with dense", "nearest-neighbour agreement", "ms / batch", "speedup",
