@@ -1,8 +1,7 @@
 """What a compression does (Options): one value per family field (families.FIELDS: channels,
 sparsity, nm, block4, rank, codebook, wbits, abits, outliers, plus_rank; None where a family is not
-used), and
-how it is solved, corrected and written. check() refuses bad values and combinations with
-OptionErrors that name the fields (the command line names its flags instead)."""
+used), and how it is solved, corrected and written. check() refuses bad values and combinations
+with OptionErrors that name the fields (the command line names its flags instead)."""
 
 from __future__ import annotations
 
