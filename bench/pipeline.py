@@ -39,6 +39,9 @@ RUNS = [
                        ("rtn", dict(wbits=2, method="rtn"))]),
     ("2:4 + 4-bit", [("exact", dict(nm=(2, 4), wbits=4)), ("sparsegpt + gptq", dict(nm=(2, 4), wbits=4, method="gptq")),
                      ("magnitude + rtn", dict(nm=(2, 4), wbits=4, method="rtn"))]),
+    ("hidden neurons removed", [("exact, 30 %", dict(channels=0.3)), ("exact, 50 %", dict(channels=0.5)),
+                                ("exact, 70 %", dict(channels=0.7)),
+                                ("exact, 50 % + 8-bit", dict(channels=0.5, wbits=8))]),
     ("W8A8 (int8 activations)", [("exact, w8", dict(wbits=8, abits=8)), ("exact, w7", dict(wbits=7, abits=8)),
                                  ("rtn, w7", dict(wbits=7, abits=8, method="rtn"))]),
 ]
