@@ -1,9 +1,10 @@
 """A BERT-style sentence encoder (all-MiniLM-L6-v2 from a PyPI wheel, built as ONNX by
 tests/minilm.py) compressed by onnxobc and by onnxruntime.quantization.quantize_dynamic, side by
-side: embedding cosine with the dense model and nearest-neighbour agreement on held-out sentences
-(standard-library docstrings joined to fill 32 tokens), latency on onnxruntime CPU timed in turns, file size.
+side: embedding cosine with the dense model and nearest-neighbour agreement on held-out texts
+(standard-library docstrings joined to fill 32 tokens), latency on onnxruntime CPU timed in turns,
+file size. onnxobc runs: --channels at each share given, dynamic int8 (OBQ weights), and both.
 
-    python bench/encoder.py [--channels 0.25 0.5] [--calib 256] [--test 300] [--batch 32] [--wbits 8]
+    python bench/encoder.py [--channels 0.25 0.5] [--calib 256] [--test 300] [--batch 32]
 """
 
 from __future__ import annotations
@@ -43,34 +44,37 @@ def neighbours(e: np.ndarray) -> np.ndarray:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--channels", nargs="*", type=float, default=[0.25, 0.5])
-    ap.add_argument("--wbits", type=int, help="also compress with --channels S --wbits B (weight-only, MatMulNBits)")
     ap.add_argument("--calib", type=int, default=256, help="calibration texts (a quarter held out by compress)")
     ap.add_argument("--test", type=int, default=300, help="held-out texts for the metrics")
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     dense = minilm.model_path()
+    dynamic = ["--wbits", "8", "--abits", "dynamic"]
+    runs = [["--channels", str(c)] for c in args.channels] + [dynamic]
+    runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         np.savez(tmp / "calib.npz", **minilm.feeds(args.calib))
         test = minilm.feeds(args.test, skip=args.calib)
         models, seconds = {"dense": dense}, {"dense": 0.0}
-        for share in args.channels:
-            for extra in [[]] + ([["--wbits", str(args.wbits), "--matmulnbits"]] if args.wbits else []):
-                name = f"onnxobc --channels {share}" + (f" --wbits {args.wbits}" if extra else "")
-                out = tmp / f"c{share}{'w' if extra else ''}.onnx"
-                t = time.perf_counter()
-                r = subprocess.run([sys.executable, "-m", "onnxobc", "compress", str(dense), str(out), "--calib",
-                                    str(tmp / "calib.npz"), "--channels", str(share), "--batch-size",
-                                    str(args.batch), *extra], capture_output=True, text=True)
-                if r.returncode:
-                    sys.exit(f"{name} failed: {r.stderr[-1000:]}")
-                models[name], seconds[name] = out, time.perf_counter() - t
+        for i, extra in enumerate(runs):
+            name, out = "onnxobc " + " ".join(extra), tmp / f"o{i}.onnx"
+            t = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "onnxobc", "compress", str(dense), str(out), "--calib",
+                                str(tmp / "calib.npz"), "--batch-size", str(args.batch), *extra],
+                               capture_output=True, text=True)
+            if r.returncode:
+                sys.exit(f"{name} failed: {r.stderr[-1000:]}")
+            models[name], seconds[name] = out, time.perf_counter() - t
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        t = time.perf_counter()
-        quantize_dynamic(str(dense), str(tmp / "qdyn.onnx"), weight_type=QuantType.QInt8)
-        models["quantize_dynamic int8"], seconds["quantize_dynamic int8"] = tmp / "qdyn.onnx", time.perf_counter() - t
+        for per_channel in (False, True):
+            name = "quantize_dynamic int8" + (", per channel" if per_channel else "")
+            t = time.perf_counter()
+            quantize_dynamic(str(dense), str(tmp / f"qdyn{per_channel}.onnx"), weight_type=QuantType.QInt8,
+                             per_channel=per_channel)
+            models[name], seconds[name] = tmp / f"qdyn{per_channel}.onnx", time.perf_counter() - t
         emb = {k: embeddings(p, test, args.batch) for k, p in models.items()}
         ref = neighbours(emb["dense"])
         sec = runtimes.get("onnxruntime").latencies(models, {k: v[: args.batch] for k, v in test.items()})

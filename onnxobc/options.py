@@ -45,7 +45,7 @@ class Options(families.Spec):
     @property
     def per_tensor(self) -> bool:
         """One weight grid per layer: int8 on a runtime whose int8 kernels want per-tensor scales."""
-        return self.abits is not None and self.target.int8.per_tensor
+        return self.abits == 8 and self.target.int8.per_tensor
 
     @property
     def prune_method(self) -> str:

@@ -63,7 +63,7 @@ def session(model, custom_ops=(), optimize: bool = True, execution_providers=Non
         if domains and not custom_ops:
             raise OptionError(f"onnxruntime cannot run the model: {_brace_free(str(e).strip()[:500])}; the model uses "
                               f"operators from {', '.join(domains)}: name their library with {{custom_ops}} (e.g. "
-                              "{{custom_ops}} extensions for onnxruntime-extensions)") from None
+                              "{custom_ops} extensions for onnxruntime-extensions)") from None
         raise ValueError(f"onnxruntime cannot run the model: {str(e).strip()[:500]}") from None
 
 

@@ -1,6 +1,7 @@
 """Uniform quantization: weights to b bits per output channel (OBQ, GPTQ or rounding), stored as
-int8/int4 codes behind a DequantizeLinear or in onnxruntime's MatMulNBits; with abits, int8
-activations too, in the form the target runtime fuses into int8 kernels."""
+int8/int4 codes behind a DequantizeLinear or in onnxruntime's MatMulNBits; with abits 8, static
+int8 activations too, in the form the target runtime fuses into int8 kernels; with abits
+"dynamic", MatMuls whose activations are quantized at run time (the form of quantize_dynamic)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from .. import solver
 from ..errors import OptionError
+from ..graph.dynamic import store_dynamic
 from ..graph.qdq import matmulnbits_bits, storage_opset, store_matmulnbits, store_quantized
 from ..solver import UniformGrid
 from .base import Coded, Family, Flag, GridPart
@@ -16,25 +18,39 @@ from .base import Coded, Family, Flag, GridPart
 class Quantize(GridPart, Family):
     fields = ("wbits", "abits")
     flags = (Flag("wbits", "--wbits", "weight bits (2-8), per output channel", type=int),
-             Flag("abits", "--abits", "8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7)", type=int))
-    syntax = {"wbits": "w<bits>", "abits": "a8"}
+             Flag("abits", "--abits", "8: static int8 activations too (W8A8 QDQ, needs --wbits 8 or 7); dynamic: "
+                                      "MatMuls quantize their activations to int8 at run time (onnxruntime's dynamic "
+                                      "form, as quantize_dynamic writes; other layers keep int8 weights only)",
+                  type=lambda t: Quantize.activation_bits(t), metavar="8|dynamic"))
+    syntax = {"wbits": "w<bits>", "abits": "a8 or a8dyn"}
+    DYNAMIC = "dynamic"
     role = "quantize"
-    part = r"w(?P<w>\d)(?:a(?P<a>8))?"
+    part = r"w(?P<w>\d)(?:a(?P<a>8)(?P<dyn>dyn)?)?"
     curves = {"uniform quantization": ["w8", "w4", "w3", "w2"]}
     budget_levels = {"size": ["w8", "w4", "w3", "w2"], "bops": ["w8", "w4", "w3", "w2", "w8a8"]}
     float_weight = False
 
+    @staticmethod
+    def activation_bits(text):
+        """--abits: 8 (static) or "dynamic"."""
+        if str(text) == Quantize.DYNAMIC:
+            return Quantize.DYNAMIC
+        try:
+            return int(text)
+        except ValueError:
+            raise OptionError(f"{{abits}} takes 8 or dynamic, got {text!r}") from None
+
     def name(self, spec):
-        return f"w{spec.wbits}" + (f"a{spec.abits}" if spec.abits else "")
+        return f"w{spec.wbits}" + ("a8dyn" if spec.abits == self.DYNAMIC else f"a{spec.abits}" if spec.abits else "")
 
     def parse(self, m):
-        return {"wbits": int(m["w"]), "abits": int(m["a"]) if m["a"] else None}
+        return {"wbits": int(m["w"]), "abits": self.DYNAMIC if m["dyn"] else int(m["a"]) if m["a"] else None}
 
     def check(self, spec):
         if spec.wbits is not None and not 2 <= spec.wbits <= 8:
             raise OptionError(f"weight bits ({{wbits}}) must be 2 to 8, got {spec.wbits}")
-        if spec.abits is not None and spec.abits != 8:
-            raise OptionError(f"{{abits}} supports 8 (int8 activations), got {spec.abits}")
+        if spec.abits not in (None, 8, self.DYNAMIC):
+            raise OptionError(f"{{abits}} supports 8 (static int8 activations) or dynamic, got {spec.abits}")
         if spec.abits is not None and spec.wbits not in (7, 8):
             raise OptionError("int8 activations ({abits} 8) run in int8 kernels, which need int8 weights as well: "
                               "{wbits} 8 (or 7, which avoids the saturation of onnxruntime's U8S8 kernels on CPUs "
@@ -50,11 +66,21 @@ class Quantize(GridPart, Family):
             raise OptionError(f"{runtime.label} reads opsets up to {runtime.max_opset} and {options.wbits}-bit weights "
                               f"are stored at opset {storage_opset(options.wbits)}: use {{wbits}} 5 to 8 for "
                               f"{{runtime}} {runtime.name}")
-        if options.abits is not None and runtime.int8.symmetric and not options.symmetric:
+        if options.abits == self.DYNAMIC and not options.symmetric:
+            raise OptionError("{abits} dynamic reads weights with zero point 0: drop {asym}")
+        if options.abits == self.DYNAMIC and not runtime.dynamic_int8:
+            raise OptionError(f"{{abits}} dynamic is onnxruntime's form; {runtime.label} does not run it: use "
+                              f"{{abits}} 8 for {{runtime}} {runtime.name}")
+        if options.abits == 8 and runtime.int8.symmetric and not options.symmetric:
             raise OptionError(f"{runtime.label} runs symmetric int8 only: drop {{asym}} for {{runtime}} {runtime.name}")
 
+    def unfit(self, layer, spec):
+        if spec.abits == self.DYNAMIC and not layer.kind.dynamic_int8:
+            return f"{layer.op} has no dynamic int8 form: left in float"
+        return None
+
     def needs_ranges(self, spec):
-        return spec.abits is not None
+        return spec.abits == 8  # static: each activation's range from the calibration data
 
     def level_options(self, level, used, runtime):
         """Weight-only quantized MatMuls (pruned or not) go to MatMulNBits where the runtime runs
@@ -63,7 +89,7 @@ class Quantize(GridPart, Family):
         return {"matmulnbits": runtime.matmulnbits and weight_only}
 
     def bits(self, spec):
-        return spec.wbits, spec.abits or 32
+        return spec.wbits, 8 if spec.abits else 32
 
     # solving
     def layer_grids(self, mats: list, spec) -> list:
@@ -108,6 +134,10 @@ class Quantize(GridPart, Family):
     def nbits(layer, options) -> bool:
         return bool(options.matmulnbits) and layer.kind.matmulnbits
 
+    @classmethod
+    def dynamic(cls, layer, options) -> bool:
+        return options.abits == cls.DYNAMIC and layer.kind.dynamic_int8
+
     def opset(self, layer, parts, options):
         return None if self.nbits(layer, options) else storage_opset(options.wbits)
 
@@ -117,9 +147,11 @@ class Quantize(GridPart, Family):
             scale = np.concatenate([c.grid.scale for c in parts])
             zero = np.concatenate([c.grid.zero for c in parts])
             ctx.scales[layer.weight] = scale
-            if opt.abits:
+            if opt.abits == 8:
                 ctx.int8.setdefault(opt.runtime, []).append(layer)
-            if self.nbits(layer, opt):
+            if self.dynamic(layer, opt):
+                store_dynamic(model, layer, layer.weight_from([c.codes for c in parts]), scale)
+            elif self.nbits(layer, opt):
                 ctx.nbits.add(layer.weight)
                 store_matmulnbits(model, layer, parts[0].codes, scale, zero, opt.wbits, opt.symmetric)
             else:
@@ -129,6 +161,8 @@ class Quantize(GridPart, Family):
     def label(self, layer, parts, options, ctx):
         if layer.weight in ctx.nbits:
             return f"MatMulNBits {matmulnbits_bits(options.wbits)}-bit"
+        if self.dynamic(layer, options):
+            return f"int{options.wbits}, dynamic int8 activations"
         return f"int{options.wbits}" + (", per-tensor" if options.per_tensor else "")
 
 

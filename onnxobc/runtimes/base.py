@@ -30,6 +30,7 @@ class Runtime:
     max_opset: int | None = None  # the highest default-domain opset it reads
     max_ir: int | None = None  # the highest IR version it reads
     matmulnbits: bool = False  # it runs weight-only quantized MatMuls fastest as MatMulNBits
+    dynamic_int8: bool = False  # it runs MatMuls with activations quantized at run time (graph/dynamic.py)
 
     def available(self) -> str | None:
         """None when it runs here, else why not."""

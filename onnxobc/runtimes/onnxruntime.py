@@ -33,6 +33,7 @@ class OnnxRuntime(Runtime):
     int8 = Int8Form(symmetric=False, outputs=True, elementwise=True,
                     int32_bias=True, operator_form=False, per_tensor=False)
     matmulnbits = True
+    dynamic_int8 = True
 
     def available(self) -> str | None:
         try:
@@ -51,8 +52,10 @@ class OnnxRuntime(Runtime):
                                rounds=rounds, repeats=repeats)
 
     def latency_levels(self) -> list:
-        # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones
-        return ["dense", "w8a8" if cpu_has_vnni() else "w7a8", "w4", "lr0.500", "lr0.250"]
+        # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones;
+        # static int8 for Convs and Gemms, dynamic int8 for MatMuls (transformers)
+        w = "w8" if cpu_has_vnni() else "w7"
+        return ["dense", f"{w}a8", f"{w}a8dyn", "w4", "lr0.500", "lr0.250"]
 
 
 RUNTIME = OnnxRuntime()

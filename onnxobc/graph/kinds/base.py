@@ -11,6 +11,7 @@ class LayerKind:
     op: str
     has_bias_input = True  # the node takes a bias (a Conv's B, a Gemm's C) as its third input
     matmulnbits = False  # onnxruntime's MatMulNBits kernel can replace its nodes
+    dynamic_int8 = False  # it has a dynamic int8 form (graph/dynamic.py)
 
     def problem(self, attrs: dict, shape: tuple) -> str | None:
         """Why a node of this kind with a weight of `shape` is not compressed; None when it is."""

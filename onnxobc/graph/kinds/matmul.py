@@ -14,6 +14,7 @@ class MatMul(LayerKind):
     op = "MatMul"
     has_bias_input = False
     matmulnbits = True
+    dynamic_int8 = True
 
     def rows(self, layer):
         return layer.weight_shape[1]
