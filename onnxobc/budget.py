@@ -1,4 +1,5 @@
-"""Compression under a budget (the OBC paper's workflow): build the database of every layer at
+"""Compression under a budget (the OBC paper's workflow): for a speedup, first refuse a target
+out of reach from the levels' timings alone (reach.py); then build the database of every layer at
 every level, cost each (layer, level) — measured latency on the target runtime, or analytic
 bytes, FLOPs, BOPs — let the DP pick one level per layer with the least summed calibration
 loss within the budget, stitch the choice into one model, correct, verify, and measure the
@@ -16,14 +17,15 @@ import pathlib
 import time
 
 from . import dp, families
-from .costs import check_runtime, cost_table, latencies, model_seconds, timing_batch
+from .costs import check_runtime, cost_table, frame, latencies, model_seconds, timing_batch
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, check_storable, level_set, parse
 from .db.store import Database
 from .errors import OptionError
 from .export import write
 from .options import Options
-from .prepare import prepare
+from .prepare import capture, load
+from .reach import reachable
 from .verify import check_paths, finish
 
 COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}
@@ -77,10 +79,7 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     if cost == "latency":  # the speedup is against the user's model; the plan starts from the folded one
         t = model_seconds(prep, db, src, options, measure)
         source_s, dense_model_s = t["source"], t.get("folded", t["source"])
-        # what no level changes keeps its time; where the layers alone add up to more than the
-        # whole model (they overlap, or fuse with their neighbours there), they are scaled down
-        fixed = max(0.0, dense_model_s - dense_layers)
-        scale = min(1.0, dense_model_s / dense_layers)
+        fixed, scale = frame(dense_model_s, dense_layers)
         budget = (source_s / factor - fixed) / scale
     elif cost == "size":
         budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
@@ -161,9 +160,18 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
         check_runtime(options)
     levels = levels or level_set(COSTS[kind], options.runtime)
     check_storable(levels)
-    prep = prepare(src, calib, options, progress, activation_ranges=families.needs_ranges(levels))
+    prep = load(src, calib, options)
     db_dir = pathlib.Path(db_dir) if db_dir else dst.parent / f"{dst.name}.db"
     with Database(db_dir) as db:
+        reach = None
+        if COSTS[kind] == "latency":  # refused in seconds, before anything is solved, when out of reach
+            reach = reachable(prep, db, src, levels, options, progress)
+            if reach["speedup"] < budget_factor(kind, target) and not best_effort:
+                raise OptionError(f"the speedup budget {target} cannot be met: the best reachable is "
+                                  f"{reach['speedup']:.2f}x on {options.runtime} at batch size "
+                                  f"{timing_batch(prep, options)} (timed before solving; the timings are kept in "
+                                  f"{db_dir}; {{best_effort}} writes the fastest plan)")
+        prep = capture(prep, options, progress, activation_ranges=families.needs_ranges(levels))
         built = build(prep, db, src, levels, options, progress)
         extra = {"database": {"path": str(db_dir), **built}}
         planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress)
@@ -171,6 +179,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
         if COSTS[kind] == "latency":
             report = _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra,
                                 progress)
+            report["budget"]["reachable_speedup"] = reach["speedup"]
         return report
 
 

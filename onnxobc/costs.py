@@ -96,6 +96,15 @@ def model_seconds(prep, db: Database, src, options: Options, measure: bool = Tru
     return t
 
 
+def frame(model_s: float, dense_layers: float) -> tuple:
+    """(fixed, scale): the time no level changes (the model's less its layers' summed times,
+    when positive), and the factor that scales the layers' summed times down where they add up
+    to more than the whole model (they overlap, or fuse with their neighbours there)."""
+    if not dense_layers > 0:
+        return model_s, 1.0
+    return max(0.0, model_s - dense_layers), min(1.0, model_s / dense_layers)
+
+
 def check_runtime(options: Options) -> None:
     """An OptionError when the target runtime does not run here (a latency budget needs it)."""
     reason = options.target.available()

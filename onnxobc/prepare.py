@@ -1,7 +1,7 @@
 """The start of every flow: load the model, fold constant per-channel Mul/Add after a Conv/Gemm
-into it, discover its layers, split the calibration data (a share held out to verify), and
-capture each layer's Hessians and input means (and, for int8 activations, the ranges of the
-tensors that get Q/DQ) with onnxruntime."""
+into it, discover its layers, split the calibration data (a share held out to verify) (load),
+and capture each layer's Hessians and input means (and, for int8 activations, the ranges of the
+tensors that get Q/DQ) with onnxruntime (capture)."""
 
 from __future__ import annotations
 
@@ -42,11 +42,18 @@ class Prepared:
 
 def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None,
             hessians: bool = True, model: onnx.ModelProto | None = None) -> Prepared:
-    """Load, discover, split the calibration data, capture Hessians (unless not `hessians`: the
-    stages that only write from a database) and activation ranges (when `activation_ranges`, by
-    default when the options' forms need them: int8 activations). `model`, if given, is a model
-    made from the one at `model_path` (which stays the dense reference), taken instead of it."""
-    progress = progress or silent
+    """Load, discover, split the calibration data (load()), then capture Hessians (unless not
+    `hessians`: the stages that only write from a database) and activation ranges (when
+    `activation_ranges`, by default when the options' forms need them: int8 activations).
+    `model`, if given, is a model made from the one at `model_path` (which stays the dense
+    reference), taken instead of it."""
+    prep = load(model_path, calib, options, model)
+    return capture(prep, options, progress, activation_ranges, hessians)
+
+
+def load(model_path, calib, options: Options, model: onnx.ModelProto | None = None) -> Prepared:
+    """The model loaded, folded and its layers discovered, the calibration data split; no
+    statistics captured yet (capture() adds them)."""
     src = pathlib.Path(model_path)
     if model is None:
         model = load_model(src)
@@ -72,22 +79,31 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     n_hold = int(round(n * options.holdout)) if n > 1 else 0
     calib_part = {k: v[: n - n_hold] for k, v in data.items()}
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
+    return Prepared(src, model, layers, skipped, calib_part, held, {}, {}, folded, notes)
+
+
+def capture(prep: Prepared, options: Options, progress=None, activation_ranges: bool | None = None,
+            hessians: bool = True) -> Prepared:
+    """`prep` with its layers' Hessians (unless not `hessians`) and, when `activation_ranges`
+    (by default when the options need them), the int8 clipping ranges of the tensors that get
+    Q/DQ, captured by onnxruntime on the calibration samples."""
+    progress = progress or silent
+    model, layers, n = prep.model, prep.layers, len(next(iter(prep.calib.values())))
     wanted = families.needs_ranges([options]) if activation_ranges is None else activation_ranges
     form = options.target.int8
     observe = sum(quantized_tensors(model, layers, form), []) if wanted else []
     captured = layers if hessians else []
-    hessians, ranges = {}, {}
+    found, ranges = {}, {}
     if captured or observe:
-        hessians, ranges = capture_hessians(model, captured, calib_part, options.batch_size, observe,
-                                            options.custom_ops,
-                                            progress=counter(progress, "capture", n - n_hold,
-                                                             f"samples through {len(captured)} layers"),
-                                            device=options.device)
+        found, ranges = capture_hessians(model, captured, prep.calib, options.batch_size, observe, options.custom_ops,
+                                         progress=counter(progress, "capture", n,
+                                                          f"samples through {len(captured)} layers"),
+                                         device=options.device)
     if observe:
-        ranges = capture_ranges(model, ranges, calib_part, options.batch_size, form.symmetric, options.custom_ops,
-                                progress=counter(progress, "ranges", n - n_hold,
+        ranges = capture_ranges(model, ranges, prep.calib, options.batch_size, form.symmetric, options.custom_ops,
+                                progress=counter(progress, "ranges", n,
                                                  f"samples, histograms of {len(observe)} activations"))
-    return Prepared(src, model, layers, skipped, calib_part, held, hessians, ranges, folded, notes)
+    return dataclasses.replace(prep, hessians=found, ranges=ranges)
 
 
 def problem(prep: Prepared, layer) -> Problem:

@@ -17,6 +17,7 @@ ORDER = [
     {"schedule"},
     {"pipeline", "db"},
     {"costs"},
+    {"reach"},
     {"budget"},
     {"tradeoff"},
     {"cli"},

@@ -53,7 +53,8 @@ def budget(b: dict) -> None:
         print(f"speedup on {b.get('runtime', 'onnxruntime')}: predicted {b['predicted_speedup']:.2f}x, measured "
               f"{b['measured_speedup']:.2f}x (dense {b['dense_model_seconds'] * 1e3:.3f} ms, output "
               f"{b['output_model_seconds'] * 1e3:.3f} ms per batch; the layers alone sum to "
-              f"{b['layer_sum_over_model']:.2f}x the dense model's time)")
+              f"{b['layer_sum_over_model']:.2f}x the dense model's time"
+              + (f"; the fastest plan: {b['reachable_speedup']:.2f}x)" if "reachable_speedup" in b else ")"))
         if len(b.get("attempts", [])) > 1:
             print("measured short of the target, re-planned: " + "; ".join(
                 f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x (corrected by the "

@@ -1,0 +1,78 @@
+"""A speedup out of reach is refused from timings alone, before anything is solved: the stand-in
+weights a level is timed with are written in exactly the format its solved weights are, the
+figure is the one the plan would state, and the budget reuses those timings."""
+
+import pathlib
+
+import pytest
+from test_compress import onnxobc
+
+from onnxobc import costs
+from onnxobc.db.build import level_options, written_alone
+from onnxobc.db.levels import level_set, parse
+from onnxobc.db.store import Database
+from onnxobc.errors import OptionError
+from onnxobc.options import Options
+from onnxobc.prepare import capture, load, problem
+from onnxobc.reach import reachable, stand_in
+from onnxobc.solve import solve_layer
+
+DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
+MODEL, CALIB = str(DIGITS / "mlp.onnx"), str(DIGITS / "calib.npz")
+
+
+def form(model) -> list:
+    """What the runtime sees of a written layer but its values: nodes, attributes, initializers'
+    names, types and shapes."""
+    g = model.graph
+    return ([(n.op_type, list(n.input), list(n.output), [(a.name, a.i, a.ints, a.s) for a in n.attribute])
+             for n in g.node], sorted((t.name, t.data_type, list(t.dims)) for t in g.initializer))
+
+
+@pytest.mark.parametrize("name", [lv.name for lv in level_set("latency")] + ["2:4+w8a8", "s0.500", "lr0.500+w4"])
+def test_stand_in_weights_are_written_in_the_solved_format(name):
+    opt = Options()
+    prep = capture(load(MODEL, CALIB, opt), opt, activation_ranges=True)
+    level = parse(name)
+    for layer in prep.layers:
+        solved = solve_layer(problem(prep, layer), level_options(opt, level)) if not level.dense else None
+        quick = stand_in(prep, layer, level, opt)
+        shape = [8, layer.cols]
+        if solved is not None:
+            assert quick.row["applied"] == solved.row["applied"]
+            assert form(written_alone(prep, layer, level, quick, opt, shape)) == \
+                form(written_alone(prep, layer, level, solved, opt, shape))
+
+
+def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
+    out = tmp_path / "x.onnx"
+    r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--speedup", "1000x")
+    assert r.returncode == 2 and "cannot be met: the best reachable is" in r.stderr
+    assert "timed before solving" in r.stderr and "--best-effort" in r.stderr and not out.exists()
+    assert "capture" not in r.stderr and "database" not in r.stderr  # no Hessian, nothing solved
+    with Database(tmp_path / "x.onnx.db") as db:
+        assert db.entries() == []
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 3 * len(level_set("latency")) + 1
+
+
+def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, monkeypatch):
+    from onnxobc.budget import compress_to_budget, make_plan
+    from onnxobc.db.build import build
+
+    opt = Options()
+    levels = level_set("latency")
+    prep = load(MODEL, CALIB, opt)
+    with Database(tmp_path / "db") as db:
+        reach = reachable(prep, db, MODEL, levels, opt)
+        full = capture(prep, opt, activation_ranges=True)
+        build(full, db, MODEL, levels, opt)
+        with pytest.raises(OptionError, match=f"the best reachable is {reach['speedup']:.2f}x"):
+            make_plan(full, db, MODEL, opt, "speedup", "1000x", levels, measure=False)
+
+    def untimed(*a, **k):
+        raise AssertionError("a layer was timed again")
+
+    monkeypatch.setattr(costs, "layer_latencies", untimed)  # the budget finds every layer timed by reach
+    report = compress_to_budget(MODEL, tmp_path / "o.onnx", CALIB, opt, "speedup", "1.01x", tmp_path / "db",
+                                best_effort=True)
+    assert report["budget"]["reachable_speedup"] > 1 and "measured_speedup" in report["budget"]
