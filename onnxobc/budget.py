@@ -60,11 +60,13 @@ def budget_factor(kind: str, target: str) -> float:
 
 
 def make_plan(prep, db: Database, src, options: Options, kind: str, target: str, levels: list,
-              best_effort: bool = False, progress=None, measure: bool = True, aim: float | None = None) -> dict:
+              best_effort: bool = False, progress=None, measure: bool = True, aim: float | None = None,
+              only: dict | None = None) -> dict:
     """One level per layer with the least summed calibration loss within the budget, from the
     database (every (layer, level) built; latencies measured now or, without `measure`, profiled
     before). `aim`, for a speedup, is the factor asked of the prediction instead of the target's
-    (a correction from measurements). Returns the plan as JSON-ready data: keys, the chosen level
+    (a correction from measurements). `only`: weight → the levels that layer may take, where not
+    all are worth it. Returns the plan as JSON-ready data: keys, the chosen level
     names, the budget figures."""
     factor = budget_factor(kind, target)
     cost = COSTS[kind]
@@ -72,7 +74,8 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         factor = aim
     src = pathlib.Path(src)
     mkey, skey = model_key(src), settings_key(prep, options)
-    table = cost_table(prep, db, mkey, skey, levels, cost, options, timing_batch(prep, options), progress, measure)
+    table = cost_table(prep, db, mkey, skey, levels, cost, options, timing_batch(prep, options), progress, measure,
+                       only)
     dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
     dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
     fixed, scale, source_s, dense_model_s = 0.0, 1.0, None, None
@@ -171,14 +174,17 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
                                   f"{reach['speedup']:.2f}x on {options.runtime} at batch size "
                                   f"{timing_batch(prep, options)} (timed before solving; the timings are kept in "
                                   f"{db_dir}; {{best_effort}} writes the fastest plan)")
+        only = reach and reach["useful"]
         prep = capture(prep, options, progress, activation_ranges=families.needs_ranges(levels))
-        built = build(prep, db, src, levels, options, progress)
+        built = build(prep, db, src, levels, options, progress, only)
+        if only:
+            built["slower_than_dense"] = reach["slower"]  # (layer, level) pairs not solved: no plan takes them
         extra = {"database": {"path": str(db_dir), **built}}
-        planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress)
+        planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress, only=only)
         report = stitch(prep, db, src, dst, options, planned, t0, extra)
         if COSTS[kind] == "latency":
             report = _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra,
-                                progress)
+                                progress, only)
             report["budget"]["reachable_speedup"] = reach["speedup"]
         return report
 
@@ -187,7 +193,8 @@ CORRECTIONS = 2  # re-plans at most, when the measured speedup falls short
 SHORT = 0.97  # of the requested speedup
 
 
-def _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra, progress) -> dict:
+def _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra, progress,
+               only) -> dict:
     """Whole-plan correction: while the output measures short of the requested speedup, ask the
     DP for more by the ratio the last plan's prediction missed by (the layers' times in the
     database do not add up exactly to the model's), re-stitch and re-measure. Every attempt is
@@ -209,7 +216,8 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
             break
         aim *= b["predicted_speedup"] / b["measured_speedup"]
         try:
-            again = make_plan(prep, db, src, options, kind, target, levels, False, progress, measure=False, aim=aim)
+            again = make_plan(prep, db, src, options, kind, target, levels, False, progress, measure=False, aim=aim,
+                              only=only)
         except ValueError:
             break  # the corrected aim is out of reach: keep what was measured
         if again["plan"] == planned["plan"]:

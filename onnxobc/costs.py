@@ -26,34 +26,37 @@ class Table:
 
 
 def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str, options: Options,
-               batch_size: int, progress=None, measure: bool = True) -> Table:
+               batch_size: int, progress=None, measure: bool = True, only: dict | None = None) -> Table:
     """Every layer's levels with their calibration losses and costs, read from the database;
-    latencies missing there are measured and stored (with `measure`), else an error."""
+    latencies missing there are measured and stored (with `measure`), else an error. `only`:
+    weight → the levels that layer may take (of `levels`), where not every one is worth it."""
     progress = progress or (lambda *a: None)
     runtime = options.target
     shapes = activation_shapes(prep, options) if cost == "latency" else {}
     rows_levels, losses, costs = [], [], []
     total, done = len(prep.layers) * len(levels), 0
     for layer in prep.layers:
-        missing = [lv.name for lv in levels if not db.has(mkey, skey, layer.weight, lv.name)]
+        levels_here = levels if only is None else [lv for lv in levels if lv in only[layer.weight]]
+        missing = [lv.name for lv in levels_here if not db.has(mkey, skey, layer.weight, lv.name)]
         if missing:
             raise ValueError(f"the database has no {', '.join(missing)} for layer {layer.weight!r} of this model with "
                              "these settings: run onnxobc db build with the same options and levels first")
-        stored = {lv: db.get(mkey, skey, layer.weight, lv.name) for lv in levels}
+        stored = {lv: db.get(mkey, skey, layer.weight, lv.name) for lv in levels_here}
         if cost == "latency":
             shape = (batch_size,) + tuple(shapes[layer.activations[0]])
             sig = signature(layer, shape)
-            seconds = {lv.name: db.latency(runtime.cache_key(), sig, lv.name) for lv in levels}
+            seconds = {lv.name: db.latency(runtime.cache_key(), sig, lv.name) for lv in levels_here}
             if any(v is None for v in seconds.values()):  # time every level of the layer together
                 if not measure:
                     raise ValueError(f"layer {layer.weight!r} is not timed on {options.runtime} at batch size "
                                      f"{batch_size} for every level: run onnxobc profile first")
-                seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv], lv) for lv in levels}, options,
-                                          shape, runtime)
+                seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv], lv) for lv in levels_here},
+                                          options, shape, runtime)
                 for name, sec in seconds.items():
                     db.put_latency(runtime.cache_key(), sig, name, sec)
         have, ls, cs = [], [], []
-        for lv in levels:
+        done += len(levels) - len(levels_here)
+        for lv in levels_here:
             meta = stored[lv][1]
             if not lv.dense and meta["row"].get("applied") is False:
                 continue  # the level does not fit the layer (N:M, 4-blocks, low-rank of a grouped Conv)

@@ -63,7 +63,9 @@ def layer_seconds(prep, db: Database, levels: list, options, progress=None) -> l
 
 def reachable(prep, db: Database, src, levels: list, options, progress=None) -> dict:
     """The fastest plan's predicted speedup over the user's model ("speedup"), with the dense
-    model's and the fastest plan's predicted seconds per batch, from timings alone."""
+    model's and the fastest plan's predicted seconds per batch, from timings alone; and per
+    layer the levels worth solving ("useful": weight → levels, dense and those that fit and
+    time faster than it), and how many that fit are no faster ("slower")."""
     timed = levels if Level() in levels else [Level()] + levels  # the dense times frame the rest
     per_layer = layer_seconds(prep, db, timed, options, progress)
     t = model_seconds(prep, db, src, options)
@@ -72,4 +74,10 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None) -> 
     fastest = sum(min((v for lv, v in s.items() if lv in levels), default=s[Level()]) for s in per_layer)
     fixed, scale = frame(model_s, dense_layers)
     best_s = fixed + scale * fastest
-    return {"speedup": source_s / best_s, "source_seconds": source_s, "fastest_seconds": best_s}
+    # a level no faster than dense never enters a plan (dense costs no more and loses nothing)
+    useful = {layer.weight: [lv for lv, v in s.items() if lv.dense or (lv in levels and v < s[Level()])]
+              for layer, s in zip(prep.layers, per_layer)}
+    slower = sum(lv in levels and not lv.dense and lv not in useful[layer.weight]
+                 for layer, s in zip(prep.layers, per_layer) for lv in s)
+    return {"speedup": source_s / best_s, "source_seconds": source_s, "fastest_seconds": best_s, "useful": useful,
+            "slower": slower}

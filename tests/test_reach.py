@@ -76,3 +76,28 @@ def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, 
     report = compress_to_budget(MODEL, tmp_path / "o.onnx", CALIB, opt, "speedup", "1.01x", tmp_path / "db",
                                 best_effort=True)
     assert report["budget"]["reachable_speedup"] > 1 and "measured_speedup" in report["budget"]
+
+
+def test_levels_no_faster_than_dense_are_not_solved(tmp_path):
+    from onnxobc.budget import compress_to_budget
+    from onnxobc.db.profile import activation_shapes, signature
+
+    opt = Options()
+    report = compress_to_budget(MODEL, tmp_path / "o.onnx", CALIB, opt, "speedup", "1.01x", tmp_path / "db",
+                                best_effort=True)
+    prep = load(MODEL, CALIB, opt)
+    shapes = activation_shapes(prep, opt)
+    with Database(tmp_path / "db") as db:
+        stored = {(e["layer"], e["level"]) for e in db.entries()}
+        useful = reachable(prep, db, MODEL, level_set("latency"), opt)["useful"]  # from the cached timings
+        for layer in prep.layers:
+            sig = signature(layer, (8,) + tuple(shapes[layer.activations[0]]))
+            dense = db.latency(opt.target.cache_key(), sig, "dense")
+            for lv in level_set("latency"):
+                solved = (layer.weight, lv.name) in stored
+                assert solved == (lv in useful[layer.weight])
+                if solved and not lv.dense:
+                    assert db.latency(opt.target.cache_key(), sig, lv.name) < dense
+    fit = sum(len(v) for v in useful.values())
+    assert report["database"]["computed"] == fit == len(stored)
+    assert report["database"]["slower_than_dense"] + fit + 3 == 3 * len(level_set("latency"))  # 3 Gemms: no dyn

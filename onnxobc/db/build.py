@@ -95,16 +95,19 @@ def file_bytes(prep, layer, level: Level, solved: Solved, options: Options) -> i
     return len(written.SerializeToString()) - len(bare.SerializeToString())
 
 
-def build(prep, db: Database, model_path, levels: list, options: Options, progress=None) -> dict:
-    """Solve and store every (layer, level) not stored yet; returns counts."""
+def build(prep, db: Database, model_path, levels: list, options: Options, progress=None,
+          only: dict | None = None) -> dict:
+    """Solve and store every (layer, level) not stored yet (of those `only`, weight → levels,
+    allows the layer, where given); returns counts."""
     check_storable(levels)
     progress = progress or (lambda *a: None)
     mkey, skey = model_key(model_path), settings_key(prep, options)
     shapes = output_shapes(prep.model)
     outputs = {node_name(n): n.output[0] for n in prep.model.graph.node}
     probe = LossProbe(prep, options)
-    total = len(prep.layers) * len(levels)
-    todo = {l.weight: [lv for lv in levels if not db.has(mkey, skey, l.weight, lv.name)] for l in prep.layers}
+    wanted = {l.weight: levels if only is None else [lv for lv in levels if lv in only[l.weight]] for l in prep.layers}
+    total = sum(len(w) for w in wanted.values())
+    todo = {w: [lv for lv in lvs if not db.has(mkey, skey, w, lv.name)] for w, lvs in wanted.items()}
     skipped = total - sum(len(t) for t in todo.values())
     done = 0
     progress("database", skipped, total, "")
