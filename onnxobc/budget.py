@@ -13,6 +13,7 @@ positive) stays, and the layers share the rest of the target time.
 
 from __future__ import annotations
 
+import math
 import pathlib
 import time
 
@@ -128,16 +129,19 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
     lacking = [l.weight for l in prep.layers if l.weight not in plan]
     if lacking:
         raise ValueError(f"the plan has no level for the layers {lacking}")
-    chosen = {}
+    chosen, errors = {}, {}
     for l in prep.layers:
         if not db.has(planned["model"], planned["settings"], l.weight, plan[l.weight].name):
             raise OptionError(f"the database has no {plan[l.weight].name} for layer {l.weight!r}: is {{db}} the "
                               "database the plan was made from?")
-        chosen[l.weight] = from_arrays(*db.get(planned["model"], planned["settings"], l.weight, plan[l.weight].name),
-                                       plan[l.weight])
+        arrays, meta = db.get(planned["model"], planned["settings"], l.weight, plan[l.weight].name)
+        chosen[l.weight] = from_arrays(arrays, meta, plan[l.weight])
+        if not plan[l.weight].dense:  # fidelity.output_errors' figure, from the loss the plan weighed
+            errors[l.weight] = {"output_error": math.sqrt(meta["calib_loss"])}
     written = {w: s for w, s in chosen.items() if not plan[w].dense}
     out_model = write(prep, written, {w: level_options(options, plan[w]) for w in written})
-    rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32")) for w, s in chosen.items()]
+    rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32"), **errors.get(w, {}))
+            for w, s in chosen.items()]
     budget = dict(planned["budget"])
     report = finish(prep, out_model, dst, rows, options, t0,
                     {"budget": budget, "plan": planned["plan"], **(extra or {})})

@@ -1,7 +1,8 @@
 """Compress a model with one setting for every layer: the flow of DESIGN.md in readable steps.
 
     prepare (load, fold, discover, capture)  →  [remove channels, prepare the smaller model]
-    →  solve each layer (here or on a Ray cluster)  →  write each family's form
+    →  solve each layer (here or on a Ray cluster)  →  each one's error at the model's outputs
+    →  write each family's form
     →  verify against the input model, save, report
 
 A budget (--speedup, --size, …) instead chooses a level per layer: budget.py."""
@@ -15,6 +16,7 @@ import dataclasses
 from . import families
 from .channels import remove_channels
 from .export import write
+from .fidelity import output_errors
 from .options import Options
 from .prepare import prepare
 from .progress import silent
@@ -49,5 +51,7 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
         solved[layer.weight] = s
         progress("solve", len(solved), len(prep.layers), layer.weight + status)
     solved = {l.weight: solved[l.weight] for l in prep.layers}  # in the model's order, as a cluster finishes in any
+    for weight, error in output_errors(prep, solved, options, progress).items():
+        solved[weight].row["output_error"] = error
     out_model = write(prep, solved, {l.weight: options for l in prep.layers})
     return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0)

@@ -98,6 +98,8 @@ def test_levels_no_faster_than_dense_are_not_solved(tmp_path):
                 assert solved == (lv in useful[layer.weight])
                 if solved and not lv.dense:
                     assert db.latency(opt.target.cache_key(), sig, lv.name) < dense
+    for row in report["layers"]:  # each layer's error alone, from the loss the plan weighed
+        assert ("output_error" in row) == (row["level"] != "dense")
     fit = sum(len(v) for v in useful.values())
     assert report["database"]["computed"] == fit == len(stored)
     assert report["database"]["slower_than_dense"] + fit + 3 == 3 * len(level_set("latency"))  # 3 Gemms: no dyn

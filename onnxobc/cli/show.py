@@ -21,9 +21,11 @@ def write_json(path, data) -> None:
 
 def report(rep: dict, out, report_path=None) -> None:
     """The final table, the verification, the budget's figures; the JSON report when asked."""
-    header = ("weight", "op", "matrix", "level", "sparsity", "stored as", "layer loss", "rel. layer error", "note")
+    header = ("weight", "op", "matrix", "level", "sparsity", "stored as", "layer loss", "rel. layer error",
+              "output error alone", "note")
     table(header, [(r["weight"], r["op"], r["shape"], r.get("level", ""), f"{r['sparsity']:.3f}", r["storage"],
-                    f"{r['layer_loss']:.4g}", f"{r['relative_layer_error']:.4g}", r["note"]) for r in rep["layers"]])
+                    f"{r['layer_loss']:.4g}", f"{r['relative_layer_error']:.4g}",
+                    f"{r['output_error']:.4g}" if "output_error" in r else "", r["note"]) for r in rep["layers"]])
     for s in rep["skipped"]:
         print(f"left as is: {s['name']} ({s['op']}): {s['reason']}")
     for note in rep["notes"]:

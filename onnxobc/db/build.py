@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import families
 from ..export import write
+from ..fidelity import LossProbe
 from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.nodes import node_name
 from ..graph.single import single_layer_model
@@ -17,7 +18,6 @@ from ..options import Options
 from ..schedule import solve_all
 from ..solve import Solved
 from .levels import Level, check_storable
-from .probe import LossProbe
 from .store import Database, fingerprint
 
 

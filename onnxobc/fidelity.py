@@ -1,17 +1,18 @@
-"""The calibration loss of the whole model with only one layer compressed (the OBC paper's
-per-level loss): Σ over outputs of ‖y − y_dense‖² / ‖y_dense‖² on calibration samples, from one
-onnxruntime session of the probe model (graph/probe.py), where a swap is a different feed.
-For int8-activation levels only the weights (and bias shift) are swapped: the activation
-rounding is not in this loss."""
+"""What one compressed layer does to the model's output: the calibration loss of the whole model
+with only that layer compressed (the OBC paper's per-level loss, which the budgets' DP adds up):
+Σ over outputs of ‖y − y_dense‖² / ‖y_dense‖² on calibration samples, from one onnxruntime
+session of the probe model (graph/probe.py), where a swap is a different feed. For
+int8-activation levels only the weights (and bias shift) are swapped: the activation rounding
+is not in this loss."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..calib.feeds import batches, model_inputs
-from ..graph.layers import weight_array
-from ..graph.probe import probe_model, shift_input
-from ..sessions import session
+from .calib.feeds import batches, model_inputs
+from .graph.layers import weight_array
+from .graph.probe import probe_model, shift_input
+from .sessions import session
 
 MAX_SAMPLES = 16  # enough to rank levels; every (layer, level) costs one pass over them
 
@@ -42,3 +43,17 @@ class LossProbe:
                 swap[shift_input(layer, k)] = solved.shift.astype(np.float32).reshape(layer.kind.channel_shape(layer))
         got = self._run(swap)
         return float(sum(np.sum((g - d) ** 2) / max(np.sum(d ** 2), 1e-30) for g, d in zip(got, self.dense)))
+
+
+def output_errors(prep, solved: dict, options, progress=None) -> dict:
+    """weight → the relative output error of the model with only that layer compressed,
+    √(loss) (comparable with the verification's relative output error), for each layer of
+    `solved` (weight → Solved) that was compressed."""
+    progress = progress or (lambda *a: None)
+    probe, out = LossProbe(prep, options), {}
+    for i, layer in enumerate(prep.layers):
+        s = solved[layer.weight]
+        if s.row.get("applied"):
+            out[layer.weight] = float(np.sqrt(probe.loss(layer, s)))
+        progress("probe", i + 1, len(prep.layers), f"{layer.weight}: its error at the model's outputs")
+    return out
