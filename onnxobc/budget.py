@@ -18,7 +18,8 @@ import pathlib
 import time
 
 from . import dp, families
-from .costs import check_runtime, cost_table, frame, latencies, model_seconds, timing_batch
+from .costs import (check_runtime, cost_table, frame, in_model, in_model_factors, latencies, model_seconds,
+                    stored_uniform_seconds, timing_batch)
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, check_storable, level_set, parse
 from .db.store import Database
@@ -79,11 +80,18 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
                        only)
     dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
     dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
-    fixed, scale, source_s, dense_model_s = 0.0, 1.0, None, None
+    fixed, scale, source_s, dense_model_s, factors = 0.0, 1.0, None, None, None
     if cost == "latency":  # the speedup is against the user's model; the plan starts from the folded one
         t = model_seconds(prep, db, src, options, measure)
         source_s, dense_model_s = t["source"], t.get("folded", t["source"])
         fixed, scale = frame(dense_model_s, dense_layers)
+        uniform = stored_uniform_seconds(db, mkey, timing_batch(prep, options),
+                                         list(dict.fromkeys(lv for lvs in table.levels for lv in lvs)), options)
+        if uniform is not None:  # each level's saving as measured inside the model (reach.py timed it)
+            alone = [dict(zip(lvs, c)) for lvs, c in zip(table.levels, table.costs)]
+            factors = in_model_factors(alone, uniform, scale)
+            per_layer = in_model(alone, factors)
+            table.costs = [[s[lv] for lv in lvs] for s, lvs in zip(per_layer, table.levels)]
         budget = (source_s / factor - fixed) / scale
     elif cost == "size":
         budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
@@ -107,7 +115,7 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         # a re-plan aims higher by what the last measurement missed: the same ratio corrects its prediction
         figures.update(runtime=options.runtime, batch_size=options.batch_size, aimed_speedup=factor,
                        predicted_speedup=raw, corrected_speedup=raw * budget_factor(kind, target) / factor,
-                       layer_sum_over_model=dense_layers / dense_model_s)
+                       layer_sum_over_model=dense_layers / dense_model_s, in_model_factors=factors)
     elif cost == "size":
         figures["predicted_share"] = (src.stat().st_size - dense_layers + predicted) / src.stat().st_size
     else:

@@ -108,6 +108,45 @@ def frame(model_s: float, dense_layers: float) -> tuple:
     return max(0.0, model_s - dense_layers), min(1.0, model_s / dense_layers)
 
 
+def uniform_key(mkey: str, batch_size: int) -> str:
+    """Where the database keeps the whole model's times with every layer at one level."""
+    return fingerprint("uniform levels", mkey, batch_size)
+
+
+def stored_uniform_seconds(db: Database, mkey: str, batch_size: int, levels: list, options: Options) -> dict | None:
+    """The stored whole-model times at each level of `levels` (reach.uniform_seconds), or None."""
+    names = ["dense"] + [lv.name for lv in levels if not lv.dense]
+    seconds = {n: db.latency(options.target.cache_key(), uniform_key(mkey, batch_size), n) for n in names}
+    return None if any(v is None for v in seconds.values()) else seconds
+
+
+def in_model_factors(per_layer: list, uniform: dict, scale: float) -> dict:
+    """Level → the share of its summed savings (dense less the level's time, each layer alone,
+    where the level is the faster) that the level saves inside the model, measured with every layer it fits at it (`uniform`:
+    level name → whole-model seconds, "dense" the model as planned). Inside a model a level
+    saves more or less than alone: dynamic int8 quantizes an input once for every MatMul that
+    reads it and fuses the bias, a static int8 chain keeps its data in uint8. Levels that save
+    nothing alone keep their times (factor 1). `per_layer`: {Level: seconds} per layer."""
+    out = {}
+    for name, seconds in uniform.items():
+        if name == "dense":
+            continue
+        saved = sum(max(0.0, s[d] - s[lv]) for s in per_layer for d in s if d.dense for lv in s if lv.name == name)
+        out[name] = max(0.0, (uniform["dense"] - seconds) / (scale * saved)) if saved > 0 else 1.0
+    return out
+
+
+def in_model(per_layer: list, factors: dict) -> list:
+    """`per_layer` ({Level: seconds} per layer) with each level's saving over dense scaled by its
+    factor (in_model_factors): the times the plan adds up."""
+    out = []
+    for s in per_layer:
+        dense = next((v for lv, v in s.items() if lv.dense), None)
+        out.append({lv: v if dense is None or lv.dense else max(0.0, dense - factors.get(lv.name, 1.0) * (dense - v))
+                    for lv, v in s.items()})
+    return out
+
+
 def check_runtime(options: Options) -> None:
     """An OptionError when the target runtime does not run here (a latency budget needs it)."""
     reason = options.target.available()

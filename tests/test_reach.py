@@ -52,7 +52,8 @@ def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
     assert "capture" not in r.stderr and "database" not in r.stderr  # no Hessian, nothing solved
     with Database(tmp_path / "x.onnx.db") as db:
         assert db.entries() == []
-        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 3 * len(level_set("latency")) + 1
+        # each layer at each level, the whole model, the whole model at dense and each level but w8a8dyn
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * len(level_set("latency"))
 
 
 def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, monkeypatch):
@@ -103,3 +104,19 @@ def test_levels_no_faster_than_dense_are_not_solved(tmp_path):
     fit = sum(len(v) for v in useful.values())
     assert report["database"]["computed"] == fit == len(stored)
     assert report["database"]["slower_than_dense"] + fit + 3 == 3 * len(level_set("latency"))  # 3 Gemms: no dyn
+
+
+def test_in_model_factors_scale_each_levels_saving():
+    from onnxobc.costs import in_model, in_model_factors
+
+    d, a, b = parse("dense"), parse("w8a8dyn"), parse("w8a8")
+    alone = [{d: 4.0, a: 2.0, b: 5.0}, {d: 2.0, a: 1.0, b: 3.0}, {d: 1.0, b: 2.0}]  # a saves 2 + 1 alone
+    uniform = {"dense": 7.0, "w8a8dyn": 2.5, "w8a8": 9.0}  # inside the model a saves 4.5: 1.5 times as much
+    factors = in_model_factors(alone, uniform, scale=1.0)
+    assert factors == {"w8a8dyn": pytest.approx(1.5), "w8a8": 1.0}  # b saves nothing alone: kept as timed
+    assert in_model_factors(alone, uniform, scale=0.5)["w8a8dyn"] == pytest.approx(3.0)
+    adjusted = in_model(alone, factors)
+    assert adjusted == [{d: 4.0, a: pytest.approx(1.0), b: 5.0}, {d: 2.0, a: pytest.approx(0.5), b: 3.0}, alone[2]]
+    # every layer at a adds up to the whole model at a, as measured
+    assert uniform["dense"] - sum(s[d] - s[a] for s in adjusted if a in s) == pytest.approx(uniform["w8a8dyn"])
+    assert in_model(alone, {"w8a8dyn": 3.0})[0][a] == 0.0  # never below nothing

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .nodes import replace_initializer
+
 
 OPSET = 13
 
@@ -43,9 +45,7 @@ def store_codebook(model: onnx.ModelProto, layer, codes: np.ndarray, values: np.
     output channel."""
     g = model.graph
     inits, nodes = _codebook_form(layer, codes, values)
-    keep = [t for t in g.initializer if t.name != layer.weight]
-    del g.initializer[:]
-    g.initializer.extend(keep + inits)
+    replace_initializer(g, layer.weight, inits)
     for i, node in enumerate(nodes):
         g.node.insert(i, node)
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .nodes import node_name
+from .nodes import node_name, replace_initializer
 
 
 def store_dynamic(model: onnx.ModelProto, layer, codes: np.ndarray, scale: np.ndarray) -> None:
@@ -21,9 +21,7 @@ def store_dynamic(model: onnx.ModelProto, layer, codes: np.ndarray, scale: np.nd
     int8 codes in the weight's layout; `scale`: one per output channel (N)."""
     g = model.graph
     name = layer.weight
-    keep = [t for t in g.initializer if t.name != name]
-    del g.initializer[:]
-    g.initializer.extend(keep + [
+    replace_initializer(g, name, [
         numpy_helper.from_array(np.asarray(codes).astype(np.int8), f"{name}.q"),
         numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{name}.zero"),
         numpy_helper.from_array(np.asarray(scale, np.float32), f"{name}.scale")])

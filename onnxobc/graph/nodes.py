@@ -37,3 +37,10 @@ def set_bias(node, name: str) -> None:
         node.input.append(name)
     else:
         node.input[2] = name
+
+
+def replace_initializer(graph: onnx.GraphProto, name: str, tensors: list) -> None:
+    """Remove initializer `name` and append `tensors`, the others kept in place (not copied:
+    rebuilding the list would copy every weight of the model)."""
+    del graph.initializer[next(i for i, t in enumerate(graph.initializer) if t.name == name)]
+    graph.initializer.extend(tensors)

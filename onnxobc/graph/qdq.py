@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .nodes import replace_initializer
+
 
 def opset(model: onnx.ModelProto) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -41,10 +43,7 @@ def store_quantized(model: onnx.ModelProto, name: str, axis: int, codes: np.ndar
     g = model.graph
     kind = {(True, True): TensorProto.INT4, (True, False): TensorProto.UINT4,
             (False, True): TensorProto.INT8, (False, False): TensorProto.UINT8}[(bits <= 4, symmetric)]
-    keep = [t for t in g.initializer if t.name != name]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    g.initializer.extend([
+    replace_initializer(g, name, [
         _integer_tensor(f"{name}.q", kind, np.asarray(codes)),
         numpy_helper.from_array(np.asarray(scale, dtype=np.float32), f"{name}.scale"),
         _integer_tensor(f"{name}.zero", kind, np.asarray(zero)),
@@ -107,9 +106,7 @@ def store_matmulnbits(model: onnx.ModelProto, layer, codes: np.ndarray, scale: n
             zp = zp[:, 0::2] | (zp[:, 1::2] << 4)
         inits.append(numpy_helper.from_array(zp.astype(np.uint8).ravel(), f"{name}.nbits_zero"))
         inputs.append(f"{name}.nbits_zero")
-    keep = [t for t in g.initializer if t.name != name]
-    del g.initializer[:]
-    g.initializer.extend(keep + inits)
+    replace_initializer(g, name, inits)
     for node in g.node:
         if node.op_type == "MatMul" and node.input[1] == name:
             node.op_type, node.domain = "MatMulNBits", "com.microsoft"

@@ -61,9 +61,8 @@ def drop_unused_initializers(model: onnx.ModelProto, among=None) -> None:
             stack.extend(subgraphs(n))
     dropped = {t.name for t in model.graph.initializer if among is None or t.name in among} - used
     for field in (model.graph.initializer, model.graph.input):  # old models list initializers as inputs too
-        keep = [t for t in field if t.name not in dropped]
-        del field[:]
-        field.extend(keep)
+        for i in reversed([i for i, t in enumerate(field) if t.name in dropped]):
+            del field[i]  # in place: rebuilding the list would copy every weight of the model
 
 
 def save_atomic(model: onnx.ModelProto, path) -> None:
