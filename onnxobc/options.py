@@ -17,6 +17,22 @@ PRUNE_OF = {"exact": "exact", "sparsegpt": "sparsegpt", "magnitude": "magnitude"
             "rtn": "magnitude"}
 QUANT_OF = {"exact": "exact", "gptq": "gptq", "rtn": "rtn", "sparsegpt": "gptq", "magnitude": "rtn"}
 BUDGET_FIELDS = ("speedup", "size", "flops", "bops")
+UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float | None:
+    """'10m', '90s', '1.5h', '600' (seconds) → seconds; 'none' → None (no limit)."""
+    t = str(text).strip().lower()
+    if t == "none":
+        return None
+    unit = next((u for u in sorted(UNITS, key=len, reverse=True) if t.endswith(u)), "")
+    try:
+        seconds = float(t.removesuffix(unit)) * UNITS.get(unit, 1)
+    except ValueError:
+        raise OptionError(f"{{max_time}} takes a duration such as 10m, 90s or 1h (or none), got {text!r}") from None
+    if not seconds > 0:
+        raise OptionError(f"{{max_time}} must be a positive duration, got {text!r}")
+    return seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +49,7 @@ class Options(families.Spec):
     matmulnbits: bool = False  # quantized MatMul weights as onnxruntime's MatMulNBits instead of DequantizeLinear
     custom_ops: tuple = ()  # custom-op libraries for onnxruntime: "extensions" or library paths
     max_memory: float | None = None  # GiB a layer's Hessians and solve may take (default: the memory available)
+    max_time: float | None = None  # seconds the exact solves may take, predicted (deadline.py); None: no limit
     ray: str | None = None  # solve the layers on this Ray cluster ("auto", an address, or "local")
     device: str = "auto"  # where Hessians are summed and the exact solvers run: "cpu", "cuda" (CuPy), or
     #                       "auto": the GPU where CuPy has one, else the CPU
@@ -82,5 +99,7 @@ class Options(families.Spec):
             custom_op_library(lib)  # a clear error now rather than after calibration
         if not 0 < self.holdout < 1:
             raise OptionError(f"{{holdout}} must be in (0, 1), got {self.holdout}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise OptionError(f"{{max_time}} must be a positive duration, got {self.max_time} s")
         if self.max_memory is not None and not self.max_memory > 0:
             raise OptionError(f"{{max_memory}} is in GiB and must be positive, got {self.max_memory}")

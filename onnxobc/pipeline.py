@@ -15,11 +15,12 @@ import dataclasses
 
 from . import families
 from .channels import remove_channels
+from .deadline import allot, note
 from .export import write
 from .fidelity import output_errors
 from .options import Options
 from .prepare import prepare
-from .progress import silent
+from .progress import duration, silent
 from .schedule import solve_all
 from .verify import check_paths, finish
 
@@ -45,13 +46,22 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
             return finish(prep, model, dst, rows, options, t0)
         prep = prepare(src, calib, options, progress, model=model)
         prep.notes += notes
+    allotment = allot(prep.layers, options)
+    if allotment.fast:
+        exact, total = len(prep.layers) - len(allotment.fast), sum(allotment.exact_seconds.values())
+        progress("solve", 0, len(prep.layers), f"the time budget affords exact solves for {exact} of "
+                 f"{len(prep.layers)} layers (all exact: {duration(total)} predicted)")
     solved = {}
     progress("solve", 0, len(prep.layers), "")
-    for layer, (s,), status in solve_all(prep, [(layer, [options]) for layer in prep.layers], options):
+    jobs = [(layer, [allotment.settings[layer.weight]]) for layer in prep.layers]
+    for layer, (s,), status in solve_all(prep, jobs, options):
         solved[layer.weight] = s
         progress("solve", len(solved), len(prep.layers), layer.weight + status)
     solved = {l.weight: solved[l.weight] for l in prep.layers}  # in the model's order, as a cluster finishes in any
     for weight, error in output_errors(prep, solved, options, progress).items():
         solved[weight].row["output_error"] = error
+    for weight in allotment.fast:
+        solved[weight].row["note"] = "; ".join(n for n in (solved[weight].row["note"], note(allotment, weight)) if n)
     out_model = write(prep, solved, {l.weight: options for l in prep.layers})
-    return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0)
+    return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0,
+                  {"time_budget": allotment.report()} if options.max_time is not None else None)

@@ -34,6 +34,15 @@ class ProgressPrinter:
         self.stream.flush()
 
 
+def duration(seconds: float) -> str:
+    """Seconds as people read them: '0.04 s', '45 s', '12 min', '2.5 h'."""
+    if seconds < 1:
+        return f"{seconds:.2g} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def silent(stage, done, total, detail=""):
     """A progress callback that shows nothing."""
 

@@ -13,7 +13,7 @@ ORDER = [
     {"runtimes", "calib", "memory"},
     {"families"},  # the compression families: solving (through solver) and writing (through graph)
     {"options", "solve"},
-    {"prepare", "export", "verify", "cluster", "channels", "fidelity"},
+    {"prepare", "export", "verify", "cluster", "channels", "fidelity", "deadline"},
     {"schedule"},
     {"pipeline", "db"},
     {"costs"},

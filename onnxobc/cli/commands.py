@@ -7,8 +7,10 @@ import pathlib
 import sys
 
 from .. import families
-from ..options import BUDGET_FIELDS, Options
+from ..options import BUDGET_FIELDS, Options, parse_duration
 from . import show
+
+DEFAULT_MAX_TIME = 600.0  # seconds of exact solving compress predicts it may spend, unless told
 
 
 def inspect(args) -> int:
@@ -74,7 +76,12 @@ def options_of(args) -> Options:
         from ..solver.backend import array_module
 
         array_module(args.device)
-    return Options(**{f: getattr(args, f) for f in families.FIELDS}, symmetric=not args.asym, method=args.method,
+    if args.max_time is not None:
+        max_time = parse_duration(args.max_time)
+    else:  # interactive use gets a time budget; a method named (exact included) is kept whatever the time
+        max_time = DEFAULT_MAX_TIME if args.method is None else None
+    return Options(**{f: getattr(args, f) for f in families.FIELDS}, symmetric=not args.asym,
+                   method=args.method or "exact", max_time=max_time,
                    damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction, variance_correction=not args.no_variance_correction,
                    runtime=args.runtime, matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()),

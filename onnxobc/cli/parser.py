@@ -25,7 +25,12 @@ def _typed(flag):
 def _add_solver_options(c) -> None:
     c.add_argument("--calib", help="an .npz file keyed by input name (samples first), a folder of them, or "
                                    "'random' (required, here or in --config)")
-    c.add_argument("--method", default="exact", help="exact (default), gptq, sparsegpt, magnitude or rtn")
+    c.add_argument("--method", help="exact (default), gptq, sparsegpt, magnitude or rtn; naming one (exact "
+                                    "included) solves every layer with it, whatever the time")
+    c.add_argument("--max-time", metavar="DURATION",
+                   help="time the exact solves may take, e.g. 10m, 90s, 1h, or none: layers it cannot afford (by "
+                        "a prediction made before solving) get GPTQ/SparseGPT instead (compress; default 10m "
+                        "unless --method is given)")
     c.add_argument("--damp", type=float, default=0.01, help="relative Hessian dampening (default 0.01)")
     c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")
     c.add_argument("--batch-size", type=int, default=8,

@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..atomic import atomic_path
+from ..progress import duration
 
 
 def table(header, rows) -> None:
@@ -41,6 +42,13 @@ def report(rep: dict, out, report_path=None) -> None:
         print("warning: onnxruntime's fused int8 kernels give a larger error than the QDQ graph run unfused ("
               + ", ".join(f"{k}: {e:.4g}" for k, e in unfused.items()) + "); on CPUs without VNNI the U8S8 kernels "
               "saturate: try --wbits 7", file=sys.stderr)
+    t = rep.get("time_budget")
+    if t and t["fast_method_layers"]:
+        print(f"time budget {duration(t['max_time'])} (--max-time): the exact solvers were predicted to take "
+              f"{duration(t['predicted_exact_seconds'])}; {len(t['fast_method_layers'])} "
+              f"layer{'s' if len(t['fast_method_layers']) > 1 else ''}, the longest, got "
+              f"{t['fast_method']} (SparseGPT for pruning) instead: {', '.join(t['fast_method_layers'][:5])}"
+              + (", …" if len(t["fast_method_layers"]) > 5 else "") + " (--method exact solves all exactly)")
     if "budget" in rep:
         budget(rep["budget"])
     b = rep["bytes"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from .. import solver
 from ..errors import OptionError
 from .addends import Outliers, PlusRank
 from .base import Coded, Factors, Family, Fit, Flag
@@ -46,6 +47,17 @@ def of_role(spec, role: str):
 def compresses(spec) -> bool:
     """Whether `spec` changes weights by itself (addends and activations only add to those)."""
     return any(f.role in ("structured", "prune", "quantize", "alone") for f in present(spec))
+
+
+def exact_passes(options) -> float:
+    """The exact passes over every row (solver/cost.py) one group's solve makes with `options`:
+    each family's (a family that stands alone solves for the others), taken solver.additive's
+    rounds times when parts are added together."""
+    alone = of_role(options, "alone")
+    if alone is not None:
+        return alone.exact_passes(options)
+    passes = sum(f.exact_passes(options) for f in present(options) if f.role != "structured")
+    return passes * (solver.additive_rounds if of_role(options, "addend") else 1)
 
 
 def per_layer(spec) -> dict:

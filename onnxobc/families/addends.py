@@ -45,6 +45,9 @@ class Outliers(SparsePart, Family):
         if options.outliers is not None and options.method not in ("exact", "gptq", "rtn"):
             raise OptionError(f"{{outliers}} quantizes with exact, gptq or rtn, not {options.method}")
 
+    def exact_passes(self, options) -> float:
+        return float(options.prune_method == "exact")  # the sparse part's ExactOBS
+
     def addend(self, W, spec):
         return solver.sparse_part(spec.outliers, spec.prune_method)
 

@@ -120,6 +120,11 @@ class Family:
         """The fields to clear to drop it."""
         return {self.key: None}
 
+    def exact_passes(self, options) -> float:
+        """Exact passes (OBQ or ExactOBS over every row, solver/cost.py) its solve makes with
+        `options`' method: what the time budget predicts from."""
+        return 0.0
+
 
     # solving (per role)
     def prune(self, W, H, spec):

@@ -54,6 +54,9 @@ class Codebook(GridPart, Family):
         if options.codebook is not None and options.method not in ("exact", "gptq", "rtn"):
             raise OptionError(f"{{codebook}} places weights with exact, gptq or rtn, not {options.method}")
 
+    def exact_passes(self, options) -> float:
+        return float(options.quant_method == "exact")
+
     def solve(self, W, H, spec) -> Fit:
         k, kind = codebook_kind(spec.codebook)
         if kind == "sign":

@@ -51,6 +51,9 @@ class LowRank(Family):
     def without(self, spec):
         return {"rank": None, "wbits": None}  # its wbits are the factors'
 
+    def exact_passes(self, options) -> float:
+        return float(options.wbits is not None and options.quant_method == "exact")  # the factors' OBQ
+
     def solve(self, W, H, spec) -> Fit:
         rank = solver.rank_for(*W.shape, spec.rank)
         if spec.wbits is None:

@@ -39,6 +39,9 @@ class Sparsity(SparsePart, Family):
         if spec.sparsity is not None:
             _share(spec.sparsity, "sparsity")
 
+    def exact_passes(self, options) -> float:
+        return float(options.prune_method == "exact")
+
     def prune(self, W, H, spec):
         return self.prune_levels(W, H, [spec.sparsity], spec)[0]
 
@@ -94,6 +97,9 @@ class NM(Family):
             return f"{layer.input_channels} input channels are not divisible by {spec.nm[1]}: no N:M"
         return None
 
+    def exact_passes(self, options) -> float:
+        return float(options.prune_method == "exact")
+
     def prune(self, W, H, spec):
         return solver.prune_nm(W, H, *spec.nm, method=spec.prune_method, device=spec.device)
 
@@ -130,6 +136,9 @@ class Block4(Family):
         if layer.input_channels % 4:
             return f"{layer.input_channels} input channels are not divisible by 4: no 4-blocks"
         return None
+
+    def exact_passes(self, options) -> float:
+        return float(options.prune_method == "exact")
 
     def prune(self, W, H, spec):
         return self.prune_levels(W, H, [spec.block4], spec)[0]

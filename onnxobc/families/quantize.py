@@ -100,6 +100,9 @@ class Quantize(GridPart, Family):
         whole = solver.fit_uniform_grid(np.concatenate(mats), spec.wbits, spec.symmetric, per_tensor=True)
         return [whole.take(slice(g * len(M), (g + 1) * len(M))) for g, M in enumerate(mats)]
 
+    def exact_passes(self, options) -> float:
+        return float(options.quant_method == "exact")
+
     def quantize(self, W, H, spec, pruned=None, grid=None):
         """(Result, grid): OBQ (or the method's baseline) on W, keeping `pruned`'s zeros and
         fitting the grid to its survivors when a pruning Result is given."""

@@ -9,6 +9,7 @@ Exact solvers take engine options: engine="deferred" (the fast path) or "eager" 
 device="cpu"|"cuda"|"auto", dtype, flush_every, mem_bytes, progress.
 """
 
+from .additive import ROUNDS as additive_rounds
 from .additive import additive, low_rank_part, quantized_part, sparse_part
 from .codebook import codebook, quantize_fitted, sign_grid
 from .grids import UniformGrid, ValueGrid, fit_uniform_grid
@@ -20,7 +21,7 @@ from .result import Result
 from .structured import prune_groups
 
 __all__ = [
-    "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "additive", "codebook", "fit_uniform_grid",
+    "HessianAccumulator", "Result", "UniformGrid", "ValueGrid", "additive", "additive_rounds", "codebook", "fit_uniform_grid",
     "inverse", "layer_loss", "low_rank", "low_rank_part", "prepare", "prune_blocks", "prune_groups", "prune_nm",
     "prune_unstructured", "quantize", "quantize_fitted", "quantized_low_rank", "quantized_part", "rank_for",
     "sign_grid", "sparse_part", "sparsity_grid", "variance_ratio",

@@ -52,7 +52,10 @@ def low_rank_part(rank: int) -> Part:
     return Part(f"rank{rank}", lambda T, H: low_rank(T, H, [rank])[0])
 
 
-def additive(W, H, parts: list, rounds: int = 3) -> Result:
+ROUNDS = 3
+
+
+def additive(W, H, parts: list, rounds: int = ROUNDS) -> Result:
     """Ŵ = Σ parts, alternating over the parts `rounds` times. Returns the best Result seen, its
     `parts` holding each summand's Result (in the order given)."""
     W, H = check_problem(W, H)

@@ -1,0 +1,59 @@
+"""A time budget for the solves (Options.max_time): before any layer is solved, each layer's
+exact solve is predicted from its shape and its families' exact passes at this machine's
+measured rate (solver/cost.py); while the prediction exceeds the budget, the layer that would
+take longest is given the fast methods instead (GPTQ for quantizing, SparseGPT for pruning:
+seconds where the exact ones take minutes), until the rest fits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import families
+from .progress import duration
+from .solver import cost
+from .solver.backend import usable_cupy
+
+FAST = "gptq"  # GPTQ where the exact method quantizes, SparseGPT where it prunes
+SLOWEST = 1e-8  # seconds per unit of exact work no machine is slower than: below it, nothing is timed
+
+
+@dataclasses.dataclass
+class Allotment:
+    """The options each layer is solved with, and what the budget decided."""
+
+    settings: dict  # weight → Options
+    fast: list  # weights given the fast methods, the longest first
+    exact_seconds: dict  # weight → predicted seconds of its exact solve (empty when nothing was predicted)
+    max_time: float | None
+
+    def report(self) -> dict:
+        kept = sum(s for w, s in self.exact_seconds.items() if w not in self.fast)
+        return {"max_time": self.max_time, "predicted_exact_seconds": sum(self.exact_seconds.values()),
+                "predicted_seconds_kept_exact": kept, "fast_method_layers": self.fast,
+                "fast_method": FAST}
+
+
+def allot(layers, options) -> Allotment:
+    """Which layers `options.max_time` affords the exact solvers (all of them without a budget,
+    or when the method is not exact)."""
+    work = {l.weight: cost.exact_work(l.rows, l.cols, l.groups, families.exact_passes(options)) for l in layers}
+    same = {l.weight: options for l in layers}
+    if options.max_time is None or not any(work.values()) or sum(work.values()) * SLOWEST <= options.max_time:
+        return Allotment(same, [], {}, options.max_time)
+    device = "cuda" if options.device == "cuda" or (options.device == "auto" and usable_cupy()) else "cpu"
+    rate = cost.seconds_per_work(device)
+    seconds = {w: v * rate for w, v in work.items()}
+    fast, left = [], sum(seconds.values())
+    for w in sorted(seconds, key=seconds.get, reverse=True):
+        if left <= options.max_time:
+            break
+        fast.append(w)
+        left -= seconds[w]
+    quick = dataclasses.replace(options, method=FAST)
+    return Allotment({w: quick if w in fast else options for w in same}, fast, seconds, options.max_time)
+
+
+def note(allotment: Allotment, weight: str) -> str:
+    """The summary's note for a layer the budget gave the fast methods."""
+    return (f"{FAST} (SparseGPT for pruning) instead of exact: the time budget did not afford its predicted "
+            f"{duration(allotment.exact_seconds[weight])}")
