@@ -14,7 +14,8 @@ from .solver import cost
 from .solver.backend import usable_cupy
 
 FAST = "gptq"  # GPTQ where the exact method quantizes, SparseGPT where it prunes
-SLOWEST = 1e-8  # seconds per unit of exact work no machine is slower than: below it, nothing is timed
+SLOWEST = 2e-7  # seconds per unit of exact work no machine is slower than (this one: about 1e-8): below it,
+#                nothing is timed
 
 
 @dataclasses.dataclass

@@ -15,8 +15,16 @@ import dataclasses
 
 import numpy as np
 
-from .costs import (frame, in_model, in_model_factors, model_seconds, stored_uniform_seconds, timing_batch,
-                    timing_feed, uniform_key)
+from .costs import (
+    frame,
+    in_model,
+    in_model_factors,
+    model_seconds,
+    stored_uniform_seconds,
+    timing_batch,
+    timing_feed,
+    uniform_key,
+)
 from .db.build import level_options, model_key
 from .db.levels import Level
 from .db.profile import activation_shapes, layer_latencies, signature
@@ -81,7 +89,7 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     cached = stored_uniform_seconds(db, model_key(src), timing_batch(prep, options), levels, options)
     if cached is not None:
         return cached
-    observe = sum(quantized_tensors(prep.model, prep.layers, options.target.int8), [])
+    observe = [t for part in quantized_tensors(prep.model, prep.layers, options.target.int8) for t in part]
     alike = dataclasses.replace(prep, ranges={n: (-1.0, 1.0) for n in observe})
     models = {"dense": prep.model}
     for lv in levels:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_compress import onnxobc
 
+from onnxobc.fidelity import MAX_SAMPLES, output_errors
 from onnxobc.graph.bias import add_output_shift
 from onnxobc.graph.write import set_weights
 from onnxobc.options import Options
 from onnxobc.prepare import prepare, problem
-from onnxobc.fidelity import MAX_SAMPLES, output_errors
 from onnxobc.sessions import session
 from onnxobc.solve import solve_layer
 
