@@ -7,6 +7,7 @@ predicted exact time, the default (10 minutes, where that is less than the predi
 --method exact: wall time and output error.
 
     python bench/deadline.py [--shapes 64x256 128x512 256x768 384x1536] [--model minilm|mpnet|none]
+                             [--runs half default exact]
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def shapes_table(shapes):
                 title="exact solve time, predicted and measured")
 
 
-def model_table(name: str, calib: int):
+def model_table(name: str, calib: int, runs: list):
     import importlib
 
     encoder = importlib.import_module(name)
@@ -82,13 +83,12 @@ def model_table(name: str, calib: int):
 
         t0 = time.perf_counter()
         predicted = run("fast", "--max-time", "1e-9s")["time_budget"]["predicted_exact_seconds"]  # all GPTQ
-        t0 = time.perf_counter()
-        run("half", "--max-time", f"{predicted / 2:.1f}s")
-        if predicted > 600:  # what a user gets by default
+        for r in runs:
+            if r == "default" and predicted <= 600:
+                continue  # the default budget affords every exact solve: the same as --method exact
             t0 = time.perf_counter()
-            run("default")
-        t0 = time.perf_counter()
-        run("exact", "--method", "exact")
+            run(r, *{"half": ["--max-time", f"{predicted / 2:.1f}s"], "default": [],
+                     "exact": ["--method", "exact"]}[r])
     note(f"{MODELS[name]}, --wbits 4, {calib} calibration texts (a quarter held out); its exact solves "
          f"predicted at {predicted:.0f} s in total; a budget of 1e-9 s gives every layer GPTQ, none is the "
          "default budget of 10 minutes")
@@ -102,11 +102,13 @@ def main():
     ap.add_argument("--model", choices=[*MODELS, "none"], default="minilm",
                     help="the whole model: tests/minilm.py's or tests/mpnet.py's encoder, or none")
     ap.add_argument("--calib", type=int, default=128, help="calibration texts")
+    ap.add_argument("--runs", nargs="*", choices=["half", "default", "exact"], default=["half", "default", "exact"],
+                    help="the runs after the one that affords nothing (which predicts the exact time)")
     args = ap.parse_args()
     if args.shapes:
         shapes_table(args.shapes)
     if args.model != "none":
-        model_table(args.model, args.calib)
+        model_table(args.model, args.calib, args.runs)
 
 
 if __name__ == "__main__":

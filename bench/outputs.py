@@ -5,7 +5,8 @@ rendered text) with each reference setting (and with --settings all, every other
 export form), and prints a table of the hashes (saved like every bench's tables, in
 bench/results/). --against FILE marks each hash as the same as in an earlier run's file, or not.
 
-BLAS and onnxruntime round differently with other thread counts, so the runs pin one thread.
+BLAS and onnxruntime round differently with other thread counts, so the runs pin one thread; and
+they pass --max-time none, so no layer is solved by a faster method than its setting asks.
 
     python bench/outputs.py [--models digits det rec] [--settings NAME … | all] [--against FILE]
 """
@@ -83,7 +84,7 @@ def run(model, calib, setting: str, tmp: pathlib.Path) -> tuple:
     """(the output's SHA-256, seconds) of one `onnxobc compress`."""
     out = tmp / f"{pathlib.Path(model).stem}.{setting}.onnx"
     cmd = [sys.executable, "-m", "onnxobc", "compress", str(model), str(out), "--calib", str(calib),
-           *ALL[setting], "--device", "cpu"]
+           *ALL[setting], "--device", "cpu", "--max-time", "none"]  # every reference solve as it is asked
     if ALL[setting][0] in ("--size", "--flops", "--bops"):
         cmd += ["--db", str(tmp / f"{pathlib.Path(model).stem}.db")]
     t = time.perf_counter()

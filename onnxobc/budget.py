@@ -192,6 +192,8 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
         if only:
             built["slower_than_dense"] = reach["slower"]  # (layer, level) pairs not solved: no plan takes them
         extra = {"database": {"path": str(db_dir), **built}}
+        if "time_budget" in built:
+            extra["time_budget"] = extra["database"].pop("time_budget")
         planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress, only=only)
         report = stitch(prep, db, src, dst, options, planned, t0, extra)
         if COSTS[kind] == "latency":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import families
+from .errors import OptionError
 from .progress import duration
 from .solver import cost
 from .solver.backend import usable_cupy
@@ -22,7 +23,7 @@ SLOWEST = 2e-7  # seconds per unit of exact work no machine is slower than (this
 class Allotment:
     """The options each layer is solved with, and what the budget decided."""
 
-    settings: dict  # weight → Options
+    settings: dict  # weight → Options (empty where the caller makes them)
     fast: list  # weights given the fast methods, the longest first
     exact_seconds: dict  # weight → predicted seconds of its exact solve (empty when nothing was predicted)
     max_time: float | None
@@ -37,10 +38,17 @@ class Allotment:
 def allot(layers, options) -> Allotment:
     """Which layers `options.max_time` affords the exact solvers (all of them without a budget,
     or when the method is not exact)."""
-    work = {l.weight: cost.exact_work(l.rows, l.cols, l.groups, families.exact_passes(options)) for l in layers}
-    same = {l.weight: options for l in layers}
+    passes = families.exact_passes(options)
+    fast = affordable({l.weight: cost.exact_work(l.rows, l.cols, l.groups, passes) for l in layers}, options)
+    return dataclasses.replace(fast, settings={l.weight: fast_options(options) if l.weight in fast.fast else options
+                                               for l in layers})
+
+
+def affordable(work: dict, options) -> Allotment:
+    """The Allotment (settings left empty) of layers whose exact solves take `work` (weight →
+    units, solver/cost.py) under `options.max_time`."""
     if options.max_time is None or not any(work.values()) or sum(work.values()) * SLOWEST <= options.max_time:
-        return Allotment(same, [], {}, options.max_time)
+        return Allotment({}, [], {}, options.max_time)
     device = "cuda" if options.device == "cuda" or (options.device == "auto" and usable_cupy()) else "cpu"
     rate = cost.seconds_per_work(device)
     seconds = {w: v * rate for w, v in work.items()}
@@ -50,8 +58,18 @@ def allot(layers, options) -> Allotment:
             break
         fast.append(w)
         left -= seconds[w]
+    return Allotment({}, fast, seconds, options.max_time)
+
+
+def fast_options(options):
+    """`options` with the fast methods, where its families take them (else as they are)."""
     quick = dataclasses.replace(options, method=FAST)
-    return Allotment({w: quick if w in fast else options for w in same}, fast, seconds, options.max_time)
+    try:
+        for f in families.present(quick):
+            f.check_options(quick, quick.target)
+    except OptionError:
+        return options
+    return quick
 
 
 def note(allotment: Allotment, weight: str) -> str:

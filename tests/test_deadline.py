@@ -100,3 +100,27 @@ def test_cli_budget_defaults_and_outputs(tmp_path):
     assert json.loads((tmp_path / "exact.json").read_text()).get("time_budget") is None
     r = onnxobc("compress", MODEL, str(tmp_path / "x.onnx"), "--calib", CALIB, "--wbits", "3", "--max-time", "soon")
     assert r.returncode == 2 and "--max-time takes a duration" in r.stderr and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_budget_database_solved_fast_for_want_of_time_is_solved_exactly_when_time_allows(tmp_path):
+    import hashlib
+
+    from onnxobc.db.store import Database
+
+    def budget(name, *args, db="db"):
+        out = tmp_path / f"{name}.onnx"
+        r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--size", "0.3", "--db", str(tmp_path / db),
+                    *args)
+        assert r.returncode == 0, r.stderr
+        return hashlib.sha256(out.read_bytes()).hexdigest(), r
+
+    def marked(db="db"):
+        with Database(tmp_path / db) as d:
+            return [e["row"].get("method") == "gptq" for e in d.entries() if e["level"] != "dense"]
+
+    _, r = budget("tight", "--max-time", "1e-9s")
+    assert "time budget" in r.stdout and all(marked())
+    again, r = budget("default")  # the default budget affords the digits model: every marked entry solved again
+    assert not any(marked()) and "time budget" not in r.stdout
+    exact, _ = budget("exact", "--method", "exact", db="exact_db")
+    assert again == exact

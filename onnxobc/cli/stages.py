@@ -28,6 +28,10 @@ def db_build(args) -> int:
         r = build(prep, db, args.model, levels, opt, progress)
     print(f"{args.db}: {r['computed']} (layer, level) results computed, {r['reused']} already there; "
           f"model {r['model']}, settings {r['settings']}")
+    fast = r.get("time_budget", {}).get("fast_method_layers")
+    if fast:
+        print(f"the time budget (--max-time) gave {len(fast)} layers GPTQ/SparseGPT instead of exact: "
+              f"{', '.join(fast[:5])}{', …' if len(fast) > 5 else ''}; a build with more time solves them exactly")
     return 0
 
 

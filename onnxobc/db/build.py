@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 
 from .. import families
+from ..deadline import FAST, affordable, fast_options, note
 from ..export import write
 from ..fidelity import LossProbe
 from ..graph.flops import macs_per_sample, output_shapes
@@ -17,6 +18,7 @@ from ..graph.single import single_layer_model
 from ..options import Options
 from ..schedule import solve_all
 from ..solve import Solved
+from ..solver import cost
 from .levels import Level, check_storable
 from .store import Database, fingerprint
 
@@ -98,7 +100,9 @@ def file_bytes(prep, layer, level: Level, solved: Solved, options: Options) -> i
 def build(prep, db: Database, model_path, levels: list, options: Options, progress=None,
           only: dict | None = None) -> dict:
     """Solve and store every (layer, level) not stored yet (of those `only`, weight → levels,
-    allows the layer, where given); returns counts."""
+    allows the layer, where given); returns counts. Under a time budget (options.max_time), the
+    layers it cannot afford are solved by the fast methods (deadline.py) and marked so; a later
+    build that can afford them solves them again, exactly."""
     check_storable(levels)
     progress = progress or (lambda *a: None)
     mkey, skey = model_key(model_path), settings_key(prep, options)
@@ -107,19 +111,44 @@ def build(prep, db: Database, model_path, levels: list, options: Options, progre
     probe = LossProbe(prep, options)
     wanted = {l.weight: levels if only is None else [lv for lv in levels if lv in only[l.weight]] for l in prep.layers}
     total = sum(len(w) for w in wanted.values())
-    todo = {w: [lv for lv in lvs if not db.has(mkey, skey, w, lv.name)] for w, lvs in wanted.items()}
+    todo = {w: [lv for lv in lvs if not db.has(mkey, skey, w, lv.name) or fast_entry(db, mkey, skey, w, lv)]
+            for w, lvs in wanted.items()}
+    allotment = affordable({l.weight: sum(cost.exact_work(l.rows, l.cols, l.groups,
+                                                          families.exact_passes(level_options(options, lv)))
+                                          for lv in todo[l.weight] if not lv.dense) for l in prep.layers}, options)
+    for w in allotment.fast:  # stays fast: what is stored fast is kept
+        todo[w] = [lv for lv in todo[w] if not db.has(mkey, skey, w, lv.name)]
     skipped = total - sum(len(t) for t in todo.values())
     done = 0
+    if allotment.fast:
+        progress("database", skipped, total, f"the time budget affords exact solves for "
+                 f"{len(prep.layers) - len(allotment.fast)} of {len(prep.layers)} layers")
     progress("database", skipped, total, "")
-    jobs = [(l, [None if lv.dense else level_options(options, lv) for lv in todo[l.weight]]) for l in prep.layers
-            if todo[l.weight]]
+
+    def setting(layer, lv):
+        opt = None if lv.dense else level_options(options, lv)
+        return fast_options(opt) if opt is not None and layer.weight in allotment.fast else opt
+
+    jobs = [(l, [setting(l, lv) for lv in todo[l.weight]]) for l in prep.layers if todo[l.weight]]
     for layer, solved, status in solve_all(prep, jobs, options):
         macs = macs_per_sample(layer, [outputs[n] for n in layer.nodes], shapes)
         for lv, s in zip(todo[layer.weight], solved):
+            if layer.weight in allotment.fast and not lv.dense:
+                s.row["note"] = "; ".join(n for n in (s.row["note"], note(allotment, layer.weight)) if n)
+                s.row["method"] = FAST
             arrays, meta = to_arrays(s)
             meta.update(row=s.row, layer_loss=s.row["layer_loss"], calib_loss=probe.loss(layer, s),
                         bytes=float(file_bytes(prep, layer, lv, s, options)), **analytic_costs(layer, lv, macs, s))
             db.put(mkey, skey, layer.weight, lv.name, arrays, meta)
             done += 1
             progress("database", done + skipped, total, f"{layer.weight} {lv.name}{status}")
-    return {"model": mkey, "settings": skey, "computed": done, "reused": skipped}
+    out = {"model": mkey, "settings": skey, "computed": done, "reused": skipped}
+    if options.max_time is not None:
+        out["time_budget"] = allotment.report()
+    return out
+
+
+def fast_entry(db: Database, mkey: str, skey: str, weight: str, level: Level) -> bool:
+    """Whether the stored entry was solved by the fast methods for want of time."""
+    meta = db.meta(mkey, skey, weight, level.name)
+    return meta is not None and meta["row"].get("method") == FAST

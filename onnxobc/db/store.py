@@ -88,6 +88,12 @@ class Database:
         except sqlite3.Error as e:  # a full disk, a read-only folder
             raise ValueError(f"{self.root}: the database could not be written ({e}); what it held stays") from None
 
+    def meta(self, model: str, settings: str, layer: str, level: str) -> dict | None:
+        """The meta of an entry (without its arrays), or None."""
+        row = self.conn.execute("SELECT meta FROM entries WHERE model=? AND settings=? AND layer=? AND level=?",
+                                (model, settings, layer, level)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def get(self, model: str, settings: str, layer: str, level: str):
         """(arrays, meta) of an entry; KeyError when there is none."""
         row = self.conn.execute("SELECT file, meta FROM entries WHERE model=? AND settings=? AND layer=? AND level=?",
