@@ -77,7 +77,7 @@ def model_table(name: str, calib: int, runs: list):
                 sys.exit(f"{name} failed: {r.stderr[-1000:]}")
             rep = json.loads((tmp / f"{name}.json").read_text())
             t, err = rep.get("time_budget") or {}, next(iter(rep["verification"]["relative_output_error"].values()))
-            rows.append([" ".join(extra), f"{time.perf_counter() - t0:.0f}", f"{rep['seconds']:.0f}",
+            rows.append([" ".join(extra) or "(the defaults)", f"{time.perf_counter() - t0:.0f}", f"{rep['seconds']:.0f}",
                          str(len(t["fast_method_layers"])) if t else "-", f"{err:.4f}"])
             return rep
 

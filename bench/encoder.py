@@ -1,16 +1,18 @@
 """A BERT-style sentence encoder (all-MiniLM-L6-v2 from a PyPI wheel, built as ONNX by
-tests/minilm.py) compressed by onnxobc and by onnxruntime.quantization.quantize_dynamic, side by
+tests/minilm.py; with --model mpnet the BERT-base-sized all-mpnet-base-v2, tests/mpnet.py) compressed by onnxobc and by onnxruntime.quantization.quantize_dynamic, side by
 side: embedding cosine with the dense model and nearest-neighbour agreement on held-out texts
 (standard-library docstrings joined to fill 32 tokens), latency on onnxruntime CPU timed in turns,
 file size. onnxobc runs: --channels at each share given, dynamic int8 (OBQ weights), both, and
 --speedup at each factor given (a target out of reach is a row with the time it took to say so).
 
-    python bench/encoder.py [--channels 0.25 0.5] [--speedup 2 4] [--calib 256] [--test 300] [--batch 32]
+    python bench/encoder.py [--model minilm|mpnet] [--channels 0.25 0.5] [--speedup 2 4] [--calib 256]
+                            [--test 300] [--batch 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import pathlib
 import subprocess
 import sys
@@ -21,12 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-import minilm  # noqa: E402
 from evidence import record  # noqa: E402
 from tables import note, print_table  # noqa: E402
 
 from onnxobc import runtimes  # noqa: E402
 from onnxobc.sessions import session  # noqa: E402
+
+
+MODELS = {"minilm": "all-MiniLM-L6-v2 (6 layers, hidden 384, FFN 1536)",
+          "mpnet": "all-mpnet-base-v2 (12 layers, hidden 768, FFN 3072: BERT-base size)"}
 
 
 def embeddings(path, feeds: dict, batch: int) -> np.ndarray:
@@ -45,12 +50,15 @@ def neighbours(e: np.ndarray) -> np.ndarray:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--channels", nargs="*", type=float, default=[0.25, 0.5])
+    ap.add_argument("--model", choices=list(MODELS), default="minilm",
+                    help="tests/minilm.py's all-MiniLM-L6-v2 or tests/mpnet.py's all-mpnet-base-v2 (BERT-base size)")
     ap.add_argument("--speedup", nargs="*", type=float, default=[2.0, 4.0])
     ap.add_argument("--calib", type=int, default=256, help="calibration texts (a quarter held out by compress)")
     ap.add_argument("--test", type=int, default=300, help="held-out texts for the metrics")
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
-    dense = minilm.model_path()
+    encoder = importlib.import_module(args.model)
+    dense = encoder.model_path()
     dynamic = ["--wbits", "8", "--abits", "dynamic"]
     runs = [["--channels", str(c)] for c in args.channels] + [dynamic]
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
@@ -58,8 +66,8 @@ def main():
     rows, refused = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        np.savez(tmp / "calib.npz", **minilm.feeds(args.calib))
-        test = minilm.feeds(args.test, skip=args.calib)
+        np.savez(tmp / "calib.npz", **encoder.feeds(args.calib))
+        test = encoder.feeds(args.test, skip=args.calib)
         models, seconds = {"dense": dense}, {"dense": 0.0}
         for i, extra in enumerate(runs):
             name, out = "onnxobc " + " ".join(extra), tmp / f"o{i}.onnx"
@@ -91,8 +99,8 @@ def main():
                          f"{sec[k] * 1e3:.1f}", f"{sec['dense'] / sec[k]:.2f}x",
                          f"{pathlib.Path(p).stat().st_size / pathlib.Path(dense).stat().st_size:.3f}",
                          f"{seconds[k]:.0f}"])
-    note(f"all-MiniLM-L6-v2 (6 layers, hidden 384, FFN 1536), {args.calib} calibration texts (a quarter held "
-         f"out by compress), metrics on {args.test} other texts of {minilm.SEQ} tokens (no padding), latency at batch "
+    note(f"{MODELS[args.model]}, {args.calib} calibration texts (a quarter held "
+         f"out by compress), metrics on {args.test} other texts of {encoder.SEQ} tokens (no padding), latency at batch "
          f"{args.batch} on onnxruntime CPU, all models timed in turns")
     print_table(["model", "embedding cosine with dense", "nearest-neighbour agreement", "ms / batch", "speedup",
                  "file share", "s to make"], rows)
