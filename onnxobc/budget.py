@@ -18,8 +18,17 @@ import pathlib
 import time
 
 from . import dp, families
-from .costs import (check_runtime, cost_table, frame, in_model, in_model_factors, latencies, model_seconds,
-                    stored_uniform_seconds, timing_batch)
+from .costs import (
+    check_runtime,
+    cost_table,
+    frame,
+    in_model,
+    in_model_factors,
+    latencies,
+    model_seconds,
+    stored_uniform_seconds,
+    timing_batch,
+)
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, check_storable, level_set, parse
 from .db.store import Database

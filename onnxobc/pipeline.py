@@ -9,9 +9,8 @@ A budget (--speedup, --size, …) instead chooses a level per layer: budget.py."
 
 from __future__ import annotations
 
-import time
-
 import dataclasses
+import time
 
 from . import families
 from .channels import remove_channels

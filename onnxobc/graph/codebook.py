@@ -18,7 +18,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .nodes import replace_initializer
 
-
 OPSET = 13
 
 
