@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pathlib
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def main():
     runs = [["--channels", str(c)] for c in args.channels] + [dynamic]
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     runs += [["--speedup", f"{f:g}x"] for f in args.speedup]
-    rows, refused = [], []
+    rows, refused, predicted = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         np.savez(tmp / "calib.npz", **encoder.feeds(args.calib))
@@ -73,8 +74,8 @@ def main():
             name, out = "onnxobc " + " ".join(extra), tmp / f"o{i}.onnx"
             t = time.perf_counter()
             r = subprocess.run([sys.executable, "-m", "onnxobc", "compress", str(dense), str(out), "--calib",
-                                str(tmp / "calib.npz"), "--batch-size", str(args.batch), *extra],
-                               capture_output=True, text=True)
+                                str(tmp / "calib.npz"), "--batch-size", str(args.batch), *extra, "--report",
+                                str(tmp / f"o{i}.json")], capture_output=True, text=True)
             if r.returncode == 2 and "cannot be met" in r.stderr:
                 refused.append([name, r.stderr.strip().splitlines()[-1].removeprefix("onnxobc: error: "),
                                 f"{time.perf_counter() - t:.0f}"])
@@ -82,6 +83,9 @@ def main():
             if r.returncode:
                 sys.exit(f"{name} failed: {r.stderr[-1000:]}")
             models[name], seconds[name] = out, time.perf_counter() - t
+            budget = json.loads((tmp / f"o{i}.json").read_text()).get("budget", {})
+            if "predicted_speedup" in budget:  # the plan's prediction and compress's own measurement
+                predicted[name] = (budget["predicted_speedup"], budget["measured_speedup"])
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         for per_channel in (False, True):
@@ -98,12 +102,12 @@ def main():
             rows.append([k, f"{cosine:.4f}", f"{np.mean(neighbours(emb[k]) == ref):.3f}",
                          f"{sec[k] * 1e3:.1f}", f"{sec['dense'] / sec[k]:.2f}x",
                          f"{pathlib.Path(p).stat().st_size / pathlib.Path(dense).stat().st_size:.3f}",
-                         f"{seconds[k]:.0f}"])
+                         f"{seconds[k]:.0f}", "{:.2f}x / {:.2f}x".format(*predicted[k]) if k in predicted else "-"])
     note(f"{MODELS[args.model]}, {args.calib} calibration texts (a quarter held "
          f"out by compress), metrics on {args.test} other texts of {encoder.SEQ} tokens (no padding), latency at batch "
          f"{args.batch} on onnxruntime CPU, all models timed in turns")
     print_table(["model", "embedding cosine with dense", "nearest-neighbour agreement", "ms / batch", "speedup",
-                 "file share", "s to make"], rows)
+                 "file share", "s to make", "predicted / measured by compress"], rows)
     if refused:
         print_table(["refused", "message", "s to refuse"], refused)
 
