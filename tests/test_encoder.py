@@ -19,11 +19,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def encoder():
     import minilm
+    from encoders import model_or_skip
 
-    try:
-        return minilm.model_path(), minilm
-    except RuntimeError as e:
-        pytest.skip(str(e))
+    return model_or_skip(minilm)
 
 
 def test_the_built_encoder_embeds_sentences_sensibly(encoder):

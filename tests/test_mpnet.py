@@ -18,11 +18,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def encoder():
     import mpnet
+    from encoders import model_or_skip
 
-    try:
-        return mpnet.model_path(), mpnet
-    except RuntimeError as e:
-        pytest.skip(str(e))
+    return model_or_skip(mpnet)
 
 
 def test_the_built_encoder_embeds_sentences_sensibly(encoder):

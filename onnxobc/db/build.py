@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 
 from .. import families
-from ..deadline import FAST, affordable, fast_options, note
+from ..deadline import FAST, affordable, fast_options, mark
 from ..export import write
 from ..fidelity import LossProbe
 from ..graph.flops import macs_per_sample, output_shapes
@@ -134,7 +134,7 @@ def build(prep, db: Database, model_path, levels: list, options: Options, progre
         macs = macs_per_sample(layer, [outputs[n] for n in layer.nodes], shapes)
         for lv, s in zip(todo[layer.weight], solved):
             if layer.weight in allotment.fast and not lv.dense:
-                s.row["note"] = "; ".join(n for n in (s.row["note"], note(allotment, layer.weight)) if n)
+                mark(s.row, allotment, layer.weight)
                 s.row["method"] = FAST
             arrays, meta = to_arrays(s)
             meta.update(row=s.row, layer_loss=s.row["layer_loss"], calib_loss=probe.loss(layer, s),

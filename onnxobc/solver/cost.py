@@ -27,7 +27,7 @@ def exact_work(rows: int, cols: int, groups: int = 1, passes: float = 1.0) -> fl
 
 @functools.cache
 def seconds_per_work(device: str = "cpu") -> float:
-    """Seconds one unit of exact work takes on `device` here: a 4-bit OBQ of a random
+    """Seconds one unit of exact work takes on `device` ("cpu", "cuda" or "auto") here: a 4-bit OBQ of a random
     PROBE_SHAPE problem, run once to warm up (kernels loaded or compiled), then timed."""
     rows, cols = PROBE_SHAPE
     rng = np.random.default_rng(0)
