@@ -13,11 +13,13 @@ positive) stays, and the layers share the rest of the target time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import time
 
 from . import dp, families
+from .channel_levels import DEFAULT_SHARES, member_row
 from .costs import (
     check_runtime,
     cost_table,
@@ -29,14 +31,18 @@ from .costs import (
     stored_uniform_seconds,
     timing_batch,
 )
-from .db.build import build, from_arrays, level_options, model_key, settings_key
+from .db.build import build, fast_entry, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, check_storable, level_set, parse
 from .db.store import Database
+from .deadline import fast_options
 from .errors import OptionError
 from .export import write
+from .graph.layers import weight_array
 from .options import Options
 from .prepare import capture, load
 from .reach import reachable
+from .schedule import solve_all
+from .solve import summary_row
 from .verify import check_paths, finish
 
 COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}
@@ -72,7 +78,7 @@ def budget_factor(kind: str, target: str) -> float:
 
 def make_plan(prep, db: Database, src, options: Options, kind: str, target: str, levels: list,
               best_effort: bool = False, progress=None, measure: bool = True, aim: float | None = None,
-              only: dict | None = None) -> dict:
+              only: dict | None = None, channels=None) -> dict:
     """One level per layer with the least summed calibration loss within the budget, from the
     database (every (layer, level) built; latencies measured now or, without `measure`, profiled
     before). `aim`, for a speedup, is the factor asked of the prediction instead of the target's
@@ -106,17 +112,25 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
     else:
         budget = dense_layers / factor
+    units = _units(table, channels) if cost == "latency" and channels is not None else []
+    members = {w for opts in units for w in opts[0][2]}
+    singles = [i for i, l in enumerate(table.layers) if l.weight not in members]
+    losses = [table.losses[i] for i in singles] + [[o[1] for o in opts] for opts in units]
+    costs = [table.costs[i] for i in singles] + [[o[0] for o in opts] for opts in units]
     try:
         if budget <= 0:  # what no level changes already takes the whole target
-            raise dp.InfeasibleBudget(budget, sum(min(c) for c in table.costs))
-        choice = dp.solve(table.losses, table.costs, budget)
+            raise dp.InfeasibleBudget(budget, sum(min(c) for c in costs))
+        choice = dp.solve(losses, costs, budget)
     except dp.InfeasibleBudget as e:
         reach = _reachable(kind, e.best * scale, fixed, source_s, dense_layers, src)
         if not best_effort:
             raise OptionError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
                               "({best_effort} writes that)") from None
-        choice = [min(range(len(c)), key=c.__getitem__) for c in table.costs]
-    predicted = sum(c[k] for c, k in zip(table.costs, choice))
+        choice = [min(range(len(c)), key=c.__getitem__) for c in costs]
+    predicted = sum(c[k] for c, k in zip(costs, choice))
+    chosen = {table.layers[i].weight: table.levels[i][k] for i, k in zip(singles, choice)}
+    for opts, k in zip(units, choice[len(singles):]):
+        chosen.update(opts[k][2])
     figures = {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
                "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers, "layer_scale": scale}
     if cost == "latency":
@@ -130,12 +144,22 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     else:
         figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
     return {"model": mkey, "settings": skey, "input": str(src), "budget": figures,
-            "plan": {l.weight: lvs[k].name for l, lvs, k in zip(table.layers, table.levels, choice)}}
+            "plan": {l.weight: chosen[l.weight].name for l in table.layers}}
 
 
-def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: float, extra: dict | None = None) -> dict:
+def _units(table, channels) -> list:
+    """The options of each channel unit (channel_levels.ChannelLevels.options) from the cost table."""
+    by = {name: {l.weight: v for l, v in zip(table.layers, values)}
+          for name, values in (("levels", table.levels), ("losses", table.losses), ("costs", table.costs))}
+    return [channels.options(i, by["levels"], by["losses"], by["costs"]) for i in range(len(channels.units))]
+
+
+def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: float, extra: dict | None = None,
+           channels=None, progress=None) -> dict:
     """Write the model `planned` (make_plan's result) chooses from the database, correct, verify,
-    save; for a latency budget also time it against the dense model. Returns the report."""
+    save; for a latency budget also time it against the dense model. Layers of channel units the
+    plan cuts (`channels`: the ChannelLevels it was made with) are cut by structured ExactOBS and
+    then solved at their levels on the smaller shapes. Returns the report."""
     src = pathlib.Path(src)
     if planned.get("model") != model_key(src):
         raise ValueError(f"the plan was made for another model than {src} (its bytes differ)")
@@ -146,21 +170,38 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
     lacking = [l.weight for l in prep.layers if l.weight not in plan]
     if lacking:
         raise ValueError(f"the plan has no level for the layers {lacking}")
+    if channels is None and any(lv.channels for lv in plan.values()):
+        raise OptionError("the plan removes channels: such a plan is made and written in one run of compress "
+                          "with {speedup}")
+    work, members = channels.cut(prep, plan, options) if channels is not None else (prep, {})
     chosen, errors = {}, {}
     for l in prep.layers:
-        if not db.has(planned["model"], planned["settings"], l.weight, plan[l.weight].name):
-            raise OptionError(f"the database has no {plan[l.weight].name} for layer {l.weight!r}: is {{db}} the "
+        level = dataclasses.replace(plan[l.weight], channels=None)
+        if not db.has(planned["model"], planned["settings"], l.weight, level.name):
+            raise OptionError(f"the database has no {level.name} for layer {l.weight!r}: is {{db}} the "
                               "database the plan was made from?")
-        arrays, meta = db.get(planned["model"], planned["settings"], l.weight, plan[l.weight].name)
-        chosen[l.weight] = from_arrays(arrays, meta, plan[l.weight])
+        arrays, meta = db.get(planned["model"], planned["settings"], l.weight, level.name)
+        loss = meta["calib_loss"] if not level.dense else 0.0
+        if l.weight in members:
+            loss += members[l.weight][3]  # the cut's loss, and the level's at full width
+        elif not level.dense:
+            chosen[l.weight] = from_arrays(arrays, meta, level)
         if not plan[l.weight].dense:  # fidelity.output_errors' figure, from the loss the plan weighed
-            errors[l.weight] = {"output_error": math.sqrt(meta["calib_loss"])}
-    written = {w: s for w, s in chosen.items() if not plan[w].dense}
-    out_model = write(prep, written, {w: level_options(options, plan[w]) for w in written})
-    rows = [dict(s.row, level=plan[w].name, storage=s.row.get("storage", "float32"), **errors.get(w, {}))
-            for w, s in chosen.items()]
+            errors[l.weight] = {"output_error": math.sqrt(loss)}
+    narrowed = _solve_narrowed(work, db, planned, plan, members, options, progress or (lambda *a: None))
+    written = {**chosen, **narrowed}
+    out_model = write(work, written, {w: level_options(options, dataclasses.replace(plan[w], channels=None))
+                                      for w in written})
+    rows = []
+    for l in prep.layers:
+        w = l.weight
+        if w in members:
+            row = member_row(work, w, narrowed.get(w), members[w])
+        else:
+            row = dict(chosen[w].row) if w in chosen else summary_row(l, weight_array(prep.model, w), note="dense")
+        rows.append(dict(row, level=plan[w].name, storage=row.get("storage", "float32"), **errors.get(w, {})))
     budget = dict(planned["budget"])
-    report = finish(prep, out_model, dst, rows, options, t0,
+    report = finish(work, out_model, dst, rows, options, t0,
                     {"budget": budget, "plan": planned["plan"], **(extra or {})})
     if budget["cost"] == "latency":
         measured = latencies(prep, options, dense=src, out=dst)
@@ -169,6 +210,27 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
     elif budget["cost"] == "size":
         budget["measured_share"] = report["bytes"]["output"] / report["bytes"]["input"]
     return report
+
+
+def _solve_narrowed(work, db: Database, planned: dict, plan: dict, members: dict, options: Options,
+                    progress) -> dict:
+    """Weight → Solved of each layer of a cut unit at its own level (not dense) on its smaller
+    shape (`work`: the cut model), by the method its full-width entry in the database was solved
+    with (the fast one where the time budget gave it that)."""
+    jobs = []
+    for layer in work.layers:
+        level = dataclasses.replace(plan[layer.weight], channels=None)
+        if layer.weight not in members or level.dense:
+            continue
+        setting = level_options(options, level)
+        if fast_entry(db, planned["model"], planned["settings"], layer.weight, level):
+            setting = fast_options(setting)
+        jobs.append((layer, [setting]))
+    out = {}
+    for layer, (s,), status in solve_all(work, jobs, options):
+        out[layer.weight] = s
+        progress("cut", len(out), len(jobs), f"{layer.weight} narrowed, at its level{status}")
+    return out
 
 
 def compress_to_budget(model_path, out_path, calib, options: Options, kind: str, target: str, db_dir=None,
@@ -182,34 +244,55 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     t0 = time.perf_counter()
     if COSTS[kind] == "latency":
         check_runtime(options)
-    levels = levels or level_set(COSTS[kind], options.runtime)
+    levels, shares = _split(levels or level_set(COSTS[kind], options.runtime) + (
+        [Level(channels=s) for s in DEFAULT_SHARES] if COSTS[kind] == "latency" else []), kind)
     check_storable(levels)
     prep = load(src, calib, options)
     db_dir = pathlib.Path(db_dir) if db_dir else dst.parent / f"{dst.name}.db"
     with Database(db_dir) as db:
         reach = None
         if COSTS[kind] == "latency":  # refused in seconds, before anything is solved, when out of reach
-            reach = reachable(prep, db, src, levels, options, progress)
+            reach = reachable(prep, db, src, levels, options, progress, shares)
             if reach["speedup"] < budget_factor(kind, target) and not best_effort:
                 raise OptionError(f"the speedup budget {target} cannot be met: the best reachable is "
                                   f"{reach['speedup']:.2f}x on {options.runtime} at batch size "
                                   f"{timing_batch(prep, options)} (timed before solving; the timings are kept in "
                                   f"{db_dir}; {{best_effort}} writes the fastest plan)")
         only = reach and reach["useful"]
+        channels = reach and reach["channels"]
         prep = capture(prep, options, progress, activation_ranges=families.needs_ranges(levels))
         built = build(prep, db, src, levels, options, progress, only)
         if only:
             built["slower_than_dense"] = reach["slower"]  # (layer, level) pairs not solved: no plan takes them
+        if channels:
+            channels.measure_losses(prep, options, progress)
         extra = {"database": {"path": str(db_dir), **built}}
         if "time_budget" in built:
             extra["time_budget"] = extra["database"].pop("time_budget")
-        planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress, only=only)
-        report = stitch(prep, db, src, dst, options, planned, t0, extra)
+        planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress, only=only,
+                            channels=channels)
+        report = stitch(prep, db, src, dst, options, planned, t0, extra, channels, progress)
         if COSTS[kind] == "latency":
             report = _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra,
-                                progress, only)
+                                progress, only, channels)
             report["budget"]["reachable_speedup"] = reach["speedup"]
+            if channels:
+                report["budget"]["channel_units"] = len(channels.units)
+                report["budget"]["channel_factors"] = {str(s): f for s, f in channels.factors.items()}
         return report
+
+
+def _split(levels: list, kind: str) -> tuple:
+    """(the levels solved layer by layer, the channel shares a speedup budget may cut units by):
+    a level of channel removal names a share alone (c0.250); only speedup budgets take them."""
+    cut = [lv for lv in levels if lv.channels is not None]
+    mixed = [lv.name for lv in cut if dataclasses.replace(lv, channels=None) != Level()]
+    if mixed:
+        raise OptionError(f"levels {mixed}: a channel level names the share alone (c0.250); the layers it cuts take "
+                          "the other levels by themselves")
+    if cut and COSTS[kind] != "latency":
+        raise OptionError(f"levels {[lv.name for lv in cut]}: channel removal is offered to {{speedup}} budgets only")
+    return [lv for lv in levels if lv.channels is None], sorted(lv.channels for lv in cut)
 
 
 CORRECTIONS = 2  # re-plans at most, when the measured speedup falls short
@@ -217,7 +300,7 @@ SHORT = 0.97  # of the requested speedup
 
 
 def _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra, progress,
-               only) -> dict:
+               only, channels) -> dict:
     """Whole-plan correction: while the output measures short of the requested speedup, ask the
     DP for more by the ratio the last plan's prediction missed by (the layers' times in the
     database do not add up exactly to the model's), re-stitch and re-measure. Every attempt is
@@ -240,14 +323,14 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
         aim *= b["predicted_speedup"] / b["measured_speedup"]
         try:
             again = make_plan(prep, db, src, options, kind, target, levels, False, progress, measure=False, aim=aim,
-                              only=only)
+                              only=only, channels=channels)
         except ValueError:
             break  # the corrected aim is out of reach: keep what was measured
         if again["plan"] == planned["plan"]:
             continue
         progress("correct", len(attempts), CORRECTIONS, f"measured {b['measured_speedup']:.2f}x: aiming at {aim:.2f}x")
         planned = again
-        report = stitch(prep, db, src, dst, options, planned, t0, extra)
+        report = stitch(prep, db, src, dst, options, planned, t0, extra, channels, progress)
         note(report)
     return report
 

@@ -32,6 +32,8 @@ class Cut:
     weights: dict  # consumer weight name → its new (narrower) ONNX tensor
     shifts: dict  # consumer weight name → its output mean shift (one value per output channel)
     losses: dict  # consumer weight name → (layer loss, dense output loss)
+    full: dict = dataclasses.field(default_factory=dict)  # consumer weight name → Ŵ at full width, the removed
+    #                                                        columns zero: what the model computes after the cut
 
 
 ALIGN = 8  # channel counts kept at multiples of this: onnxruntime's NCHWc kernels block channels by 8 (AVX2)
@@ -47,33 +49,58 @@ def removed_count(channels: int, share: float, align: bool = True) -> int:
     return min(channels - max(kept, 1), channels - 1)
 
 
+class Removal:
+    """One structured ExactOBS pass over a group's consumers: the order in which its channels go
+    (the first `steps` of them), from which the cut of any count up to `steps` follows."""
+
+    def __init__(self, prep, group, steps: int, damp: float):
+        layers = {l.weight: l for l in prep.layers}
+        self.group, self.problems, self.views = group, [], []
+        for c in group.consumers:
+            layer = layers[c.weight]
+            (W,) = layer.matrices(weight_array(prep.model, layer.weight))
+            acc = prep.hessians[layer.weight][0]
+            Wp, H = solver.prepare(W, acc.hessian, damp)
+            self.problems.append((Wp, H, layer.kind.input_columns(layer, c.per)))
+            self.views.append((layer, c, W, acc))
+        self.order, _ = greedy_joint(self.problems, steps)
+
+    def cut(self, count: int) -> Cut:
+        """The first `count` channels of the order removed, each consumer updated optimally."""
+        removed = np.sort(self.order[:count])
+        keep = np.setdiff1d(np.arange(self.group.channels), removed)
+        cut = Cut(self.group, keep, {}, {}, {})
+        for (Wp, H, cols), (layer, c, W, acc) in zip(self.problems, self.views):
+            gone = cols[removed].ravel()
+            W_hat = without_columns(Wp, H, gone)
+            kept_cols = np.setdiff1d(np.arange(layer.cols), gone)
+            narrow = layer.kind.with_inputs(layer, len(keep), c.per)
+            cut.weights[layer.weight] = narrow.weight_from([W_hat[:, kept_cols].astype(np.float32)])
+            cut.full[layer.weight] = layer.weight_from([W_hat.astype(np.float32)])
+            cut.shifts[layer.weight] = (W.astype(np.float64) - W_hat) @ acc.mean
+            cut.losses[layer.weight] = (solver.layer_loss(Wp, W_hat, H), solver.layer_loss(Wp, 0, H))
+        return cut
+
+
 def plan_cut(prep, group, share: float, damp: float) -> Cut | None:
     """The channels of `group` to remove (removed_count of them) and what that does to its
     consumers; None when none goes."""
-    layers = {l.weight: l for l in prep.layers}
     k = removed_count(group.channels, share, align=group.align)
-    if k < 1:
-        return None
-    problems, views = [], []
+    return Removal(prep, group, k, damp).cut(k) if k >= 1 else None
+
+
+def stand_in_cut(prep, group, count: int) -> Cut:
+    """`count` channels of `group` removed with no solve (the last ones, the consumers' columns
+    merely dropped): the shapes and so the time of a cut, not its weights."""
+    layers = {l.weight: l for l in prep.layers}
+    keep = np.arange(group.channels - count)
+    cut = Cut(group, keep, {}, {}, {})
     for c in group.consumers:
         layer = layers[c.weight]
         (W,) = layer.matrices(weight_array(prep.model, layer.weight))
-        acc = prep.hessians[layer.weight][0]
-        Wp, H = solver.prepare(W, acc.hessian, damp)
-        problems.append((Wp, H, layer.kind.input_columns(layer, c.per)))
-        views.append((layer, c, W, acc))
-    order, _ = greedy_joint(problems, k)
-    removed = np.sort(order)
-    keep = np.setdiff1d(np.arange(group.channels), removed)
-    cut = Cut(group, keep, {}, {}, {})
-    for (Wp, H, cols), (layer, c, W, acc) in zip(problems, views):
-        gone = cols[removed].ravel()
-        W_hat = without_columns(Wp, H, gone)
-        kept_cols = np.setdiff1d(np.arange(layer.cols), gone)
+        kept_cols = layer.kind.input_columns(layer, c.per)[keep].ravel()
         narrow = layer.kind.with_inputs(layer, len(keep), c.per)
-        cut.weights[layer.weight] = narrow.weight_from([W_hat[:, kept_cols].astype(np.float32)])
-        cut.shifts[layer.weight] = (W.astype(np.float64) - W_hat) @ acc.mean
-        cut.losses[layer.weight] = (solver.layer_loss(Wp, W_hat, H), solver.layer_loss(Wp, 0, H))
+        cut.weights[layer.weight] = narrow.weight_from([W[:, np.sort(kept_cols)]])
     return cut
 
 
@@ -90,7 +117,6 @@ def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: boo
     removed. Layers whose inputs were all zero on the calibration data are not cut into."""
     progress = progress or (lambda *a: None)
     groups = removable_groups(prep.model, prep.layers)
-    layers = {l.weight: l for l in prep.layers}
     cuts, notes = [], []
     progress("channels", 0, len(groups), "")
     for i, group in enumerate(groups):
@@ -104,8 +130,15 @@ def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: boo
             if cut is not None:
                 cuts.append(cut)
         progress("channels", i + 1, len(groups), group.producer)
-    model = onnx.ModelProto()
-    model.CopyFrom(prep.model)
+    model, rows_kept = apply_cuts(prep.model, prep.layers, cuts, bias_correction)
+    return model, _rows(prep, cuts, rows_kept), notes
+
+
+def apply_cuts(model, layers: list, cuts: list, bias_correction: bool = True) -> tuple:
+    """(a copy of `model` with every cut of `cuts` made, weight → the output rows each layer that
+    lost some keeps); with `bias_correction` each consumer's mean shift is folded into its bias."""
+    layers = {l.weight: l for l in layers}
+    model = _copy(model)
     for cut in cuts:  # the consumers' new columns first (all rows), then rows and channels go
         for name, value in cut.weights.items():
             set_weight(model, name, value)
@@ -121,7 +154,13 @@ def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: boo
                     shift = shift[rows_kept[name]]
                     layer = _with_rows(layer, len(shift))
                 add_output_shift(model, layer, shift)
-    return model, _rows(prep, cuts, rows_kept), notes
+    return model, rows_kept
+
+
+def _copy(model):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _with_rows(layer, rows: int):

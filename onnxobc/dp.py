@@ -61,3 +61,24 @@ def solve(losses, costs, budget: float, buckets: int = 10_000) -> list[int]:
         choice.append(k)
         b -= int(np.ceil(costs[l][k] / unit - 1e-9))
     return choice[::-1]
+
+
+def combine(options: list) -> list:
+    """The Pareto front of the sums of one option from each list of `options` (a list per member
+    of a unit, each option (cost, loss)): (cost, loss, the option index per member), by cost
+    ascending, each with less loss than every cheaper one. A unit whose members choose their
+    levels together (the layers of a channel group) enters the DP as one layer with these options."""
+    front = [(0.0, 0.0, ())]
+    for member in options:
+        sums = [(c + mc, e + me, picks + (k,)) for c, e, picks in front for k, (mc, me) in enumerate(member)]
+        front = pareto(sums)
+    return front
+
+
+def pareto(options: list) -> list:
+    """The options (cost, loss, …) no other is both cheaper (or as cheap) and better than, by cost."""
+    out = []
+    for opt in sorted(options, key=lambda o: (o[0], o[1])):
+        if not out or opt[1] < out[-1][1]:
+            out.append(opt)
+    return out

@@ -37,10 +37,18 @@ class LossProbe:
         return [np.concatenate([o[i] for o in outs]).astype(np.float64) for i in range(len(outs[0]))]
 
     def loss(self, layer, solved) -> float:
-        swap = {layer.weight: solved.weight.astype(np.float32)}
-        if solved.shift is not None:
-            for k in range(len(layer.nodes)):
-                swap[shift_input(layer, k)] = solved.shift.astype(np.float32).reshape(layer.kind.channel_shape(layer))
+        return self.loss_of([(layer, solved)])
+
+    def loss_of(self, changes: list) -> float:
+        """The loss with every (layer, Solved) of `changes` swapped in at once (the weights at the
+        layers' own shapes)."""
+        swap = {}
+        for layer, solved in changes:
+            swap[layer.weight] = solved.weight.astype(np.float32)
+            if solved.shift is not None:
+                for k in range(len(layer.nodes)):
+                    swap[shift_input(layer, k)] = solved.shift.astype(np.float32).reshape(
+                        layer.kind.channel_shape(layer))
         got = self._run(swap)
         return float(sum(np.sum((g - d) ** 2) / max(np.sum(d ** 2), 1e-30) for g, d in zip(got, self.dense)))
 

@@ -15,18 +15,19 @@ import dataclasses
 
 import numpy as np
 
+from .channel_levels import ChannelLevels, narrowed, units, with_share
+from .channels import apply_cuts, stand_in_cut
 from .costs import (
     frame,
     in_model,
     in_model_factors,
     model_seconds,
-    stored_uniform_seconds,
     timing_batch,
     timing_feed,
     uniform_key,
 )
 from .db.build import level_options, model_key
-from .db.levels import Level
+from .db.levels import Level, parse
 from .db.profile import activation_shapes, layer_latencies, signature
 from .db.store import Database
 from .export import write
@@ -80,23 +81,32 @@ def layer_seconds(prep, db: Database, levels: list, options, progress=None) -> t
 UNIFORM_ROUNDS, UNIFORM_REPEATS = 5, 2  # whole models: fewer runs than a layer alone gets
 
 
-def uniform_seconds(prep, db: Database, src, levels: list, standins: list, options, progress=None) -> dict:
+def uniform_seconds(prep, db: Database, src, levels: list, standins: list, options, progress=None,
+                    cuts: dict | None = None) -> dict:
     """Level name → seconds per batch of the model (as planned: folded) with every layer the
-    level fits at it (each level of `levels` fits one at least), "dense" with none, timed side by side (stand-in weights; int8 activation
-    ranges stand in too, as their values do not change the time); cached in the database."""
+    level fits at it (each level of `levels` fits one at least), "dense" with none; and for each
+    channel share of `cuts` (share → (the model cut at it as a Prepared, its layers' stand-ins)),
+    the cut model alone (c0.250) and with every layer at each level (c0.250+w8a8dyn). Timed side
+    by side (stand-in weights; int8 activation ranges stand in too, as their values do not change
+    the time); cached in the database."""
     progress = progress or (lambda *a: None)
+    variants = [(None, prep, standins)] + [(share, p, st) for share, (p, st) in (cuts or {}).items()]
+    names = {(share, lv): _uniform_name(share, lv) for share, _, _ in variants for lv in [Level()] + levels}
+    names = {k: v for k, v in names.items() if v is not None}
     runtime, key = options.target.cache_key(), uniform_key(model_key(src), timing_batch(prep, options))
-    cached = stored_uniform_seconds(db, model_key(src), timing_batch(prep, options), levels, options)
-    if cached is not None:
+    cached = {n: db.latency(runtime, key, n) for n in names.values()}
+    if all(v is not None for v in cached.values()):
         return cached
-    observe = [t for part in quantized_tensors(prep.model, prep.layers, options.target.int8) for t in part]
-    alike = dataclasses.replace(prep, ranges={n: (-1.0, 1.0) for n in observe})
-    models = {"dense": prep.model}
-    for lv in levels:
-        if not lv.dense:
+    models = {}
+    for share, p, st in variants:
+        observe = [t for part in quantized_tensors(p.model, p.layers, options.target.int8) for t in part]
+        alike = dataclasses.replace(p, ranges={n: (-1.0, 1.0) for n in observe})
+        for lv in [Level()] + levels:
+            if (share, lv) not in names:
+                continue
             chosen = {layer.weight: dataclasses.replace(s[lv], row=dict(s[lv].row))
-                      for layer, s in zip(prep.layers, standins) if lv in s}
-            models[lv.name] = write(alike, chosen, {w: level_options(options, lv) for w in chosen})
+                      for layer, s in zip(p.layers, st) if lv in s and not lv.dense}
+            models[names[share, lv]] = write(alike, chosen, {w: level_options(options, lv) for w in chosen})
     progress("reach", 0, 1, f"the whole model at each of {len(models) - 1} levels, side by side")
     seconds = options.target.latencies(models, timing_feed(prep, options), custom_ops=options.custom_ops,
                                        rounds=UNIFORM_ROUNDS, repeats=UNIFORM_REPEATS)
@@ -106,11 +116,70 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     return seconds
 
 
-def reachable(prep, db: Database, src, levels: list, options, progress=None) -> dict:
+def _uniform_name(share, level: Level) -> str | None:
+    if share is None:
+        return level.name
+    combined = with_share(level, share)
+    return None if combined is None else combined.name
+
+
+def cut_seconds(prep, db: Database, found: list, levels: list, standins: list, options, progress=None) -> tuple:
+    """(share → (the model with every unit of `found` (channel_levels.units) that takes the share
+    cut by stand-ins, as a Prepared; its layers' stand-ins: the units' layers narrowed, the others'
+    `standins`); share → weight → {Level: seconds alone} of those units' layers narrowed)."""
+    cuts, seconds = {}, {}
+    for share in sorted({s for u in found for s in u.counts}):
+        parts = [stand_in_cut(prep, u.group, u.counts[share]) for u in found if share in u.counts]
+        narrow = narrowed(prep, apply_cuts(prep.model, prep.layers, parts, bias_correction=False)[0])
+        members = {w for u in found if share in u.counts for w in u.group.members}
+        sub = dataclasses.replace(narrow, layers=[l for l in narrow.layers if l.weight in members])
+        alone, made = layer_seconds(sub, db, levels, options, progress)
+        seconds[share] = {l.weight: a for l, a in zip(sub.layers, alone)}
+        mine = {l.weight: m for l, m in zip(sub.layers, made)}
+        cuts[share] = (narrow, [mine.get(l.weight, st) for l, st in zip(narrow.layers, standins)])
+    return cuts, seconds
+
+
+def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float) -> tuple:
+    """(share → weight → {Level: seconds in the model} of the narrowed layers, share → {"dense"
+    or level name: in-model factor}). A cut's saving on a dense layer is scaled by what the whole
+    model cut at the share saves against its layers' summed savings; a level's saving on the
+    narrowed layer by what the cut model saves at that level against its layers' savings (the
+    cut layers narrowed, the others at full width): the whole models timed at each share and
+    level are then predicted exactly. `full`: weight → {Level: seconds alone} at full width;
+    `narrow`: share → weight → {Level: seconds alone}; `uniform`: the whole-model times."""
+    out, factors = {}, {}
+    dense = Level()
+
+    def ratio(whole, saved):
+        return max(0.0, whole / (scale * saved)) if saved > 0 else 1.0
+
+    for share, layers in narrow.items():
+        cut = _uniform_name(share, dense)
+        saved = sum(max(0.0, full[w][dense] - t[dense]) for w, t in layers.items())
+        f = {"dense": ratio(uniform["dense"] - uniform[cut], saved)}
+        for lv in {lv for t in layers.values() for lv in t if not lv.dense}:
+            name = _uniform_name(share, lv)
+            if name is None or name not in uniform:
+                continue
+            at = {w: layers.get(w, s) for w, s in full.items()}
+            saved = sum(max(0.0, t[dense] - t[lv]) for t in at.values() if lv in t)
+            f[lv.name] = ratio(uniform[cut] - uniform[name], saved)
+        factors[share] = f
+        out[share] = {}
+        for w, t in layers.items():
+            base = max(0.0, full[w][dense] - f["dense"] * (full[w][dense] - t[dense]))
+            out[share][w] = {lv: base if lv.dense else max(0.0, base - f.get(lv.name, 1.0) * (t[dense] - v))
+                             for lv, v in t.items()}
+    return out, factors
+
+
+def reachable(prep, db: Database, src, levels: list, options, progress=None, shares=()) -> dict:
     """The fastest plan's predicted speedup over the user's model ("speedup"), with the dense
     model's and the fastest plan's predicted seconds per batch, from timings alone; per layer
     the levels worth solving ("useful": weight → levels, dense and those that fit and save time
-    inside the model), and how many that fit do not ("slower")."""
+    inside the model), and how many that fit do not ("slower"). With channel `shares`, the units
+    that can be cut at them, timed ("channels": a ChannelLevels, None without shares)."""
     timed = levels if Level() in levels else [Level()] + levels  # the dense times frame the rest
     alone, standins = layer_seconds(prep, db, timed, options, progress)
     t = model_seconds(prep, db, src, options)
@@ -118,10 +187,21 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None) -> 
     dense_layers = sum(s[lv] for s in alone for lv in s if lv.dense)
     fixed, scale = frame(model_s, dense_layers)
     fitting = [lv for lv in timed if any(lv in s for s in standins)]
-    uniform = uniform_seconds(prep, db, src, fitting, standins, options, progress)
-    factors = in_model_factors(alone, uniform, scale)
+    found = units(prep, shares) if shares else []
+    cuts, narrow = cut_seconds(prep, db, found, timed, standins, options, progress)
+    uniform = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts)
+    factors = in_model_factors(alone, {k: v for k, v in uniform.items() if not parse(k).channels}, scale)
     per_layer = in_model(alone, factors)
-    fastest = sum(min((v for lv, v in s.items() if lv in levels), default=s[Level()]) for s in per_layer)
+    allowed = [{lv: v for lv, v in s.items() if lv in levels} or {Level(): s[Level()]} for s in per_layer]
+    channels = None
+    if shares:
+        full = {layer.weight: s for layer, s in zip(prep.layers, alone)}
+        seconds, cut_factors = cut_costs(full, narrow, uniform, scale)
+        channels = ChannelLevels(found, seconds, cut_factors)
+    members = {w for u in found for w in u.group.members}
+    fastest = sum(min(s.values()) for layer, s in zip(prep.layers, allowed) if layer.weight not in members)
+    if channels is not None:
+        fastest += sum(channels.fastest({l.weight: s for l, s in zip(prep.layers, allowed)}).values())
     best_s = fixed + scale * fastest
     # a level that saves nothing never enters a plan (dense costs no more and loses nothing)
     useful = {layer.weight: [lv for lv, v in s.items() if lv.dense or (lv in levels and v < s[Level()])]
@@ -129,4 +209,4 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None) -> 
     slower = sum(lv in levels and not lv.dense and lv not in useful[layer.weight]
                  for layer, s in zip(prep.layers, per_layer) for lv in s)
     return {"speedup": source_s / best_s, "source_seconds": source_s, "fastest_seconds": best_s, "useful": useful,
-            "slower": slower, "in_model_factors": factors}
+            "slower": slower, "in_model_factors": factors, "channels": channels}

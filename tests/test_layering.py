@@ -16,7 +16,7 @@ ORDER = [
     {"prepare", "export", "verify", "cluster", "channels", "fidelity", "deadline"},
     {"schedule"},
     {"pipeline", "db"},
-    {"costs"},
+    {"costs", "channel_levels"},
     {"reach"},
     {"budget"},
     {"tradeoff"},

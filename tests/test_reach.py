@@ -52,8 +52,11 @@ def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
     assert "capture" not in r.stderr and "database" not in r.stderr  # no Hessian, nothing solved
     with Database(tmp_path / "x.onnx.db") as db:
         assert db.entries() == []
-        # each layer at each level, the whole model, the whole model at dense and each level but w8a8dyn
-        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * len(level_set("latency"))
+        # each layer at each level, the whole model, the whole model at dense and each level but w8a8dyn; the
+        # channel unit fc0 → fc1 at 4 shares: both layers narrowed at each level (at 0.5 both are 64×64 Gemms:
+        # one signature), the cut model at dense, w8a8 and w4 (low-rank does not combine with a cut)
+        n = len(level_set("latency"))
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n + (2 * 4 - 1) * n + 4 * 3
 
 
 def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, monkeypatch):

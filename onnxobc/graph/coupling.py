@@ -60,6 +60,11 @@ class LayerGroup:
     blocked: str | None = None  # why the channels cannot be removed; None when they can
     aligned: dict = dataclasses.field(default_factory=dict)  # tensor → Aligned: every tensor carrying the channels
 
+    @property
+    def members(self) -> list:
+        """The weights of every layer whose shape a removal changes."""
+        return [self.producer] + self.depthwise + [c.weight for c in self.consumers]
+
     def columns(self, layer) -> np.ndarray:
         """(channels, width): the view columns of consumer `layer` that read each channel."""
         per = next(c.per for c in self.consumers if c.weight == layer.weight)

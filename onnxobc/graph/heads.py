@@ -47,6 +47,11 @@ class HeadGroup:
     def consumers(self) -> list:
         return [Consumer(self.consumer, self.head_dim)]
 
+    @property
+    def members(self) -> list:
+        """The weights of every layer whose shape a removal changes."""
+        return self.producers + [self.consumer]
+
     def rows_kept(self, keep: np.ndarray) -> dict:
         """The output rows each projection keeps when the heads `keep` stay."""
         rows = (keep[:, None] * self.head_dim + np.arange(self.head_dim)).ravel()

@@ -63,6 +63,15 @@ class HessianAccumulator:
         H = to_host(self._sum) * (2.0 / self.samples)
         return (H + H.T) / 2
 
+    def restricted(self, cols) -> HessianAccumulator:
+        """The accumulator of the same samples with only the inputs `cols` (indices): what a layer
+        that lost its other input columns would have captured."""
+        cols = np.asarray(cols)
+        out = HessianAccumulator.__new__(HessianAccumulator)
+        out.cols, out.samples = len(cols), self.samples
+        out._sum, out._first = self._sum[cols][:, cols].copy(), self._first[cols].copy()
+        return out
+
 
 def prepare(W, H, damp: float = 0.01):
     """Make a layer problem solvable: returns (W, H) as float32 / float64 copies where
