@@ -54,7 +54,7 @@ def _add_solver_options(c) -> None:
                         "(default: the memory available)")
     c.add_argument("--levels", nargs="*", metavar="LEVEL",
                    help="the levels a budget chooses from (default: the set for the budget and runtime), "
-                        "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8")
+                        "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8; for --speedup also channel shares, c0.250")
     # the fixed-level choices, for the subcommands that do not take them (compress overrides them)
     c.set_defaults(matmulnbits=False, **dict.fromkeys(families.FIELDS))
 
