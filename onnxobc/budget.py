@@ -278,6 +278,8 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
             report["budget"]["reachable_speedup"] = reach["speedup"]
             if channels:
                 report["budget"]["channel_units"] = len(channels.units)
+                report["budget"]["channel_units_cut"] = sum(parse(report["plan"][u.group.producer]).channels is not None
+                                                            for u in channels.units)
                 report["budget"]["channel_factors"] = {str(s): f for s, f in channels.factors.items()}
         return report
 

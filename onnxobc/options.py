@@ -51,6 +51,7 @@ class Options(families.Spec):
     max_memory: float | None = None  # GiB a layer's Hessians and solve may take (default: the memory available)
     max_time: float | None = None  # seconds the exact solves may take, predicted (deadline.py); None: no limit
     ray: str | None = None  # solve the layers on this Ray cluster ("auto", an address, or "local")
+    sequential: bool = False  # solve wave after wave on the compressed model's inputs (sequential.py)
     device: str = "auto"  # where Hessians are summed and the exact solvers run: "cpu", "cuda" (CuPy), or
     #                       "auto": the GPU where CuPy has one, else the CPU
 
@@ -101,5 +102,10 @@ class Options(families.Spec):
             raise OptionError(f"{{holdout}} must be in (0, 1), got {self.holdout}")
         if self.max_time is not None and not self.max_time > 0:
             raise OptionError(f"{{max_time}} must be a positive duration, got {self.max_time} s")
+        if self.sequential and planned:
+            raise OptionError("{sequential} solves each layer on the inputs the layers before it give at their "
+                              "fixed levels; a budget's database holds every level of every layer alone: drop one")
+        if self.sequential and self.ray:
+            raise OptionError("{sequential} solves wave after wave here, each on the one before: drop {ray}")
         if self.max_memory is not None and not self.max_memory > 0:
             raise OptionError(f"{{max_memory}} is in GiB and must be positive, got {self.max_memory}")

@@ -1,7 +1,8 @@
 """Compress a model with one setting for every layer: the flow of DESIGN.md in readable steps.
 
     prepare (load, fold, discover, capture)  →  [remove channels, prepare the smaller model]
-    →  solve each layer (here or on a Ray cluster)  →  each one's error at the model's outputs
+    →  solve each layer (here or on a Ray cluster; or wave after wave on the compressed model's
+       inputs: sequential.py)  →  each one's error at the model's outputs
     →  write each family's form
     →  verify against the input model, save, report
 
@@ -21,6 +22,7 @@ from .options import Options
 from .prepare import prepare
 from .progress import duration, silent
 from .schedule import solve_all
+from .sequential import solve_sequentially
 from .verify import check_paths, finish
 
 __all__ = ["Options", "compress"]
@@ -35,7 +37,7 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     options.check()
     src, dst = check_paths(model_path, out_path)
     t0 = time.perf_counter()
-    prep = prepare(src, calib, options, progress)
+    prep = prepare(src, calib, options, progress, hessians=options.channels is not None or not options.sequential)
     rows = []
     if options.channels is not None:
         model, rows, notes = remove_channels(prep, options.channels, options.damp, options.bias_correction, progress)
@@ -43,7 +45,7 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
         if not families.compresses(options):
             prep = dataclasses.replace(prep, notes=prep.notes + notes)
             return finish(prep, model, dst, rows, options, t0)
-        prep = prepare(src, calib, options, progress, model=model)
+        prep = prepare(src, calib, options, progress, model=model, hessians=not options.sequential)
         prep.notes += notes
     allotment = allot(prep.layers, options)
     if allotment.fast:
@@ -52,10 +54,13 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
                  f"{len(prep.layers)} layers (all exact: {duration(total)} predicted)")
     solved = {}
     progress("solve", 0, len(prep.layers), "")
-    jobs = [(layer, [allotment.settings[layer.weight]]) for layer in prep.layers]
-    for layer, (s,), status in solve_all(prep, jobs, options):
-        solved[layer.weight] = s
-        progress("solve", len(solved), len(prep.layers), layer.weight + status)
+    if options.sequential:
+        solved = solve_sequentially(prep, allotment.settings, options, progress)
+    else:
+        jobs = [(layer, [allotment.settings[layer.weight]]) for layer in prep.layers]
+        for layer, (s,), status in solve_all(prep, jobs, options):
+            solved[layer.weight] = s
+            progress("solve", len(solved), len(prep.layers), layer.weight + status)
     solved = {l.weight: solved[l.weight] for l in prep.layers}  # in the model's order, as a cluster finishes in any
     for weight, error in output_errors(prep, solved, options, progress).items():
         solved[weight].row["output_error"] = error

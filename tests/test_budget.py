@@ -154,6 +154,7 @@ def test_speedup_budget_reports_predicted_and_measured(tmp_path):
     assert attempts[-1]["measured_speedup"] == b["measured_speedup"]
     assert all(a["aimed_speedup"] < c["aimed_speedup"] for a, c in zip(attempts, attempts[1:]))
     assert "predicted" in r.stdout and "measured" in r.stdout
+    assert b["channel_units"] == 1 and b["channel_units_cut"] in (0, 1)  # fc0 → fc1 (fc1 → fc2 shares fc1)
     with Database(tmp_path / "s.onnx.db") as db:
         levels = [r[0] for r in db.conn.execute("SELECT level FROM latency")]
         keys = {r[0] for r in db.conn.execute("SELECT runtime FROM latency")}
@@ -206,6 +207,7 @@ def test_speedup_stages_plan_only_from_a_profiled_database(tmp_path):
     r = onnxobc("stitch", MODEL, str(tmp_path / "o.onnx"), "--db", db, "--plan", str(tmp_path / "p.json"), *calib)
     assert r.returncode == 0, r.stderr
     assert "predicted" in r.stdout and "measured" in r.stdout
+    assert b["channel_units"] == 1 and b["channel_units_cut"] in (0, 1)  # fc0 → fc1 (fc1 → fc2 shares fc1)
 
 
 def test_stage_errors(tmp_path):

@@ -14,7 +14,7 @@ ORDER = [
     {"families"},  # the compression families: solving (through solver) and writing (through graph)
     {"options", "solve"},
     {"prepare", "export", "verify", "cluster", "channels", "fidelity", "deadline"},
-    {"schedule"},
+    {"schedule", "sequential"},
     {"pipeline", "db"},
     {"costs", "channel_levels"},
     {"reach"},

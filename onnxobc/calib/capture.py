@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 
 from ..sessions import session
-from ..solver import HessianAccumulator
+from ..solver import CrossAccumulator, HessianAccumulator
 from .feeds import batches, model_inputs
 from .ranges import Histogram
 
@@ -47,6 +47,28 @@ def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int
         if progress is not None:
             progress(len(next(iter(feed.values()))))
     return hessians, ranges
+
+
+def capture_paired(dense: onnx.ModelProto, current: onnx.ModelProto, layers, data: dict, batch_size: int = 8,
+                   custom_ops=(), progress=None, device: str = "cpu") -> tuple:
+    """({weight: [HessianAccumulator per group]} of each layer's inputs X̃ in `current` (a
+    compression of `dense` whose layers keep their input names), {weight: [CrossAccumulator per
+    group]} of X̃ against the same samples' inputs X in `dense`): both models run batch by batch."""
+    acts = sorted({a for l in layers for a in l.activations})
+    sessions = [session(exposing(m, acts), custom_ops=custom_ops) for m in (current, dense)]
+    hessians = {l.weight: [HessianAccumulator(l.cols, device) for _ in range(l.groups)] for l in layers}
+    cross = {l.weight: [CrossAccumulator(l.cols, device) for _ in range(l.groups)] for l in layers}
+    for feed in batches(data, model_inputs(dense), batch_size):
+        now, then = (dict(zip(acts, s.run(acts, feed))) for s in sessions)
+        for l in layers:
+            for act in l.activations:
+                pairs = zip(hessians[l.weight], cross[l.weight], l.hessian_inputs(now[act]), l.hessian_inputs(then[act]))
+                for acc, c, X_tilde, X in pairs:
+                    acc.add_batch(X_tilde)
+                    c.add_batch(X_tilde, X)
+        if progress is not None:
+            progress(len(next(iter(feed.values()))))
+    return hessians, cross
 
 
 def capture_ranges(model: onnx.ModelProto, ranges: dict, data: dict, batch_size: int = 8, symmetric: bool = False,

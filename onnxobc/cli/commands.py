@@ -85,7 +85,8 @@ def options_of(args) -> Options:
                    damp=args.damp, skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction, variance_correction=not args.no_variance_correction,
                    runtime=args.runtime, matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()),
-                   max_memory=args.max_memory, ray=getattr(args, "ray", None), device=args.device)
+                   max_memory=args.max_memory, ray=getattr(args, "ray", None), device=args.device,
+                   sequential=getattr(args, "sequential", False))
 
 
 def check_report_path(args) -> None:

@@ -113,6 +113,9 @@ def make_parser() -> argparse.ArgumentParser:
     _add_families(c)
     _add_budgets(c)
     c.add_argument("--db", metavar="DIR", help="the database a budget builds and reuses (default: OUT.db)")
+    c.add_argument("--sequential", action="store_true",
+                   help="solve the layers wave after wave, each on the inputs the model compressed so far gives it, "
+                        "its weight first refitted to them (the OBC paper's sequential mode; fixed levels only)")
     _add_ray(c)
     c.add_argument("--report", help="also write the summary as JSON here")
     _add_config(c)

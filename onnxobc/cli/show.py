@@ -65,6 +65,9 @@ def budget(b: dict) -> None:
               f"{b['output_model_seconds'] * 1e3:.3f} ms per batch; the layers alone sum to "
               f"{b['layer_sum_over_model']:.2f}x the dense model's time"
               + (f"; the fastest plan: {b['reachable_speedup']:.2f}x)" if "reachable_speedup" in b else ")"))
+        if b.get("channel_units"):
+            print(f"channel removal: {b['channel_units_cut']} of {b['channel_units']} channel groups and attention "
+                  f"blocks cut (each layer's note says by how much)")
         if len(b.get("attempts", [])) > 1:
             print("measured short of the target, re-planned: " + "; ".join(
                 f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x (corrected by the "

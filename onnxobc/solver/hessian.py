@@ -73,6 +73,55 @@ class HessianAccumulator:
         return out
 
 
+class CrossAccumulator:
+    """Streams paired batches (X̃, X) of the same samples (samples × cols: a layer's inputs in a
+    compressed model and in the dense one) into C = 2/N · X̃ᵀX, accumulated in float64: with
+    H̃ = 2/N · X̃ᵀX̃, the weight that maps X̃ closest to the dense outputs WX is refit(W, H̃, C)."""
+
+    def __init__(self, cols: int, device: str = "cpu"):
+        xp = array_module(device)
+        self._sum = xp.zeros((cols, cols), dtype=np.float64)
+        self.samples = 0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_sum": to_host(self._sum)}
+
+    def add_batch(self, X_tilde, X) -> None:
+        if np.shape(X_tilde) != np.shape(X) or np.ndim(X) != 2 or np.shape(X)[1] != self._sum.shape[0]:
+            raise ValueError(f"paired batches must both be (samples, {self._sum.shape[0]}), got "
+                             f"{np.shape(X_tilde)} and {np.shape(X)}")
+        xp = xp_of(self._sum)
+        self._sum += xp.asarray(X_tilde).astype(np.float64, copy=False).T @ xp.asarray(X).astype(np.float64, copy=False)
+        self.samples += np.shape(X)[0]
+
+    @property
+    def cross(self) -> np.ndarray:
+        if self.samples == 0:
+            raise ValueError("no samples were added to the cross term")
+        return to_host(self._sum) * (2.0 / self.samples)
+
+
+def refit(W, H_tilde, C, damp: float = 0.01) -> np.ndarray:
+    """The weight (float64) whose outputs on the compressed model's inputs X̃ are closest to the
+    dense outputs WX: argmin ‖W'X̃ − WX‖², W' = W Cᵀ H̃⁻¹ (the OBC paper's sequential mode, A.8),
+    written W' = W + W(Cᵀ − H̃)H̃⁻¹ with H̃ dampened as `prepare` dampens it in the correction
+    only, so that inputs equal to the dense ones (Cᵀ = H̃) give W back exactly; dead inputs get
+    no correction."""
+    W = np.asarray(W, np.float64)
+    H = np.asarray(H_tilde, np.float64)
+    dead = np.diag(H) == 0
+    if dead.all():
+        raise ValueError("every input of the layer is zero on the calibration data")
+    Hd = H.copy()
+    Hd[dead, :] = 0
+    Hd[:, dead] = 0
+    Hd[dead, dead] = 1
+    Hd[np.diag_indices_from(Hd)] += damp * np.mean(np.diag(Hd))
+    rhs = (np.asarray(C, np.float64) - H) @ W.T
+    rhs[dead] = 0
+    return W + np.linalg.solve(Hd, rhs).T
+
+
 def prepare(W, H, damp: float = 0.01):
     """Make a layer problem solvable: returns (W, H) as float32 / float64 copies where
 
