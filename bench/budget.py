@@ -1,7 +1,9 @@
-"""Budgets end to end on real models: the shipped digits MLP (batch 128) and PP-OCRv4 det and rec
-(fetched like the tests do, calibrated on rendered text, batch 1) compressed to several
---speedup targets on onnxruntime and --size targets, sharing one database per model and budget
-kind. Prints the plan's level counts, the predicted and measured speedup (dense and output timed
+"""Budgets end to end on real models: the shipped digits MLP (batch 128), PP-OCRv4 det and rec and
+the PP-OCR text-direction classifier (cls, a small MobileNetV3; fetched like the tests do,
+calibrated on rendered text, batch 1) compressed to several --speedup targets on onnxruntime
+(channel levels included) and --size targets, sharing one database per model and budget kind.
+Prints the plan's level counts, the task agreement with the dense model on held-out inputs (digits
+and cls: top-1; rec: decoded text equal; det: text-mask IoU), the predicted and measured speedup (dense and output timed
 in turns in one process) of the last plan and how many times it was re-planned because the
 measurement fell short, the sum of the layers' times against the whole model's, the file share
 and the output error on the held-out samples; the time to build the database and to re-plan
@@ -10,7 +12,7 @@ calibration samples, timed and scored the same way. With --runtime deepsparse th
 timed and the outputs measured on DeepSparse (runtimes/deepsparse/setup.sh), and quantize_static
 writes its operator form (QLinearConv, per-tensor weights), which DeepSparse runs as int8.
 
-    python bench/budget.py [--models digits det rec] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
+    python bench/budget.py [--models digits det rec cls] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
                            [--runtime onnxruntime|deepsparse]
 """
 
@@ -28,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 import ppocr  # noqa: E402
-from pipeline import quantize_static  # noqa: E402
+from pipeline import quantize_static, task_agreement  # noqa: E402
 from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
 
@@ -39,10 +41,22 @@ from onnxobc.sessions import session  # noqa: E402
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 HEADER = ["model", "budget", "levels chosen", "predicted", "corrected", "measured", "re-plans", "layer sum / model",
-          "file share", "rel. output error", "db computed / reused", "s"]
+          "file share", "rel. output error", "task agreement (held out)", "db computed / reused", "s"]
+HELD = 32  # inputs never used for calibration, for the task agreement (PP-OCR models)
 
 
-def baseline_row(label, path, calib, batch, tmp, runtime) -> list:
+def agreement(name: str, dense_path, path, held: np.ndarray) -> str:
+    """Task agreement of the model at `path` with the dense one on `held`."""
+    if held is None:
+        return ""
+    dense, got = (np.concatenate([session(p).run(None, {"x": held[i:i + 1]})[0] for i in range(len(held))])
+                  for p in (dense_path, path))
+    if name == "cls":
+        return f"{np.mean(dense.argmax(1) == got.argmax(1)):.3f} top-1"
+    return task_agreement(name, dense, got)
+
+
+def baseline_row(label, path, calib, batch, tmp, runtime, name, held) -> list:
     """quantize_static on the calibration part, its error on the held-out part (as the budgets'
     verification splits them) and its speedup, timed in turns with the dense model."""
     held = int(round(len(calib) * 0.25))
@@ -55,13 +69,15 @@ def baseline_row(label, path, calib, batch, tmp, runtime) -> list:
     err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
     sec = runtimes.get(runtime).latencies({"dense": path, "q": out}, {"x": calib[:batch]})
     return [label, "quantize_static int8", "", "", "", f"{sec['dense'] / sec['q']:.2f}x", "", "",
-            f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}", "",
+            f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}",
+            agreement(name, path, out, held), "",
             f"{time.perf_counter() - t:.0f}"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["digits", "det", "rec"], choices=["digits", "det", "rec"])
+    ap.add_argument("--models", nargs="*", default=["digits", "det", "rec", "cls"],
+                    choices=["digits", "det", "rec", "cls"])
     ap.add_argument("--speedups", nargs="*", type=float, default=[1.05, 1.1, 1.2])
     ap.add_argument("--sizes", nargs="*", type=float, default=[0.25])
     ap.add_argument("--images", type=int, default=32)
@@ -75,10 +91,11 @@ def main():
         for name in args.models:
             if name == "digits":
                 # batch 128: at batch 8 the MLP runs in about 20 µs, mostly per-run overhead, too noisy to plan on
-                x, batch, label = np.load(DIGITS / "calib.npz")["x"], 128, "digits MLP"
+                x, batch, label, held = np.load(DIGITS / "calib.npz")["x"], 128, "digits MLP", None
             else:
-                x = (ppocr.det_inputs if name == "det" else ppocr.rec_inputs)(args.images)
-                batch, label = 1, f"PP-OCRv4 {name}"
+                inputs = {"det": ppocr.det_inputs, "rec": ppocr.rec_inputs, "cls": ppocr.cls_inputs}[name]
+                x, held = np.split(inputs(args.images + HELD), [args.images])
+                batch, label = 1, "PP-OCR mobile v2.0 cls" if name == "cls" else f"PP-OCRv4 {name}"
             np.savez(tmp / f"{name}.npz", x=x)
             runs = [("speedup", f"{s}x") for s in args.speedups] + [("size", str(s)) for s in args.sizes]
             for kind, target in runs:
@@ -98,10 +115,11 @@ def main():
                              str(len(b["attempts"]) - 1) if kind == "speedup" else "",
                              f"{b['layer_sum_over_model']:.2f}" if kind == "speedup" else "",
                              f"{rep['bytes']['output'] / rep['bytes']['input']:.3f}", f"{err:.4f}",
+                             agreement(name, paths[name], tmp / "out.onnx", held),
                              f"{rep['database']['computed']} / {rep['database']['reused']}",
                              f"{time.perf_counter() - t:.0f}"])
                 print_table(HEADER, rows, f"budgets on {args.runtime} CPU (so far)")
-            rows.append(baseline_row(label, paths[name], x, batch, tmp, args.runtime))
+            rows.append(baseline_row(label, paths[name], x, batch, tmp, args.runtime, name, held))
             print_table(HEADER, rows, f"budgets on {args.runtime} CPU (so far)")
 
 

@@ -1,5 +1,6 @@
 """Trade-off curves (the LC paper's comparison, post-training): for each compression family at
-several levels, every layer compressed at that level, the output error against the dense model
+several levels, every layer compressed at that level (channel removal: every group that can be
+cut, by that share), the output error against the dense model
 (held-out samples) and against what it costs: the bytes on disk (the compression ratio) and the
 latency measured on the runtime. Layers are solved through the database, so an interrupted run
 resumes and later budgets reuse them. Writes each model, tradeoff.json and tradeoff.png."""
@@ -14,9 +15,10 @@ import onnx
 
 from . import families
 from .atomic import atomic_path
+from .channels import remove_channels
 from .costs import timing_feed
 from .db.build import build, from_arrays, level_options, model_key, settings_key
-from .db.levels import check_storable, parse
+from .db.levels import Level, check_storable, parse
 from .db.store import Database
 from .errors import OptionError
 from .export import write
@@ -50,6 +52,11 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
     src, out_dir = pathlib.Path(model_path), pathlib.Path(out_dir)
     names = levels or [n for curve in families.curves().values() for n in curve]
     parsed = [parse(n) for n in names]
+    cut = [lv for lv in parsed if lv.channels is not None]  # spans layers: made from the Hessians, not the database
+    if any(lv != Level(channels=lv.channels) for lv in cut):
+        raise OptionError(f"levels {[lv.name for lv in cut if lv != Level(channels=lv.channels)]}: a trade-off curve "
+                          "takes channel removal alone (c0.250)")
+    parsed = [lv for lv in parsed if lv.channels is None]
     check_storable(parsed)
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.resolve().parent == out_dir.resolve() and any(src.name == f"{n}.onnx" for n in names):
@@ -61,11 +68,14 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
         mkey, skey = model_key(src), settings_key(prep, options)
         reference = outputs(src, prep.held, options.batch_size, options.custom_ops)
         points, paths = [], {}
-        for i, lv in enumerate(parsed):
-            progress("write", i, len(parsed), lv.name)
-            solved = {l.weight: from_arrays(*db.get(mkey, skey, l.weight, lv.name), lv) for l in prep.layers}
-            solved = {w: s for w, s in solved.items() if s.row.get("applied", True)}
-            model = write(prep, solved, {w: level_options(options, lv) for w in solved})
+        for i, lv in enumerate(parsed + cut):
+            progress("write", i, len(parsed) + len(cut), lv.name)
+            if lv.channels is None:
+                solved = {l.weight: from_arrays(*db.get(mkey, skey, l.weight, lv.name), lv) for l in prep.layers}
+                solved = {w: s for w, s in solved.items() if s.row.get("applied", True)}
+                model = write(prep, solved, {w: level_options(options, lv) for w in solved})
+            else:
+                model, solved, _ = remove_channels(prep, lv.channels, options.damp, options.bias_correction)
             onnx.checker.check_model(model)
             errors = relative_errors(reference, outputs(model, prep.held, options.batch_size, options.custom_ops))
             path = out_dir / f"{lv.name}.onnx"
@@ -75,7 +85,7 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
                            "bytes": path.stat().st_size, "compression_ratio": src.stat().st_size / path.stat().st_size,
                            "relative_output_error": errors, "error": max(errors.values()),
                            "layers_compressed": len(solved)})
-        progress("write", len(parsed), len(parsed), "")
+        progress("write", len(parsed) + len(cut), len(parsed) + len(cut), "")
     runtime = options.target
     reason = runtime.available()
     seconds = {}

@@ -1,6 +1,7 @@
-"""PP-OCRv4 det and rec, the real models of the tests: fetched from the rapidocr-onnxruntime
-1.4.4 wheel on PyPI in test set-up (cached under ~/.cache/onnxobc), and calibrated on text
-images rendered here."""
+"""PP-OCRv4 det and rec, the real models of the tests, and the wheel's text-direction classifier
+(PP-OCR mobile v2.0 cls, a small MobileNetV3: a classic CNN classifier): fetched from the
+rapidocr-onnxruntime 1.4.4 wheel on PyPI in test set-up (cached under ~/.cache/onnxobc), and
+calibrated on text images rendered here."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from wheels import unpack
 
 WHEEL = "rapidocr-onnxruntime==1.4.4"
 CACHE = pathlib.Path.home() / ".cache" / "onnxobc" / "rapidocr-1.4.4"
-MODELS = {"det": "ch_PP-OCRv4_det_infer.onnx", "rec": "ch_PP-OCRv4_rec_infer.onnx"}
+MODELS = {"det": "ch_PP-OCRv4_det_infer.onnx", "rec": "ch_PP-OCRv4_rec_infer.onnx",
+          "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx"}
 WORDS = ["onnx", "compress", "Optimal Brain", "2:4 sparse", "int8", "hello world", "PP-OCRv4", "Hessian 1024",
          "calibration", "exact OBS", "runtime 4x", "quantize"]
 
 
 def fetch() -> dict:
-    """Paths of the two models; raises RuntimeError with the reason when they cannot be had."""
+    """Paths of the models; raises RuntimeError with the reason when they cannot be had."""
     unpack(WHEEL, "rapidocr_onnxruntime-1.4.4-*.whl", CACHE,
            {f"rapidocr_onnxruntime/models/{f}": CACHE / f for f in MODELS.values()})
     return {k: CACHE / f for k, f in MODELS.items()}
@@ -52,3 +54,11 @@ def det_inputs(n: int) -> np.ndarray:
 def rec_inputs(n: int) -> np.ndarray:
     """The rec model's normalisation ((x − 0.5) / 0.5), 48×320 text lines."""
     return ((text_images(n, 48, 320, seed=1) - 0.5) / 0.5).astype(np.float32)
+
+
+def cls_inputs(n: int) -> np.ndarray:
+    """The direction classifier's input ((x − 0.5) / 0.5, 48×192 text lines), every other one
+    turned upside down (its two classes: 0° and 180°)."""
+    x = (text_images(n, 48, 192, seed=2) - 0.5) / 0.5
+    x[1::2] = x[1::2, :, ::-1, ::-1]
+    return np.ascontiguousarray(x, dtype=np.float32)

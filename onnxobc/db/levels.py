@@ -56,8 +56,8 @@ def check_storable(levels) -> None:
     """An OptionError for levels the database cannot hold: those of families that span layers."""
     structured = [lv.name for lv in levels if families.of_role(lv, "structured")]
     if structured:
-        raise OptionError(f"levels {structured}: channel removal spans layers and is not in the database yet, so "
-                          "budgets and trade-off curves do not offer it; use {channels} with compress")
+        raise OptionError(f"levels {structured}: channel removal spans layers, and the database holds layers alone; "
+                          "compress with {speedup} and tradeoff take channel levels, {channels} cuts by one share")
 
 
 def parse_all(names) -> list | None:

@@ -17,6 +17,7 @@ class Channels(Family):
                                             "dense model, faster on every runtime", metavar="SHARE"),)
     syntax = {"channels": "c<share>"}
     role = "structured"
+    curves = {"channels (structured)": ["c0.125", "c0.250", "c0.500"]}
     part = r"c(?P<c>0\.\d+)"
 
     def name(self, spec):
