@@ -5,7 +5,10 @@ the CUDA provider is used when onnxruntime-gpu is the installed package and a de
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+
+from .protos import is_large, on_disk
 
 CUSTOM_OP_LIBRARIES = {"extensions": "onnxruntime-extensions"}
 
@@ -54,9 +57,9 @@ def session(model, custom_ops=(), optimize: bool = True, execution_providers=Non
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     for lib in custom_ops:
         so.register_custom_ops_library(custom_op_library(lib))
-    src = str(model) if isinstance(model, (str, pathlib.Path)) else model.SerializeToString()
     try:
-        return Session(ort.InferenceSession(src, so, providers=execution_providers or providers()))
+        with on_disk(model) if _large(model) else contextlib.nullcontext(_bytes(model)) as src:
+            return Session(ort.InferenceSession(src, so, providers=execution_providers or providers()))
     except Exception as e:  # onnxruntime raises its own exception types
         domains = sorted({o.domain for o in _model_of(model).opset_import}
                          - {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
@@ -65,6 +68,16 @@ def session(model, custom_ops=(), optimize: bool = True, execution_providers=Non
                               f"operators from {', '.join(domains)}: name their library with {{custom_ops}} (e.g. "
                               "{custom_ops} extensions for onnxruntime-extensions)") from None
         raise ValueError(f"onnxruntime cannot run the model: {str(e).strip()[:500]}") from None
+
+
+def _large(model) -> bool:
+    """A ModelProto past protobuf's limit: it reaches onnxruntime as a file with external data
+    (onnxruntime reads the tensors in while it makes the session)."""
+    return not isinstance(model, (str, pathlib.Path)) and is_large(model)
+
+
+def _bytes(model):
+    return str(model) if isinstance(model, (str, pathlib.Path)) else model.SerializeToString()
 
 
 def _brace_free(text: str) -> str:

@@ -11,8 +11,6 @@ import json
 import pathlib
 import time
 
-import onnx
-
 from . import families
 from .atomic import atomic_path
 from .channels import remove_channels
@@ -25,6 +23,7 @@ from .export import write
 from .graph.write import save_atomic
 from .options import Options
 from .prepare import prepare
+from .protos import check
 from .verify import outputs, relative_errors
 
 
@@ -76,7 +75,7 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
                 model = write(prep, solved, {w: level_options(options, lv) for w in solved})
             else:
                 model, solved, _ = remove_channels(prep, lv.channels, options.damp, options.bias_correction)
-            onnx.checker.check_model(model)
+            check(model)
             errors = relative_errors(reference, outputs(model, prep.held, options.batch_size, options.custom_ops))
             path = out_dir / f"{lv.name}.onnx"
             save_atomic(model, path)

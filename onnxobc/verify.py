@@ -13,6 +13,7 @@ import onnx
 
 from .calib.feeds import batches, model_inputs
 from .graph.write import save_atomic
+from .protos import check
 from .sessions import session
 
 
@@ -55,7 +56,7 @@ def verify(dense, compressed: onnx.ModelProto, data: dict, batch_size: int, int8
     see). With `int8_kernels`, also the error of the QDQ graph run as written (no fusion), which
     the fused int8 kernels should match: a much larger fused error means the kernels saturate on
     this CPU."""
-    onnx.checker.check_model(compressed)
+    check(compressed)
     ref = outputs(dense, data, batch_size, custom_ops)
     out = {"checker": "passed", "onnxruntime": "loaded and ran", "samples": len(next(iter(data.values()))),
            "held_out": held_out,

@@ -8,7 +8,7 @@ PACKAGE = pathlib.Path(__file__).parents[1] / "onnxobc"
 # lowest first: a part may import parts of earlier rows, and modules of its own package
 ORDER = [
     {"errors", "faults"},
-    {"atomic", "progress", "solver", "dp"},  # solver: pure array code
+    {"atomic", "progress", "solver", "dp", "protos"},  # solver: pure array code
     {"sessions", "graph"},  # onnxruntime as the engine; the only code that edits ONNX protos
     {"runtimes", "calib", "memory"},
     {"families"},  # the compression families: solving (through solver) and writing (through graph)

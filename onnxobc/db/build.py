@@ -5,14 +5,18 @@ killed build resumes)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import pathlib
 
 import numpy as np
+import onnx
 
 from .. import families
 from ..deadline import FAST, affordable, fast_options, mark
 from ..export import write
 from ..fidelity import LossProbe
 from ..graph.flops import macs_per_sample, output_shapes
+from ..graph.model import external_files
 from ..graph.nodes import node_name
 from ..graph.single import single_layer_model
 from ..options import Options
@@ -33,8 +37,17 @@ def settings_key(prep, options: Options) -> str:
 
 
 def model_key(path) -> str:
-    with open(path, "rb") as f:
-        return fingerprint(f.read())
+    """The model file's bytes, and those of the external data files it names (streamed)."""
+    path = pathlib.Path(path)
+    model = path.read_bytes()
+    parts = [model]
+    for location in external_files(onnx.load_from_string(model)):
+        h = hashlib.sha256()
+        with open(path.parent / location, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        parts += [location, h.hexdigest()]
+    return fingerprint(*parts)
 
 
 def level_options(options: Options, level: Level) -> Options:

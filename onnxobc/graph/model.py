@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .nodes import subgraphs
+from ..protos import tensors
 
 
 def load_model(path) -> onnx.ModelProto:
@@ -35,7 +35,7 @@ def load_model(path) -> onnx.ModelProto:
         if o.domain in ("", "ai.onnx") and o.version > known:
             raise ValueError(f"{path}: the model is at opset {o.version}, newer than the installed onnx knows "
                              f"({known})")
-    for t in _tensors(model.graph):
+    for t in tensors(model.graph):
         if t.data_location == TensorProto.EXTERNAL:
             _check_external(path, t)
     try:
@@ -53,19 +53,10 @@ def load_model(path) -> onnx.ModelProto:
     return model
 
 
-def _tensors(graph: onnx.GraphProto):
-    """Every tensor stored in the graph and its subgraphs: initializers, sparse ones, attributes."""
-    yield from graph.initializer
-    for sp in graph.sparse_initializer:
-        yield sp.values
-        yield sp.indices
-    for node in graph.node:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-        for g in subgraphs(node):
-            yield from _tensors(g)
+def external_files(model: onnx.ModelProto) -> list:
+    """The external data files a model's tensors name (relative locations, each once)."""
+    return sorted({e.value for t in tensors(model.graph) if t.data_location == TensorProto.EXTERNAL
+                   for e in t.external_data if e.key == "location"})
 
 
 def _check_external(path: pathlib.Path, t: TensorProto) -> None:

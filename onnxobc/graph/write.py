@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from ..atomic import atomic_path
+from ..protos import is_large, save
 from .nodes import subgraphs
 
 
@@ -66,6 +69,13 @@ def drop_unused_initializers(model: onnx.ModelProto, among=None) -> None:
 
 
 def save_atomic(model: onnx.ModelProto, path) -> None:
-    """Save through atomic_path: a crash or a full disk leaves no partial output."""
+    """Save through atomic_path: a crash or a full disk leaves no partial output. A model past
+    protobuf's limit goes with its tensors in `path`.data beside it (renamed into place first)."""
+    path = pathlib.Path(path)
     with atomic_path(path) as tmp:
-        onnx.save(model, tmp)
+        if not is_large(model):
+            onnx.save(model, tmp)
+            return
+        data = path.with_name(path.name + ".data")
+        with atomic_path(data) as tmp_data:
+            save(model, tmp, tmp_data, data.name)
