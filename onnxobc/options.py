@@ -52,6 +52,7 @@ class Options(families.Spec):
     max_time: float | None = None  # seconds the exact solves may take, predicted (deadline.py); None: no limit
     ray: str | None = None  # solve the layers on this Ray cluster ("auto", an address, or "local")
     sequential: bool = False  # solve wave after wave on the compressed model's inputs (sequential.py)
+    workers: int = 0  # processes that solve layers here (schedule.py); 0: one per core where that repays
     device: str = "auto"  # where Hessians are summed and the exact solvers run: "cpu", "cuda" (CuPy), or
     #                       "auto": the GPU where CuPy has one, else the CPU
 
@@ -105,6 +106,8 @@ class Options(families.Spec):
         if self.sequential and planned:
             raise OptionError("{sequential} solves each layer on the inputs the layers before it give at their "
                               "fixed levels; a budget's database holds every level of every layer alone: drop one")
+        if self.workers < 0:
+            raise OptionError(f"{{workers}} is a number of processes (0: one per core), got {self.workers}")
         if self.sequential and self.ray:
             raise OptionError("{sequential} solves wave after wave here, each on the one before: drop {ray}")
         if self.max_memory is not None and not self.max_memory > 0:

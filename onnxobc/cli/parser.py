@@ -31,6 +31,9 @@ def _add_solver_options(c) -> None:
                    help="time the exact solves may take, e.g. 10m, 90s, 1h, or none: layers it cannot afford (by "
                         "a prediction made before solving) get GPTQ/SparseGPT instead (compress; default 10m "
                         "unless --method is given)")
+    c.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes that solve layers here, BLAS on one thread each (default 0: one per core where "
+                        "the predicted solves take 20 s or more; 1: this process alone)")
     c.add_argument("--damp", type=float, default=0.01, help="relative Hessian dampening (default 0.01)")
     c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")
     c.add_argument("--batch-size", type=int, default=8,
