@@ -69,10 +69,10 @@ def budget(b: dict) -> None:
             print(f"channel removal: {b['channel_units_cut']} of {b['channel_units']} channel groups and attention "
                   f"blocks cut (each layer's note says by how much)")
         if len(b.get("attempts", [])) > 1:
-            print("measured short of the target, re-planned: " + "; ".join(
+            print("re-planned from the measurements: " + "; ".join(
                 f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x (corrected by the "
                 f"measurements before: {a['corrected_speedup']:.2f}x), measured {a['measured_speedup']:.2f}x"
-                for a in b["attempts"]))
+                + (" (written)" if a.get("written") else "") for a in b["attempts"]))
     elif b["cost"] == "size":
         print(f"size: target {b['target']} of the input, predicted {b['predicted_share']:.3f}, reached "
               f"{b['measured_share']:.3f}")
