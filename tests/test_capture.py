@@ -118,3 +118,16 @@ def test_calibration_sources_and_validation(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_calibration(tmp_path / "a.npz", model)  # real data: no warning
+
+
+def test_a_batch_axis_declared_minus_one_is_dynamic():
+    """Paddle exports (PP-OCR's direction classifier) declare a dynamic batch axis as -1."""
+    from onnxobc.calib.feeds import batches, model_inputs
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3])
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [x], [y])
+    spec = model_inputs(model)
+    assert spec["x"][1] == [None, 3]
+    feeds = list(batches({"x": np.zeros((10, 3), np.float32)}, spec, 4))
+    assert [len(f["x"]) for f in feeds] == [4, 4, 2]

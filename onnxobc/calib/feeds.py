@@ -18,7 +18,8 @@ from ..graph.model import element_dtype
 
 
 def model_inputs(model: onnx.ModelProto) -> dict:
-    """name → (numpy dtype, dims with None for symbolic) of the graph inputs that are not initializers."""
+    """name → (numpy dtype, dims with None for symbolic ones, and for -1, which Paddle exports write for a
+    dynamic axis) of the graph inputs that are not initializers."""
     inits = {t.name for t in model.graph.initializer}
     out = {}
     for i in model.graph.input:
@@ -29,7 +30,7 @@ def model_inputs(model: onnx.ModelProto) -> dict:
                              "tensor: only tensor inputs can be calibrated")
         t = i.type.tensor_type
         out[i.name] = (element_dtype(t.elem_type, f"graph input {i.name!r}"),
-                       [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim])
+                       [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim])
     return out
 
 
