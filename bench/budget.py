@@ -49,14 +49,14 @@ def agreement(name: str, dense_path, path, held: np.ndarray) -> str:
     """Task agreement of the model at `path` with the dense one on `held`."""
     if held is None:
         return ""
-    dense, got = (np.concatenate([session(p).run(None, {"x": held[i:i + 1]})[0] for i in range(len(held))])
-                  for p in (dense_path, path))
+    dense, got = (np.concatenate([s.run(None, {"x": held[i:i + 1]})[0] for i in range(len(held))])
+                  for s in (session(dense_path), session(path)))
     if name == "cls":
         return f"{np.mean(dense.argmax(1) == got.argmax(1)):.3f} top-1"
     return task_agreement(name, dense, got)
 
 
-def baseline_row(label, path, calib, batch, tmp, runtime, name, held) -> list:
+def baseline_row(label, path, calib, batch, tmp, runtime, name, test) -> list:
     """quantize_static on the calibration part, its error on the held-out part (as the budgets'
     verification splits them) and its speedup, timed in turns with the dense model."""
     held = int(round(len(calib) * 0.25))
@@ -70,7 +70,7 @@ def baseline_row(label, path, calib, batch, tmp, runtime, name, held) -> list:
     sec = runtimes.get(runtime).latencies({"dense": path, "q": out}, {"x": calib[:batch]})
     return [label, "quantize_static int8", "", "", "", f"{sec['dense'] / sec['q']:.2f}x", "", "",
             f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}",
-            agreement(name, path, out, held), "",
+            agreement(name, path, out, test), "",
             f"{time.perf_counter() - t:.0f}"]
 
 

@@ -16,7 +16,9 @@ ALIGN = 4096  # tensor data offsets, as onnx's own writer aligns them for memory
 
 
 def is_large(model: onnx.ModelProto) -> bool:
-    return model.ByteSize() > LARGE
+    """Past LARGE bytes, summed part by part (protobuf cannot size a message past its limit whole)."""
+    g = model.graph
+    return sum(p.ByteSize() for field in (g.initializer, g.sparse_initializer, g.node) for p in field) > LARGE
 
 
 def save(model: onnx.ModelProto, path, data_path=None, location: str | None = None) -> None:
