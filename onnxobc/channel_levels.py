@@ -127,8 +127,8 @@ class ChannelLevels:
             progress("channels", i + 1, len(self.units), f"{u.group.unit} of {u.group.producer}: each share's loss")
 
     def options(self, i: int, table_levels: dict, table_losses: dict, table_costs: dict) -> list:
-        """Unit `i`'s options for the DP: (cost, loss, (share, {weight: Level})) on the Pareto front
-        of its shares (0: uncut) and its members' levels. `table_*`: weight → the member's levels,
+        """Unit `i`'s options for the DP: (cost, loss, {weight: Level}, the share in each Level) on
+        the Pareto front of its shares (0: uncut) and its members' levels. `table_*`: weight → the member's levels,
         their losses and costs at full width (the cost table's)."""
         members = self.units[i].group.members
         out = []
