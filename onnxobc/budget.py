@@ -13,7 +13,6 @@ positive) stays, and the layers share the rest of the target time.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import pathlib
@@ -34,7 +33,7 @@ from .costs import (
     timing_batch,
 )
 from .db.build import build, fast_entry, from_arrays, level_options, model_key, settings_key
-from .db.levels import Level, check_storable, level_set, parse
+from .db.levels import Level, check_storable, level_set, parse, split_channels
 from .db.store import Database
 from .deadline import fast_options
 from .errors import OptionError
@@ -178,7 +177,7 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
     work, members = channels.cut(prep, plan, options) if channels is not None else (prep, {})
     chosen, errors = {}, {}
     for l in prep.layers:
-        level = dataclasses.replace(plan[l.weight], channels=None)
+        level = plan[l.weight].per_layer()
         if not db.has(planned["model"], planned["settings"], l.weight, level.name):
             raise OptionError(f"the database has no {level.name} for layer {l.weight!r}: is {{db}} the "
                               "database the plan was made from?")
@@ -192,7 +191,7 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
             errors[l.weight] = {"output_error": math.sqrt(loss)}
     narrowed = _solve_narrowed(work, db, planned, plan, members, options, progress or (lambda *a: None))
     written = {**chosen, **narrowed}
-    out_model = write(work, written, {w: level_options(options, dataclasses.replace(plan[w], channels=None))
+    out_model = write(work, written, {w: level_options(options, plan[w].per_layer())
                                       for w in written})
     rows = []
     for l in prep.layers:
@@ -221,7 +220,7 @@ def _solve_narrowed(work, db: Database, planned: dict, plan: dict, members: dict
     with (the fast one where the time budget gave it that)."""
     jobs = []
     for layer in work.layers:
-        level = dataclasses.replace(plan[layer.weight], channels=None)
+        level = plan[layer.weight].per_layer()
         if layer.weight not in members or level.dense:
             continue
         setting = level_options(options, level)
@@ -287,16 +286,11 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
 
 
 def _split(levels: list, kind: str) -> tuple:
-    """(the levels solved layer by layer, the channel shares a speedup budget may cut units by):
-    a level of channel removal names a share alone (c0.250); only speedup budgets take them."""
-    cut = [lv for lv in levels if lv.channels is not None]
-    mixed = [lv.name for lv in cut if dataclasses.replace(lv, channels=None) != Level()]
-    if mixed:
-        raise OptionError(f"levels {mixed}: a channel level names the share alone (c0.250); the layers it cuts take "
-                          "the other levels by themselves")
+    """(the levels solved layer by layer, the channel shares a speedup budget may cut units by)."""
+    levels, cut = split_channels(levels, "the layers it cuts take the other levels by themselves")
     if cut and COSTS[kind] != "latency":
         raise OptionError(f"levels {[lv.name for lv in cut]}: channel removal is offered to {{speedup}} budgets only")
-    return [lv for lv in levels if lv.channels is None], sorted(lv.channels for lv in cut)
+    return levels, sorted(lv.channels for lv in cut)
 
 
 CORRECTIONS = 3  # re-plans at most

@@ -104,7 +104,7 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
         for lv in [Level()] + levels:
             if (share, lv) not in names:
                 continue
-            chosen = {layer.weight: dataclasses.replace(s[lv], row=dict(s[lv].row))
+            chosen = {layer.weight: s[lv].with_own_row()
                       for layer, s in zip(p.layers, st) if lv in s and not lv.dense}
             models[names[share, lv]] = write(alike, chosen, {w: level_options(options, lv) for w in chosen})
     progress("reach", 0, 1, f"the whole model at each of {len(models) - 1} levels, side by side")
@@ -158,11 +158,11 @@ def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float) -> tuple:
         cut = _uniform_name(share, dense)
         saved = sum(max(0.0, full[w][dense] - t[dense]) for w, t in layers.items())
         f = {"dense": ratio(uniform["dense"] - uniform[cut], saved)}
+        at = {w: layers.get(w, s) for w, s in full.items()}  # every layer, narrowed where the share cuts it
         for lv in {lv for t in layers.values() for lv in t if not lv.dense}:
             name = _uniform_name(share, lv)
             if name is None or name not in uniform:
                 continue
-            at = {w: layers.get(w, s) for w, s in full.items()}
             saved = sum(max(0.0, t[dense] - t[lv]) for t in at.values() if lv in t)
             f[lv.name] = ratio(uniform[cut] - uniform[name], saved)
         factors[share] = f

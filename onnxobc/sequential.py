@@ -9,8 +9,6 @@ pass of the dense and the partly compressed model over the calibration samples."
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from . import solver
@@ -27,7 +25,7 @@ def solve_sequentially(prep, settings: dict, options, progress) -> dict:
     solved = {}
     order = waves(prep.model, prep.layers)
     for i, wave in enumerate(order):
-        current = write(prep, _copies(solved), {w: settings[w] for w in solved}) if solved else prep.model
+        current = write(prep, {w: s.with_own_row() for w, s in solved.items()}, {w: settings[w] for w in solved}) if solved else prep.model
         progress("solve", len(solved), len(prep.layers), f"wave {i + 1} of {len(order)}: the inputs of "
                  f"{len(wave)} layers through the model compressed so far")
         hessians, cross = capture_paired(prep.model, current, wave, prep.calib, options.batch_size,
@@ -44,7 +42,3 @@ def solve_sequentially(prep, settings: dict, options, progress) -> dict:
             progress("solve", len(solved), len(prep.layers), layer.weight)
     return solved
 
-
-def _copies(solved: dict) -> dict:
-    """write() fills each summary row: give it copies, the rows stay the final write's."""
-    return {w: dataclasses.replace(s, row=dict(s.row)) for w, s in solved.items()}

@@ -40,6 +40,11 @@ class Solved:
     shift: np.ndarray | None  # output mean shift to fold into the bias
     parts: dict = dataclasses.field(default_factory=dict)  # family key → its part per group
 
+    def with_own_row(self) -> Solved:
+        """The same result with a copy of its row: for a write() (which fills rows in) whose rows
+        are not the ones reported."""
+        return dataclasses.replace(self, row=dict(self.row))
+
 
 def solve_settings(p: Problem, settings: list) -> list:
     """`p` solved at each of `settings` (Options, or None for the dense weight); one greedy pass

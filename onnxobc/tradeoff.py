@@ -16,7 +16,7 @@ from .atomic import atomic_path
 from .channels import remove_channels
 from .costs import timing_feed
 from .db.build import build, from_arrays, level_options, model_key, settings_key
-from .db.levels import Level, check_storable, parse
+from .db.levels import check_storable, parse, split_channels
 from .db.store import Database
 from .errors import OptionError
 from .export import write
@@ -51,11 +51,8 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
     src, out_dir = pathlib.Path(model_path), pathlib.Path(out_dir)
     names = levels or [n for curve in families.curves().values() for n in curve]
     parsed = [parse(n) for n in names]
-    cut = [lv for lv in parsed if lv.channels is not None]  # spans layers: made from the Hessians, not the database
-    if any(lv != Level(channels=lv.channels) for lv in cut):
-        raise OptionError(f"levels {[lv.name for lv in cut if lv != Level(channels=lv.channels)]}: a trade-off curve "
-                          "takes channel removal alone (c0.250)")
-    parsed = [lv for lv in parsed if lv.channels is None]
+    # channel levels span layers: made from the Hessians, not the database
+    parsed, cut = split_channels(parsed, "a trade-off curve takes channel removal alone")
     check_storable(parsed)
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.resolve().parent == out_dir.resolve() and any(src.name == f"{n}.onnx" for n in names):

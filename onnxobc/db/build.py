@@ -93,7 +93,7 @@ def written_alone(prep, layer, level: Level, solved: Solved, options: Options, i
     node = model.graph.node[0]
     alone = dataclasses.replace(prep, model=model, layers=[view],
                                 ranges={node.input[0]: (-1.0, 1.0), node.output[0]: (-1.0, 1.0)})
-    return write(alone, {layer.weight: dataclasses.replace(solved, row=dict(solved.row))},
+    return write(alone, {layer.weight: solved.with_own_row()},
                  {layer.weight: level_options(options, level)})
 
 

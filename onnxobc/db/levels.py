@@ -35,6 +35,11 @@ class Level(families.Spec):
     def dense(self) -> bool:
         return not families.present(self)
 
+    def per_layer(self) -> Level:
+        """This level without the families that span layers (channel removal): what each layer
+        itself is solved and written at."""
+        return dataclasses.replace(self, **families.per_layer(self))
+
     def fields(self) -> dict:
         """The family fields this level sets (every one, None where unused)."""
         return {f: getattr(self, f) for f in families.FIELDS}
@@ -58,6 +63,16 @@ def check_storable(levels) -> None:
     if structured:
         raise OptionError(f"levels {structured}: channel removal spans layers, and the database holds layers alone; "
                           "compress with {speedup} and tradeoff take channel levels, {channels} cuts by one share")
+
+
+def split_channels(levels: list, why: str) -> tuple:
+    """(the levels solved layer by layer, the channel levels: they span layers); an OptionError,
+    ending with `why`, for a channel level that names more than its share."""
+    cut = [lv for lv in levels if lv.channels is not None]
+    mixed = [lv.name for lv in cut if lv != Level(channels=lv.channels)]
+    if mixed:
+        raise OptionError(f"levels {mixed}: a channel level names the share alone (c0.250): {why}")
+    return [lv for lv in levels if lv.channels is None], cut
 
 
 def parse_all(names) -> list | None:
