@@ -1,11 +1,11 @@
-"""Sequential mode (--sequential, the OBC paper's A.8) against independent solves, at the same
-weight bits, on the shipped digits model (top-1 on its 360 test digits), PP-OCRv4 rec (decoded
+"""Sequential mode (--sequential, the OBC paper's A.8) against independent solves, and both
+against the baselines GPTQ and round-to-nearest (--method gptq, rtn), at the same weight bits, on the shipped digits model (top-1 on its 360 test digits), PP-OCRv4 rec (decoded
 text equal to the dense model's on held-out rendered lines) and all-MiniLM-L6-v2 (embedding
 cosine and nearest-neighbour agreement with the dense model on held-out texts). Each run is
 `onnxobc compress` as a user types it, in its own process (--max-time none: every layer exact),
 with its wall time and peak memory (max RSS).
 
-    python bench/sequential.py [--models digits rec minilm] [--bits 4 3]
+    python bench/sequential.py [--models digits rec minilm] [--bits 4 3] [--modes independent sequential gptq rtn]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tables import note, print_table  # noqa: E402
 
 from onnxobc.sessions import session  # noqa: E402
 
+MODES = {"independent": [], "sequential": ["--sequential"], "gptq": ["--method", "gptq"], "rtn": ["--method", "rtn"]}
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 RUN = ("import resource, runpy, sys\nsys.argv = ['onnxobc'] + sys.argv[1:]\ntry:\n"
        "    runpy.run_module('onnxobc', run_name='__main__')\nfinally:\n"
@@ -84,6 +85,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["digits", "rec", "minilm"], choices=["digits", "rec", "minilm"])
     ap.add_argument("--bits", nargs="*", type=int, default=[4, 3])
+    ap.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +94,8 @@ def main():
             model, calib, held, labels, batch = setup(name, tmp)
             dense = task(name, model, held)
             for bits in args.bits:
-                for mode, extra in (("independent", []), ("sequential", ["--sequential"])):
+                for mode in args.modes:
+                    extra = MODES[mode]
                     out = tmp / f"{name}-{bits}-{mode}.onnx"
                     rep, seconds, peak = compress(model, out, calib, ["--wbits", str(bits), *extra], batch)
                     (err,) = rep["verification"]["relative_output_error"].values()
@@ -101,7 +104,7 @@ def main():
                                  f"{seconds:.0f}", f"{peak:.0f}"])
                     print_table(["model", "bits", "mode", "rel. output error (calibration hold-out)",
                                  "task agreement (held-out inputs)", "s", "peak MiB"], rows, "so far")
-    note("every layer solved exactly (--max-time none), weights per output channel, symmetric; the output error is "
+    note("independent and sequential: every layer solved exactly (--max-time none), weights per output channel, symmetric; the output error is "
          "compress's verification on the quarter of the calibration samples it holds out; the task figures are on "
          "inputs never used for calibration: the 360 test digits, 32 rendered text lines, 300 texts")
     print_table(["model", "bits", "mode", "rel. output error (calibration hold-out)", "task agreement (held-out inputs)",

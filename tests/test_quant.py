@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from oracles import brute_quant, make_problem, masked_optimum
 
-from onnxobc.solver import ValueGrid, fit_uniform_grid, layer_loss, prune_blocks, prune_nm, quantize
+from onnxobc.solver import ValueGrid, fit_uniform_grid, layer_loss, prepare, prune_blocks, prune_nm, quantize
 
-EXACT = dict(dtype=np.float64, flush_every=4)
+ENGINE = dict(dtype=np.float64, flush_every=4)
+EXACT = dict(ENGINE, gptq_rows=False)  # OBQ alone, as the oracles compute it
 
 
 @pytest.mark.parametrize("bits,sym", [(4, True), (3, False), (2, True), (8, False)])
@@ -64,6 +65,25 @@ def test_obq_at_or_below_gptq_and_rtn():
         assert obq < quantize(W, H, grid, method="rtn").loss
 
 
+def test_exact_keeps_each_rows_better_of_obq_and_gptq():
+    """With a few input features of large variance (as in transformers), greedy OBQ leaves their
+    columns for last and GPTQ beats it on most rows; the exact method takes each row from the
+    solver of lower loss, so it is at or below both, row by row, and a row's Ŵ is that solver's."""
+    rng = np.random.default_rng(3)
+    for outlier_scale in (1, 10):
+        X = rng.standard_normal((48, 400))
+        X[:3] *= outlier_scale
+        W, H = prepare(rng.standard_normal((16, 48)).astype(np.float32), 2 * X @ X.T / 400)
+        grid = fit_uniform_grid(W, 4, True)
+        obq, gptq = quantize(W, H, grid, **EXACT), quantize(W, H, grid, method="gptq")
+        both = quantize(W, H, grid, **ENGINE)
+        np.testing.assert_allclose(both.row_loss, np.minimum(obq.row_loss, gptq.row_loss))
+        take = gptq.row_loss < obq.row_loss
+        assert take.any() and (~take).any() if outlier_scale == 1 else take.all()
+        np.testing.assert_array_equal(both.weight, np.where(take[:, None], gptq.weight, obq.weight))
+        assert both.loss == pytest.approx(layer_loss(W, both.weight, H), rel=1e-6)
+
+
 def test_gptq_is_fixed_order_obs():
     """GPTQ in natural order equals brute-force OBS forced to quantize columns left to right."""
     from oracles import obs_row
@@ -82,7 +102,7 @@ def test_gptq_is_fixed_order_obs():
 @pytest.mark.parametrize("engine", ["eager", "deferred", "fused"])
 def test_compound_nm_then_quantize_keeps_mask(engine):
     W, H = make_problem(6, 16, seed=15)
-    pruned = prune_nm(W, H, 2, 4, engine=engine, **EXACT)
+    pruned = prune_nm(W, H, 2, 4, engine=engine, **ENGINE)
     grid = fit_uniform_grid(pruned.weight, 4, True)
     both = quantize(W, H, grid, mask=pruned.mask, engine=engine, **EXACT)
     np.testing.assert_array_equal(both.mask, pruned.mask)
@@ -136,3 +156,20 @@ def test_ternary_and_codebook_value_grids():
     binary = ValueGrid(np.hstack([-c, c]))
     b = quantize(W, H, binary, **EXACT)
     assert np.all(np.isclose(np.abs(b.weight), c))
+
+
+def test_exact_with_a_mask_gives_each_row_its_order_of_kept_columns():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((16, 200))
+    X[:2] *= 10
+    W, H = prepare(rng.standard_normal((8, 16)).astype(np.float32), 2 * X @ X.T / 200)
+    pruned = prune_nm(W, H, 2, 4, **ENGINE)
+    grid = fit_uniform_grid(W, 4, True)
+    res = quantize(W, H, grid, mask=pruned.mask, **ENGINE)
+    obq, gptq = (quantize(W, H, grid, mask=pruned.mask, **kw) for kw in (EXACT, dict(method="gptq")))
+    take = gptq.row_loss < obq.row_loss
+    assert take.any() and (~take).any()  # rows from each solver
+    for r in range(8):
+        fixed = res.order[r][res.order[r] >= 0]
+        np.testing.assert_array_equal(np.sort(fixed), np.flatnonzero(pruned.mask[r]))
+    assert np.all(res.weight[~pruned.mask] == 0)
