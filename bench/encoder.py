@@ -3,10 +3,11 @@ tests/minilm.py; with --model mpnet the BERT-base-sized all-mpnet-base-v2, tests
 side: embedding cosine with the dense model and nearest-neighbour agreement on held-out texts
 (standard-library docstrings joined to fill 32 tokens), latency on onnxruntime CPU timed in turns,
 file size. onnxobc runs: --channels at each share given, dynamic int8 (OBQ weights), both, and
---speedup at each factor given (a target out of reach is a row with the time it took to say so).
+--speedup at each factor given (a target out of reach is a row with the time it took to say so);
+with --w8a8, static int8 activations too, beside onnxruntime's quantize_static.
 
     python bench/encoder.py [--model minilm|mpnet] [--channels 0.25 0.5] [--speedup 2 4] [--calib 256]
-                            [--test 300] [--batch 32]
+                            [--test 300] [--batch 32] [--w8a8]
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main():
     ap.add_argument("--calib", type=int, default=256, help="calibration texts (a quarter held out by compress)")
     ap.add_argument("--test", type=int, default=300, help="held-out texts for the metrics")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--w8a8", action="store_true",
+                    help="also static int8 activations: onnxobc --wbits 7 --abits 8 (both --act-ranges) and "
+                         "quantize_static (QDQ, per channel, its default ops and MatMul/Gemm alone)")
     args = ap.parse_args()
     encoder = importlib.import_module(args.model)
     dense = encoder.model_path()
@@ -64,6 +68,8 @@ def main():
     runs = [["--channels", str(c)] for c in args.channels] + [dynamic]
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     runs += [["--speedup", f"{f:g}x"] for f in args.speedup]
+    static = ["--wbits", "7", "--abits", "8"]
+    runs += [static, static + ["--act-ranges", "histogram"]] if args.w8a8 else []
     rows, refused, predicted = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -94,6 +100,19 @@ def main():
             quantize_dynamic(str(dense), str(tmp / f"qdyn{per_channel}.onnx"), weight_type=QuantType.QInt8,
                              per_channel=per_channel)
             models[name], seconds[name] = tmp / f"qdyn{per_channel}.onnx", time.perf_counter() - t
+        if args.w8a8:
+            from pipeline import quantize_static
+
+            calib = dict(np.load(tmp / "calib.npz"))
+            for name, ops in (("quantize_static", None), ("quantize_static, MatMul/Gemm", ["MatMul", "Gemm"])):
+                t = time.perf_counter()
+                out = tmp / f"qs{len(models)}.onnx"
+                try:
+                    quantize_static(dense, out, calib, reduce_range=False, op_types=ops)
+                except Exception as e:  # noqa: BLE001 (a peer's failure is a result: it is reported)
+                    refused.append([name, f"failed: {type(e).__name__}: {str(e)[:200]}", f"{time.perf_counter() - t:.0f}"])
+                    continue
+                models[name], seconds[name] = out, time.perf_counter() - t
         emb = {k: embeddings(p, test, args.batch) for k, p in models.items()}
         ref = neighbours(emb["dense"])
         sec = runtimes.get("onnxruntime").latencies(models, {k: v[: args.batch] for k, v in test.items()})

@@ -57,15 +57,17 @@ PPOCR_RUNS = [("8-bit", "exact", dict(wbits=8)), ("8-bit", "rtn", dict(wbits=8, 
               ("4-bit", "exact", dict(wbits=4)), ("4-bit", "gptq", dict(wbits=4, method="gptq")),
               ("4-bit", "rtn", dict(wbits=4, method="rtn"))]
 W8A8_RUNS = [("onnxobc exact, w8", dict(wbits=8, abits=8)), ("onnxobc exact, w7", dict(wbits=7, abits=8)),
+             ("onnxobc exact, w7, --act-ranges histogram", dict(wbits=7, abits=8, act_ranges="histogram")),
              ("onnxobc rtn, w7", dict(wbits=7, abits=8, method="rtn"))]
 PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16
 
 
-def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool, operator_form: bool = False,
-                    per_channel: bool = True) -> None:
+def quantize_static(src, dst, calib, reduce_range: bool, operator_form: bool = False,
+                    per_channel: bool = True, op_types=None) -> None:
     """onnxruntime.quantization's static QDQ quantization, per channel, U8S8, its default MinMax
-    calibration, on the same calibration samples (`operator_form`: QLinearConv instead, the form
-    DeepSparse runs as int8; `per_channel` False: one weight scale per tensor). It is given the
+    calibration, on the same calibration samples (an array for input "x", or {input: array};
+    `operator_form`: QLinearConv instead, the form DeepSparse runs as int8; `per_channel` False:
+    one weight scale per tensor; `op_types`: only those ops, else its default set). It is given the
     model as onnxobc prepares it:
     Constant-node weights moved to initializers (it quantizes only initializer weights, and
     PP-OCR keeps its weights in Constant nodes) and opset ≥ 13 (per-channel DequantizeLinear)."""
@@ -77,16 +79,19 @@ def quantize_static(src, dst, calib: np.ndarray, reduce_range: bool, operator_fo
 
     onnx.save(ensure_opset(load_model(src), 13), str(dst) + ".in.onnx")  # per-channel DQ needs opset 13
 
+    feeds = calib if isinstance(calib, dict) else {"x": calib}
+    n = len(next(iter(feeds.values())))
+
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.feeds = iter([{"x": calib[i:i + 8]} for i in range(0, len(calib), 8)])
+            self.feeds = iter([{k: v[i:i + 8] for k, v in feeds.items()} for i in range(0, n, 8)])
 
         def get_next(self):
             return next(self.feeds, None)
 
     ort_quantize_static(str(dst) + ".in.onnx", str(dst), Reader(),
                         quant_format=QuantFormat.QOperator if operator_form else QuantFormat.QDQ,
-                        per_channel=per_channel,
+                        per_channel=per_channel, op_types_to_quantize=op_types,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     pathlib.Path(str(dst) + ".in.onnx").unlink()
 

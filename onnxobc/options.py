@@ -16,6 +16,7 @@ METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
 PRUNE_OF = {"exact": "exact", "sparsegpt": "sparsegpt", "magnitude": "magnitude", "gptq": "sparsegpt",
             "rtn": "magnitude"}
 QUANT_OF = {"exact": "exact", "gptq": "gptq", "rtn": "rtn", "sparsegpt": "gptq", "magnitude": "rtn"}
+ACT_RANGES = ("output", "histogram")
 BUDGET_FIELDS = ("speedup", "size", "flops", "bops")
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -40,6 +41,8 @@ class Options(families.Spec):
     symmetric: bool = True  # weight grids with zero point 0
     method: str = "exact"  # exact, or a baseline: gptq, sparsegpt, magnitude, rtn
     damp: float = 0.01  # relative Hessian dampening
+    act_ranges: str = "output"  # int8 activation ranges of layer inputs: by the error of the layers they feed
+    #                             ("output") or by the tensor's own histogram error ("histogram"); calib/ranges.py
     skip: tuple = ()  # weight or node names left dense
     batch_size: int = 8
     holdout: float = 0.25  # share of calibration samples kept for verification
@@ -99,6 +102,8 @@ class Options(families.Spec):
             raise OptionError(f"{{method}} {self.method} prunes; use exact, gptq or rtn with {{wbits}}")
         for lib in self.custom_ops:
             custom_op_library(lib)  # a clear error now rather than after calibration
+        if self.act_ranges not in ACT_RANGES:
+            raise OptionError(f"{{act_ranges}} must be one of {ACT_RANGES}, got {self.act_ranges!r}")
         if not 0 < self.holdout < 1:
             raise OptionError(f"{{holdout}} must be in (0, 1), got {self.holdout}")
         if self.max_time is not None and not self.max_time > 0:

@@ -11,7 +11,7 @@ import pathlib
 import onnx
 
 from . import families
-from .calib.capture import capture_hessians, capture_ranges
+from .calib.capture import capture_hessians, capture_histograms, ranges_by_output
 from .calib.feeds import load_calibration
 from .graph.activation_qdq import quantized_tensors
 from .graph.bias import feeds_batch_norm
@@ -100,9 +100,15 @@ def capture(prep: Prepared, options: Options, progress=None, activation_ranges: 
                                                           f"samples through {len(captured)} layers"),
                                          device=options.device)
     if observe:
-        ranges = capture_ranges(model, ranges, prep.calib, options.batch_size, form.symmetric, options.custom_ops,
-                                progress=counter(progress, "ranges", n,
-                                                 f"samples, histograms of {len(observe)} activations"))
+        hists = capture_histograms(model, ranges, prep.calib, options.batch_size, options.custom_ops,
+                                   progress=counter(progress, "ranges", n,
+                                                    f"samples, histograms of {len(observe)} activations"))
+        ranges = {t: h.best_range(form.symmetric) for t, h in hists.items()}
+        if options.act_ranges == "output":
+            ranges.update(ranges_by_output(model, hists, layers, prep.calib, options.batch_size, form.symmetric,
+                                           options.custom_ops, progress=counter(progress, "ranges", n,
+                                                                                "samples, each layer input's range "
+                                                                                "by its layers' output error")))
     return dataclasses.replace(prep, hessians=found, ranges=ranges)
 
 

@@ -29,7 +29,7 @@ def test_same_decisions_all_families(ill, flush):
         "unstructured": lambda **k: prune_unstructured(W, H, [0.3, 0.7], **k)[1],
         "2:4": lambda **k: prune_nm(W, H, 2, 4, **k),
         "block4": lambda **k: prune_blocks(W, H, [0.5], **k)[0],
-        "obq": lambda **k: quantize(W, H, grid, **k),
+        "obq": lambda **k: quantize(W, H, grid, gptq_rows=False, **k),
     }
     for name, fn in runs.items():
         for eager, fast in fast_and_oracle(fn, **kw):
@@ -79,7 +79,7 @@ def test_property_fast_path_equals_oracle(rows, groups, seed, flush, bits, sym, 
     W, H = make_problem(rows, cols, seed=seed, ill=ill, damp=1e-3)
     kw = dict(dtype=np.float64, flush_every=flush, mem_bytes=8 * cols * cols * 2)
     grid = fit_uniform_grid(W, bits, sym)
-    for fn in (lambda **k: quantize(W, H, grid, **k), lambda **k: prune_nm(W, H, 2, 4, **k),
+    for fn in (lambda **k: quantize(W, H, grid, gptq_rows=False, **k), lambda **k: prune_nm(W, H, 2, 4, **k),
                lambda **k: prune_blocks(W, H, [0.5], **k)[0], lambda **k: prune_unstructured(W, H, [0.5], **k)[0]):
         for eager, fast in fast_and_oracle(fn, **kw):
             np.testing.assert_array_equal(eager.order, fast.order)
@@ -93,9 +93,10 @@ def test_masked_quantization_over_row_batches_with_uneven_survivors():
     mask = np.ones_like(W, dtype=bool)
     mask[:6, :20] = False  # the first batch keeps 28 weights a row, the second 48
     grid = fit_uniform_grid(W * mask, 4, True)
-    one = quantize(W, H, grid, mask=mask, engine="eager", dtype=np.float64)
+    one = quantize(W, H, grid, mask=mask, engine="eager", dtype=np.float64, gptq_rows=False)
     for engine in ("eager", "deferred", "fused"):
-        split = quantize(W, H, grid, mask=mask, engine=engine, dtype=np.float64, mem_bytes=6 * 48 * 48 * 8)
+        split = quantize(W, H, grid, mask=mask, engine=engine, dtype=np.float64, mem_bytes=6 * 48 * 48 * 8,
+                         gptq_rows=False)
         assert split.order.shape == one.order.shape
         np.testing.assert_array_equal(split.order, one.order)
         np.testing.assert_allclose(split.weight, one.weight, rtol=1e-6, atol=1e-7)
@@ -112,8 +113,8 @@ def test_steps_read_the_device_only_to_compact(monkeypatch):
     monkeypatch.setattr(DeferredState, "read_alive_max", lambda self: reads.append(1) or original(self))
     W, H = make_problem(6, 256, seed=24)
     grid = fit_uniform_grid(W, 4, True)
-    fast = quantize(W, H, grid, engine="deferred", dtype=np.float64)
-    np.testing.assert_array_equal(fast.order, quantize(W, H, grid, engine="eager", dtype=np.float64).order)
+    fast = quantize(W, H, grid, engine="deferred", dtype=np.float64, gptq_rows=False)
+    np.testing.assert_array_equal(fast.order, quantize(W, H, grid, engine="eager", dtype=np.float64, gptq_rows=False).order)
     assert 0 < len(reads) <= 20  # 256 steps, one read per compaction (a quarter of the width each)
 
 

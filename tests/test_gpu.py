@@ -21,7 +21,7 @@ def _needs_cuda():
 def test_cupy_matches_numpy(dtype):
     W, H = make_problem(64, 256, seed=31)
     grid = fit_uniform_grid(W, 4, True)
-    for fn in (lambda **k: quantize(W, H, grid, **k), lambda **k: prune_nm(W, H, 2, 4, **k),
+    for fn in (lambda **k: quantize(W, H, grid, gptq_rows=False, **k), lambda **k: prune_nm(W, H, 2, 4, **k),
                lambda **k: prune_blocks(W, H, [0.5], **k)[0], lambda **k: prune_unstructured(W, H, [0.5], **k)[0]):
         cpu, gpu = fn(device="cpu", dtype=dtype), fn(device="cuda", dtype=dtype)
         if dtype == np.float64:
@@ -34,8 +34,8 @@ def test_large_batch_from_free_memory_matches_cpu():
     the CPU splits it: same decisions in float64."""
     W, H = make_problem(512, 384, seed=32)
     grid = fit_uniform_grid(W, 4, True)
-    cpu = quantize(W, H, grid, device="cpu", dtype=np.float64)
-    gpu = quantize(W, H, grid, device="cuda", dtype=np.float64)
+    cpu = quantize(W, H, grid, device="cpu", dtype=np.float64, gptq_rows=False)
+    gpu = quantize(W, H, grid, device="cuda", dtype=np.float64, gptq_rows=False)
     np.testing.assert_array_equal(cpu.order, gpu.order)
     np.testing.assert_allclose(gpu.weight, cpu.weight, rtol=1e-9, atol=1e-12)
 

@@ -11,17 +11,15 @@ from onnx_models import make_model
 from test_capture import small_net
 from test_compress import onnxobc
 
-from onnxobc.calib.capture import capture_hessians, capture_ranges
-from onnxobc.calib.ranges import Histogram
+from onnxobc.calib.capture import capture_hessians, capture_histograms, ranges_by_output
+from onnxobc.calib.ranges import Histogram, fake_quantize
 from onnxobc.solver.grids import activation_grid
 from onnxobc.graph.layers import discover
 from onnxobc.pipeline import Options, compress
 
 
 def fake_quant(v, lo, hi, symmetric):
-    scale, zero = activation_grid(lo, hi, symmetric)
-    qmin, qmax = (-128, 127) if symmetric else (0, 255)
-    return (np.clip(np.rint(v / scale) + zero, qmin, qmax) - zero) * scale
+    return fake_quantize(np.asarray(v, np.float64), lo, hi, symmetric)
 
 
 @pytest.mark.parametrize("lo,hi", [(-3.0, 5.0), (0.0, 6.0), (0.5, 2.0), (-7.0, -1.0), (0.0, 0.0)])
@@ -62,9 +60,61 @@ def test_capture_ranges_are_the_min_max_whatever_the_batches():
     _, a = capture_hessians(model, layers, {"x": x}, batch_size=1, observe=["x", "c", "h"])
     _, b = capture_hessians(model, layers, {"x": x}, batch_size=5, observe=["x", "c", "h"])
     assert a == b and a["x"] == (float(x.min()), float(x.max()))
-    best = capture_ranges(model, a, {"x": x}, batch_size=2)
+    best = {k: h.best_range(False) for k, h in capture_histograms(model, a, {"x": x}, batch_size=2).items()}
     assert set(best) == {"x", "c", "h"}
     assert all(a[k][0] <= best[k][0] <= 0 <= best[k][1] <= a[k][1] or a[k][0] >= 0 for k in best)
+
+
+def fed_model(kind: str, seed: int = 0):
+    """x read by two layers: a MatMul (x: n × 6) or a 3×3 Conv (x: n × 6 × 5 × 5) and a second
+    one of the same kind; input channel 0's weights are tiny, so clipping its outliers costs the
+    outputs little while it costs the tensor's own histogram a lot."""
+    rng = np.random.default_rng(seed)
+    shapes = {"matmul": [(6, 4), (6, 3)], "conv": [(4, 6, 3, 3), (3, 6, 1, 1)]}[kind]
+    ws = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    for w in ws:
+        w[(slice(None), 0) if kind == "conv" else 0] *= 1e-3
+    names = ["Wa", "Wb"]
+    if kind == "matmul":
+        nodes = [helper.make_node("MatMul", ["x", n], [f"y{i}"], name=f"mm{i}") for i, n in enumerate(names)]
+        dims = ["n", 6]
+    else:
+        nodes = [helper.make_node("Conv", ["x", names[0]], ["y0"], name="conv0", kernel_shape=[3, 3],
+                                  pads=[1, 1, 1, 1]),
+                 helper.make_node("Conv", ["x", names[1]], ["y1"], name="conv1", kernel_shape=[1, 1])]
+        dims = ["n", 6, 5, 5]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, dims)],
+                       [helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, ["n"] + [None] * (len(dims) - 1))
+                        for i in range(2)],
+                       [numpy_helper.from_array(w, n) for w, n in zip(ws, names)])
+    x = rng.standard_normal((400 if kind == "matmul" else 40, *dims[1:])).astype(np.float32)
+    at = (0,) * (len(dims) - 2)
+    x[(3, 0, *at)], x[(17, 0, *at)] = 40.0, -30.0  # outliers in channel 0, fewer than 0.1 % of the values
+    return model, x
+
+
+@pytest.mark.parametrize("kind", ["matmul", "conv"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_a_layer_inputs_range_is_the_candidate_of_least_output_error_by_brute_force(kind, symmetric):
+    """The oracle runs the float model on each candidate's fake-quantized input and sums the
+    squared change of both outputs over all samples."""
+    model, x = fed_model(kind)
+    layers, _ = discover(model)
+    _, minmax = capture_hessians(model, layers, {"x": x}, observe=["x"])
+    hists = capture_histograms(model, minmax, {"x": x}, batch_size=7)
+    chosen = ranges_by_output(model, hists, layers, {"x": x}, batch_size=7, symmetric=symmetric)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    dense = sess.run(None, {"x": x})
+
+    def error(lo, hi):
+        return sum(float(np.sum((a.astype(np.float64) - b) ** 2))
+                   for a, b in zip(sess.run(None, {"x": fake_quantize(x, lo, hi, symmetric)}), dense))
+
+    errors = {c: error(*c) for c in hists["x"].candidates(symmetric)}
+    assert len(errors) >= 2
+    assert chosen == {"x": min(errors, key=errors.get)}
+    # here the tensor's own error picks a grid that costs the outputs more
+    assert errors[chosen["x"]] < error(*hists["x"].best_range(symmetric))
 
 
 def fused_ops(path):

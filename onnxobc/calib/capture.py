@@ -2,16 +2,19 @@
 activation input exposed as an output, and each batch is folded into the layer's Hessians
 (one per Conv group) right away, so memory is bounded by the Hessians, not the activations.
 The same pass records the value range of any other tensors asked for; a second pass histograms
-them and picks each one's int8 clipping range (for activation quantization)."""
+them and picks each one's int8 clipping range (for activation quantization); for the tensors
+that layers read, a third can pick it by the error it puts on those layers' outputs."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
+from ..graph.layers import weight_array
 from ..sessions import session
 from ..solver import CrossAccumulator, HessianAccumulator
 from .feeds import batches, model_inputs
-from .ranges import Histogram
+from .ranges import FedError, Histogram
 
 
 def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
@@ -71,10 +74,10 @@ def capture_paired(dense: onnx.ModelProto, current: onnx.ModelProto, layers, dat
     return hessians, cross
 
 
-def capture_ranges(model: onnx.ModelProto, ranges: dict, data: dict, batch_size: int = 8, symmetric: bool = False,
-                   custom_ops=(), progress=None) -> dict:
-    """{tensor name: (lo, hi)}: the least-squared-error 8-bit clipping range of each tensor in
-    `ranges` (its calibration min/max), from a histogram pass over `data`."""
+def capture_histograms(model: onnx.ModelProto, ranges: dict, data: dict, batch_size: int = 8, custom_ops=(),
+                       progress=None) -> dict:
+    """{tensor name: Histogram} of each tensor in `ranges` (its calibration min/max), from a pass
+    over `data`."""
     names = sorted(ranges)
     sess = session(exposing(model, names), custom_ops=custom_ops)
     hists = {n: Histogram(*ranges[n]) for n in names}
@@ -83,4 +86,28 @@ def capture_ranges(model: onnx.ModelProto, ranges: dict, data: dict, batch_size:
             hists[n].add(v)
         if progress is not None:
             progress(len(next(iter(feed.values()))))
-    return {n: h.best_range(symmetric) for n, h in hists.items()}
+    return hists
+
+
+def ranges_by_output(model: onnx.ModelProto, hists: dict, layers, data: dict, batch_size: int = 8,
+                     symmetric: bool = False, custom_ops=(), progress=None) -> dict:
+    """{tensor name: (lo, hi)} for each tensor of `hists` that `layers` read: among its
+    candidate ranges, the one that puts the least squared error on those layers' outputs
+    (calib/ranges.FedError), from a pass over `data`."""
+    readers = {}
+    for l in layers:
+        mats = [np.asarray(m, np.float32) for m in l.matrices(weight_array(model, l.weight))]
+        for act in dict.fromkeys(l.activations):
+            if act in hists:
+                readers.setdefault(act, []).append((l.hessian_inputs, mats))
+    if not readers:
+        return {}
+    names = sorted(readers)
+    fed = {n: FedError(hists[n].candidates(symmetric), symmetric, readers[n]) for n in names}
+    sess = session(exposing(model, names), custom_ops=custom_ops)
+    for feed in batches(data, model_inputs(model), batch_size):
+        for n, v in zip(names, sess.run(names, feed)):
+            fed[n].add(v)
+        if progress is not None:
+            progress(len(next(iter(feed.values()))))
+    return {n: f.best() for n, f in fed.items()}

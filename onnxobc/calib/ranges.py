@@ -1,6 +1,11 @@
 """Activation ranges for static int8 quantization: each tensor's calibration histogram, and the
 clipping range whose 8-bit grid reproduces that histogram with the least squared error (a
-clipped outlier costs less than a coarser grid for everything else; min/max is one candidate)."""
+clipped outlier costs less than a coarser grid for everything else; min/max is one candidate).
+
+For a tensor that layers read, what matters is not its own error but theirs: FedError sums, for
+each candidate range (min/max, percentiles, the histogram's best), the squared error that
+quantizing the tensor puts on the outputs of the layers it feeds, ‖(Q(X) − X)ᵀ W‖² over the
+calibration samples, with the dense weights; the least of them is that tensor's range."""
 
 from __future__ import annotations
 
@@ -9,6 +14,15 @@ import numpy as np
 from ..solver.grids import activation_grid
 
 BINS = 2048
+PERCENTILES = (0.999, 0.9999, 0.99999)  # two-sided: the range from the (1 − p) to the p quantile
+
+
+def fake_quantize(x: np.ndarray, lo: float, hi: float, symmetric: bool) -> np.ndarray:
+    """x through QuantizeLinear and DequantizeLinear on the 8-bit grid of [lo, hi]."""
+    scale, zero = activation_grid(lo, hi, symmetric)
+    qmin, qmax = (-128, 127) if symmetric else (0, 255)
+    q = np.clip(np.rint(x / np.float32(scale)) + zero, qmin, qmax)
+    return ((q - zero) * np.float32(scale)).astype(x.dtype)
 
 
 class Histogram:
@@ -22,6 +36,21 @@ class Histogram:
 
     def add(self, values: np.ndarray) -> None:
         self.counts += np.histogram(values, BINS, (self.lo, self.hi))[0]
+
+    def quantile(self, q: float) -> float:
+        """The value below which a share `q` of the counted values lie, to a bin's width (the
+        bin's outer edge: its upper one above the median, its lower one below)."""
+        cum = np.cumsum(self.counts)
+        edges = np.linspace(self.lo, self.hi, BINS + 1)
+        i = int(np.searchsorted(cum, q * cum[-1]))
+        return float(edges[min(i + 1, BINS) if q >= 0.5 else i])
+
+    def candidates(self, symmetric: bool) -> list:
+        """The ranges FedError chooses among: min/max, the PERCENTILES and best_range, one for
+        each distinct 8-bit grid they give."""
+        found = [(self.lo, self.hi)] + [(min(self.quantile(1 - p), 0.0), max(self.quantile(p), 0.0))
+                                        for p in PERCENTILES] + [self.best_range(symmetric)]
+        return list({activation_grid(lo, hi, symmetric): (lo, hi) for lo, hi in reversed(found)}.values())[::-1]
 
     def best_range(self, symmetric: bool, steps: int = 40) -> tuple:
         """The (lo, hi) among ranges shrunk towards 0 (each end separately when asymmetric) whose
@@ -47,3 +76,24 @@ class Histogram:
             if err < best_err:
                 best, best_err = (lo, hi), err
         return best
+
+
+class FedError:
+    """For one tensor: the squared error that quantizing it to each candidate range puts on the
+    outputs of the layers it feeds, summed over the calibration batches given to add()."""
+
+    def __init__(self, candidates: list, symmetric: bool, readers: list):
+        self.candidates, self.symmetric = candidates, symmetric
+        self.readers = readers  # (to_samples(x) → one sample matrix per group, [W per group] (rows × cols))
+        self.errors = np.zeros(len(candidates))
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float32)
+        for i, (lo, hi) in enumerate(self.candidates):
+            d = fake_quantize(x, lo, hi, self.symmetric) - x
+            for to_samples, mats in self.readers:
+                for D, W in zip(to_samples(d), mats):
+                    self.errors[i] += float(np.sum(np.square(D @ W.T, dtype=np.float64)))
+
+    def best(self) -> tuple:
+        return self.candidates[int(np.argmin(self.errors))]

@@ -15,7 +15,7 @@ kernels (its runtimes.base.Int8Form says which):
   no QLinearAdd), with per-tensor weights, then rewritten into the operator form DeepSparse
   runs as int8 (graph/qoperator.py): QLinearConv, MatMulInteger.
 
-Each tensor's range comes from its calibration histogram (calib/ranges.py).
+Each tensor's range comes from calibration (calib/ranges.py, chosen in prepare.py).
 """
 
 from __future__ import annotations
