@@ -59,7 +59,7 @@ def main():
     ap.add_argument("--test", type=int, default=300, help="held-out texts for the metrics")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--w8a8", action="store_true",
-                    help="also static int8 activations: onnxobc --wbits 7 --abits 8 (both --act-ranges) and "
+                    help="also static int8 activations: onnxobc --wbits 7 --abits 8 (each --act-ranges) and "
                          "quantize_static (QDQ, per channel, its default ops and MatMul/Gemm alone)")
     args = ap.parse_args()
     encoder = importlib.import_module(args.model)
@@ -69,7 +69,7 @@ def main():
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     runs += [["--speedup", f"{f:g}x"] for f in args.speedup]
     static = ["--wbits", "7", "--abits", "8"]
-    runs += [static, static + ["--act-ranges", "histogram"]] if args.w8a8 else []
+    runs += [static] + [static + ["--act-ranges", how] for how in ("output", "histogram")] if args.w8a8 else []
     rows, refused, predicted = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)

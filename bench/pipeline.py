@@ -57,6 +57,7 @@ PPOCR_RUNS = [("8-bit", "exact", dict(wbits=8)), ("8-bit", "rtn", dict(wbits=8, 
               ("4-bit", "exact", dict(wbits=4)), ("4-bit", "gptq", dict(wbits=4, method="gptq")),
               ("4-bit", "rtn", dict(wbits=4, method="rtn"))]
 W8A8_RUNS = [("onnxobc exact, w8", dict(wbits=8, abits=8)), ("onnxobc exact, w7", dict(wbits=7, abits=8)),
+             ("onnxobc exact, w7, --act-ranges output", dict(wbits=7, abits=8, act_ranges="output")),
              ("onnxobc exact, w7, --act-ranges histogram", dict(wbits=7, abits=8, act_ranges="histogram")),
              ("onnxobc rtn, w7", dict(wbits=7, abits=8, method="rtn"))]
 PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16

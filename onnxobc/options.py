@@ -16,7 +16,7 @@ METHODS = ("exact", "gptq", "sparsegpt", "magnitude", "rtn")
 PRUNE_OF = {"exact": "exact", "sparsegpt": "sparsegpt", "magnitude": "magnitude", "gptq": "sparsegpt",
             "rtn": "magnitude"}
 QUANT_OF = {"exact": "exact", "gptq": "gptq", "rtn": "rtn", "sparsegpt": "gptq", "magnitude": "rtn"}
-ACT_RANGES = ("output", "histogram")
+ACT_RANGES = ("auto", "output", "histogram")
 BUDGET_FIELDS = ("speedup", "size", "flops", "bops")
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -41,8 +41,9 @@ class Options(families.Spec):
     symmetric: bool = True  # weight grids with zero point 0
     method: str = "exact"  # exact, or a baseline: gptq, sparsegpt, magnitude, rtn
     damp: float = 0.01  # relative Hessian dampening
-    act_ranges: str = "output"  # int8 activation ranges of layer inputs: by the error of the layers they feed
-    #                             ("output") or by the tensor's own histogram error ("histogram"); calib/ranges.py
+    act_ranges: str = "auto"  # int8 activation ranges of layer inputs: by the error of the layers they feed
+    #                           ("output"), by the tensor's own histogram error ("histogram"; calib/ranges.py), or
+    #                           "auto": compress writes both and keeps the one of lower held-out output error
     skip: tuple = ()  # weight or node names left dense
     batch_size: int = 8
     holdout: float = 0.25  # share of calibration samples kept for verification

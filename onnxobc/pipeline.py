@@ -23,7 +23,7 @@ from .prepare import prepare
 from .progress import duration, silent
 from .schedule import solve_all
 from .sequential import solve_sequentially
-from .verify import check_paths, finish
+from .verify import check_paths, finish, least_error
 
 __all__ = ["Options", "compress"]
 
@@ -37,7 +37,8 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     options.check()
     src, dst = check_paths(model_path, out_path)
     t0 = time.perf_counter()
-    prep = prepare(src, calib, options, progress, hessians=options.channels is not None or not options.sequential)
+    prep = prepare(src, calib, options, progress, hessians=options.channels is not None or not options.sequential,
+                   range_choices=True)
     rows = []
     if options.channels is not None:
         model, rows, notes = remove_channels(prep, options.channels, options.damp, options.bias_correction, progress)
@@ -45,7 +46,7 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
         if not families.compresses(options):
             prep = dataclasses.replace(prep, notes=prep.notes + notes)
             return finish(prep, model, dst, rows, options, t0)
-        prep = prepare(src, calib, options, progress, model=model, hessians=not options.sequential)
+        prep = prepare(src, calib, options, progress, model=model, hessians=not options.sequential, range_choices=True)
         prep.notes += notes
     allotment = allot(prep.layers, options)
     if allotment.fast:
@@ -66,6 +67,23 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
         solved[weight].row["output_error"] = error
     for weight in allotment.fast:
         mark(solved[weight].row, allotment, weight)
-    out_model = write(prep, solved, {l.weight: options for l in prep.layers})
-    return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0,
-                  {"time_budget": allotment.report()} if options.max_time is not None else None)
+    out_model, extra = written(prep, solved, options, progress)
+    if options.max_time is not None:
+        extra["time_budget"] = allotment.report()
+    return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0, extra)
+
+
+def written(prep, solved: dict, options: Options, progress) -> tuple:
+    """(the compressed model, report entries): with two choices of activation ranges, the model
+    written with each, and the one of lower output error on the held-out samples kept."""
+    settings = {l.weight: options for l in prep.layers}
+    if not prep.range_choices:
+        return write(prep, solved, settings), {}
+    progress("ranges", 0, 1, "the model written with each choice of activation ranges, held-out errors")
+    models = {name: write(dataclasses.replace(prep, ranges=r), solved, settings)
+              for name, r in prep.range_choices.items()}
+    best, errors = least_error(prep.src, models, prep.held, options.batch_size, options.custom_ops)
+    progress("ranges", 1, 1, f"by {best}")
+    prep.notes.append(f"int8 activation ranges by {best}: held-out output error " +
+                      ", ".join(f"{e:.4g} by {name}" for name, e in errors.items()))
+    return models[best], {"activation_ranges": {"chosen": best, "held_out_error": errors}}

@@ -36,19 +36,21 @@ class Prepared:
     held: dict  # the samples that verify
     hessians: dict  # weight → [HessianAccumulator per group]
     ranges: dict  # activation → (lo, hi), for int8 activations
+    range_choices: dict = dataclasses.field(default_factory=dict)  # with act_ranges "auto", when they differ:
+    #                                                                 {"histogram": ranges, "output": ranges}
     folded: int = 0  # constant per-channel Mul/Add/Sub/Div nodes folded into the layers before them
     notes: list = dataclasses.field(default_factory=list)  # what the input had that was changed or left alone
 
 
 def prepare(model_path, calib, options: Options, progress=None, activation_ranges: bool | None = None,
-            hessians: bool = True, model: onnx.ModelProto | None = None) -> Prepared:
+            hessians: bool = True, model: onnx.ModelProto | None = None, range_choices: bool = False) -> Prepared:
     """Load, discover, split the calibration data (load()), then capture Hessians (unless not
     `hessians`: the stages that only write from a database) and activation ranges (when
     `activation_ranges`, by default when the options' forms need them: int8 activations).
     `model`, if given, is a model made from the one at `model_path` (which stays the dense
     reference), taken instead of it."""
     prep = load(model_path, calib, options, model)
-    return capture(prep, options, progress, activation_ranges, hessians)
+    return capture(prep, options, progress, activation_ranges, hessians, range_choices)
 
 
 def load(model_path, calib, options: Options, model: onnx.ModelProto | None = None) -> Prepared:
@@ -83,17 +85,19 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
 
 
 def capture(prep: Prepared, options: Options, progress=None, activation_ranges: bool | None = None,
-            hessians: bool = True) -> Prepared:
+            hessians: bool = True, range_choices: bool = False) -> Prepared:
     """`prep` with its layers' Hessians (unless not `hessians`) and, when `activation_ranges`
     (by default when the options need them), the int8 clipping ranges of the tensors that get
-    Q/DQ, captured by onnxruntime on the calibration samples."""
+    Q/DQ, captured by onnxruntime on the calibration samples. With options.act_ranges "auto",
+    `range_choices` asks for both choices where they differ (the caller measures them);
+    without, "auto" takes the histogram's ranges."""
     progress = progress or silent
     model, layers, n = prep.model, prep.layers, len(next(iter(prep.calib.values())))
     wanted = families.needs_ranges([options]) if activation_ranges is None else activation_ranges
     form = options.target.int8
     observe = sum(quantized_tensors(model, layers, form), []) if wanted else []
     captured = layers if hessians else []
-    found, ranges = {}, {}
+    found, ranges, choices = {}, {}, {}
     if captured or observe:
         found, ranges = capture_hessians(model, captured, prep.calib, options.batch_size, observe, options.custom_ops,
                                          progress=counter(progress, "capture", n,
@@ -104,12 +108,17 @@ def capture(prep: Prepared, options: Options, progress=None, activation_ranges: 
                                    progress=counter(progress, "ranges", n,
                                                     f"samples, histograms of {len(observe)} activations"))
         ranges = {t: h.best_range(form.symmetric) for t, h in hists.items()}
-        if options.act_ranges == "output":
-            ranges.update(ranges_by_output(model, hists, layers, prep.calib, options.batch_size, form.symmetric,
-                                           options.custom_ops, progress=counter(progress, "ranges", n,
-                                                                                "samples, each layer input's range "
-                                                                                "by its layers' output error")))
-    return dataclasses.replace(prep, hessians=found, ranges=ranges)
+        if options.act_ranges == "output" or (options.act_ranges == "auto" and range_choices):
+            by_output = {**ranges, **ranges_by_output(model, hists, layers, prep.calib, options.batch_size,
+                                                      form.symmetric, options.custom_ops,
+                                                      progress=counter(progress, "ranges", n,
+                                                                       "samples, each layer input's range by its "
+                                                                       "layers' output error"))}
+            if options.act_ranges == "output":
+                ranges = by_output
+            elif by_output != ranges:
+                choices = {"histogram": ranges, "output": by_output}
+    return dataclasses.replace(prep, hessians=found, ranges=ranges, range_choices=choices)
 
 
 def problem(prep: Prepared, layer) -> Problem:

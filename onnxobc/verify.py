@@ -49,6 +49,15 @@ def relative_errors(ref: dict, got: dict) -> dict:
     return errors
 
 
+def least_error(dense, models: dict, data: dict, batch_size: int, custom_ops=()) -> tuple:
+    """(the name of the model in `models` whose largest relative output error against `dense` on
+    `data` is least, {name: that error})."""
+    ref = outputs(dense, data, batch_size, custom_ops)
+    errors = {name: max(relative_errors(ref, outputs(m, data, batch_size, custom_ops)).values())
+              for name, m in models.items()}
+    return min(errors, key=errors.get), errors
+
+
 def verify(dense, compressed: onnx.ModelProto, data: dict, batch_size: int, int8_kernels: bool = False,
            custom_ops=(), held_out: bool = True) -> dict:
     """onnx.checker, an onnxruntime session, and each output's relative error against the dense

@@ -308,3 +308,20 @@ def test_bad_activation_options(net, tmp_path, args, message):
     path, calib = net
     r = onnxobc("compress", str(path), str(tmp_path / "o.onnx"), "--calib", str(calib), *args)
     assert r.returncode == 2 and message in r.stderr and not (tmp_path / "o.onnx").exists()
+
+
+def test_auto_ranges_keep_the_choice_of_lower_held_out_error(tmp_path):
+    model, x = fed_model("matmul")
+    onnx.save(model, tmp_path / "fed.onnx")
+    np.savez(tmp_path / "calib.npz", x=x)
+    reports = {how: compress(tmp_path / "fed.onnx", tmp_path / f"{how}.onnx", tmp_path / "calib.npz",
+                             Options(wbits=8, abits=8, act_ranges=how))
+               for how in ("auto", "output", "histogram")}
+    chosen = reports["auto"]["activation_ranges"]
+    errors = {how: max(reports[how]["verification"]["relative_output_error"].values()) for how in ("output", "histogram")}
+    assert chosen["held_out_error"] == pytest.approx(errors)
+    assert errors["output"] != errors["histogram"]
+    assert chosen["chosen"] == min(errors, key=errors.get)
+    assert (tmp_path / "auto.onnx").read_bytes() == (tmp_path / f"{chosen['chosen']}.onnx").read_bytes()
+    assert any(n.startswith("int8 activation ranges by") for n in reports["auto"]["notes"])
+    assert "activation_ranges" not in reports["output"]

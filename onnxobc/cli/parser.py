@@ -38,10 +38,11 @@ def _add_solver_options(c) -> None:
     c.add_argument("--skip", nargs="*", metavar="NAME", help="weights or nodes to leave dense")
     c.add_argument("--batch-size", type=int, default=8,
                    help="calibration samples per onnxruntime run, and the batch latencies are measured at")
-    c.add_argument("--act-ranges", default="output", choices=["output", "histogram"],
+    c.add_argument("--act-ranges", default="auto", choices=["auto", "output", "histogram"],
                    help="with --abits 8, how a layer input's int8 range is chosen: among min/max, percentiles and "
                         "the histogram's best, the one that puts the least error on the outputs of the layers it "
-                        "feeds (output, default), or the histogram's best alone (histogram)")
+                        "feeds (output), the histogram's best (histogram), or auto (default): compress writes "
+                        "both and keeps the one of lower held-out output error (budgets take histogram)")
     c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
     c.add_argument("--runtime", default="onnxruntime",
                    help="the runtime the output is for: onnxruntime (default; uint8 activations, fused U8S8 "
