@@ -1,7 +1,8 @@
 """Sequential mode (--sequential, the OBC paper's A.8) against independent solves, and both
-against the baselines GPTQ and round-to-nearest (--method gptq, rtn), at the same weight bits, on the shipped digits model (top-1 on its 360 test digits), PP-OCRv4 rec (decoded
-text equal to the dense model's on held-out rendered lines) and all-MiniLM-L6-v2 (embedding
-cosine and nearest-neighbour agreement with the dense model on held-out texts). Each run is
+against the baselines GPTQ and round-to-nearest (--method gptq, rtn), at the same weight bits,
+on the shipped digits model (top-1 on its 360 test digits), PP-OCRv4 rec (decoded text equal
+to the dense model's on held-out rendered lines) and all-MiniLM-L6-v2 (embedding cosine and
+nearest-neighbour agreement with the dense model on held-out texts). Each run is
 `onnxobc compress` as a user types it, in its own process (--max-time none: every layer exact),
 with its wall time and peak memory (max RSS).
 
@@ -104,8 +105,8 @@ def main():
                                  f"{seconds:.0f}", f"{peak:.0f}"])
                     print_table(["model", "bits", "mode", "rel. output error (calibration hold-out)",
                                  "task agreement (held-out inputs)", "s", "peak MiB"], rows, "so far")
-    note("independent and sequential: every layer solved exactly (--max-time none), weights per output channel, symmetric; the output error is "
-         "compress's verification on the quarter of the calibration samples it holds out; the task figures are on "
+    note("independent and sequential: every layer solved exactly (--max-time none), weights per output channel, "
+         "symmetric; the output error is compress's verification on the quarter of the calibration samples it holds out; the task figures are on "
          "inputs never used for calibration: the 360 test digits, 32 rendered text lines, 300 texts")
     print_table(["model", "bits", "mode", "rel. output error (calibration hold-out)", "task agreement (held-out inputs)",
                  "s", "peak MiB"], rows)

@@ -25,7 +25,8 @@ def solve_sequentially(prep, settings: dict, options, progress) -> dict:
     solved = {}
     order = waves(prep.model, prep.layers)
     for i, wave in enumerate(order):
-        current = write(prep, {w: s.with_own_row() for w, s in solved.items()}, {w: settings[w] for w in solved}) if solved else prep.model
+        copies = {w: s.with_own_row() for w, s in solved.items()}  # write() fills rows: the final write's are reported
+        current = write(prep, copies, {w: settings[w] for w in solved}) if solved else prep.model
         progress("solve", len(solved), len(prep.layers), f"wave {i + 1} of {len(order)}: the inputs of "
                  f"{len(wave)} layers through the model compressed so far")
         hessians, cross = capture_paired(prep.model, current, wave, prep.calib, options.batch_size,

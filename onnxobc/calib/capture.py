@@ -27,17 +27,25 @@ def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
     return m
 
 
+def _passes(model: onnx.ModelProto, names: list, data: dict, batch_size: int, custom_ops, progress):
+    """{name: value} of the tensors `names` for each batch of `data`, onnxruntime running `model`
+    with them exposed; `progress(samples)` after each batch."""
+    sess = session(exposing(model, names), custom_ops=custom_ops)
+    for feed in batches(data, model_inputs(model), batch_size):
+        yield dict(zip(names, sess.run(names, feed)))
+        if progress is not None:
+            progress(len(next(iter(feed.values()))))
+
+
 def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int = 8, observe=(),
                      custom_ops=(), progress=None, device: str = "cpu"):
     """({weight name: [HessianAccumulator per group]} summed over all nodes that use the weight,
     {tensor name: (min, max)} over the calibration data for each name in `observe`). The sums
     are accumulated on `device` (see HessianAccumulator)."""
     acts = sorted({a for l in layers for a in l.activations} | set(observe))
-    sess = session(exposing(model, acts), custom_ops=custom_ops)
     hessians = {l.weight: [HessianAccumulator(l.cols, device) for _ in range(l.groups)] for l in layers}
     ranges = {}
-    for feed in batches(data, model_inputs(model), batch_size):
-        values = dict(zip(acts, sess.run(acts, feed)))
+    for values in _passes(model, acts, data, batch_size, custom_ops, progress):
         for l in layers:
             for act in l.activations:
                 for acc, X in zip(hessians[l.weight], l.hessian_inputs(values[act])):
@@ -47,8 +55,6 @@ def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int
             lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(old[0], lo), max(old[1], hi))
-        if progress is not None:
-            progress(len(next(iter(feed.values()))))
     return hessians, ranges
 
 
@@ -78,14 +84,10 @@ def capture_histograms(model: onnx.ModelProto, ranges: dict, data: dict, batch_s
                        progress=None) -> dict:
     """{tensor name: Histogram} of each tensor in `ranges` (its calibration min/max), from a pass
     over `data`."""
-    names = sorted(ranges)
-    sess = session(exposing(model, names), custom_ops=custom_ops)
-    hists = {n: Histogram(*ranges[n]) for n in names}
-    for feed in batches(data, model_inputs(model), batch_size):
-        for n, v in zip(names, sess.run(names, feed)):
+    hists = {n: Histogram(*ranges[n]) for n in sorted(ranges)}
+    for values in _passes(model, list(hists), data, batch_size, custom_ops, progress):
+        for n, v in values.items():
             hists[n].add(v)
-        if progress is not None:
-            progress(len(next(iter(feed.values()))))
     return hists
 
 
@@ -102,12 +104,8 @@ def ranges_by_output(model: onnx.ModelProto, hists: dict, layers, data: dict, ba
                 readers.setdefault(act, []).append((l.hessian_inputs, mats))
     if not readers:
         return {}
-    names = sorted(readers)
-    fed = {n: FedError(hists[n].candidates(symmetric), symmetric, readers[n]) for n in names}
-    sess = session(exposing(model, names), custom_ops=custom_ops)
-    for feed in batches(data, model_inputs(model), batch_size):
-        for n, v in zip(names, sess.run(names, feed)):
+    fed = {n: FedError(hists[n].candidates(symmetric), symmetric, readers[n]) for n in sorted(readers)}
+    for values in _passes(model, list(fed), data, batch_size, custom_ops, progress):
+        for n, v in values.items():
             fed[n].add(v)
-        if progress is not None:
-            progress(len(next(iter(feed.values()))))
     return {n: f.best() for n, f in fed.items()}

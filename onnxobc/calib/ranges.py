@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..solver.grids import activation_grid
+from ..solver.grids import activation_grid, code_range
 
 BINS = 2048
 PERCENTILES = (0.999, 0.9999, 0.99999)  # two-sided: the range from the (1 − p) to the p quantile
@@ -20,7 +20,7 @@ PERCENTILES = (0.999, 0.9999, 0.99999)  # two-sided: the range from the (1 − p
 def fake_quantize(x: np.ndarray, lo: float, hi: float, symmetric: bool) -> np.ndarray:
     """x through QuantizeLinear and DequantizeLinear on the 8-bit grid of [lo, hi]."""
     scale, zero = activation_grid(lo, hi, symmetric)
-    qmin, qmax = (-128, 127) if symmetric else (0, 255)
+    qmin, qmax = code_range(8, symmetric)
     q = np.clip(np.rint(x / np.float32(scale)) + zero, qmin, qmax)
     return ((q - zero) * np.float32(scale)).astype(x.dtype)
 
@@ -69,7 +69,7 @@ class Histogram:
         best, best_err = (self.lo, self.hi), np.inf
         for lo, hi in candidates:
             scale, zero = activation_grid(lo, hi, symmetric)
-            qmin, qmax = (-128, 127) if symmetric else (0, 255)
+            qmin, qmax = code_range(8, symmetric)
             a, b = (qmin - zero) * scale, (qmax - zero) * scale
             clipped = np.clip(v, a, b)
             err = float(w @ ((clipped - v) ** 2 + np.where(clipped == v, scale * scale / 12, 0.0)))
