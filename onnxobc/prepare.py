@@ -81,7 +81,7 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
     n_hold = int(round(n * options.holdout)) if n > 1 else 0
     calib_part = {k: v[: n - n_hold] for k, v in data.items()}
     held = {k: v[n - n_hold:] for k, v in data.items()} if n_hold else calib_part
-    return Prepared(src, model, layers, skipped, calib_part, held, {}, {}, folded, notes)
+    return Prepared(src, model, layers, skipped, calib_part, held, hessians={}, ranges={}, folded=folded, notes=notes)
 
 
 def capture(prep: Prepared, options: Options, progress=None, activation_ranges: bool | None = None,

@@ -96,3 +96,24 @@ def test_shared_weight_does_not_fold():
     y = _any("y", 4)
     model = make_model(nodes, [x], [y], inits)
     _check(model, rng.standard_normal((1, 3, 4, 4)).astype(np.float32), 0)
+
+
+def test_load_reports_what_it_folded_and_promoted(tmp_path):
+    """prepare.load keeps its count of folded nodes and its notes (a positional slip once put the
+    notes in `folded`)."""
+    import onnx
+
+    from onnxobc.options import Options
+    from onnxobc.prepare import load
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "W")]
+    conv = helper.make_node("Conv", ["x", "W"], ["z"], name="conv", pads=[1, 1, 1, 1])
+    model = _chain(conv, [("Mul", rng.standard_normal((4, 1, 1)), True)], None, inits, [2, 3, 6, 6])
+    model.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, [4, 3, 3, 3]))
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((4, 3, 6, 6)).astype(np.float32))
+    prep = load(tmp_path / "m.onnx", tmp_path / "c.npz", Options(wbits=8))
+    assert prep.folded == 1
+    assert prep.range_choices == {}
+    assert len(prep.notes) == 1 and "also graph inputs" in prep.notes[0]
