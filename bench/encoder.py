@@ -2,7 +2,8 @@
 tests/minilm.py; with --model mpnet the BERT-base-sized all-mpnet-base-v2, tests/mpnet.py) compressed by onnxobc and by onnxruntime.quantization.quantize_dynamic, side by
 side: embedding cosine with the dense model and nearest-neighbour agreement on held-out texts
 (standard-library docstrings joined to fill 32 tokens), latency on onnxruntime CPU timed in turns,
-file size. onnxobc runs: --channels at each share given, dynamic int8 (OBQ weights), both, and
+file size. onnxobc runs: --channels at each share given, dynamic int8 (OBQ weights; with and without
+--smooth), both, and
 --speedup at each factor given (a target out of reach is a row with the time it took to say so);
 with --w8a8, static int8 activations too, beside onnxruntime's quantize_static.
 
@@ -65,11 +66,12 @@ def main():
     encoder = importlib.import_module(args.model)
     dense = encoder.model_path()
     dynamic = ["--wbits", "8", "--abits", "dynamic"]
-    runs = [["--channels", str(c)] for c in args.channels] + [dynamic]
+    runs = [["--channels", str(c)] for c in args.channels] + [dynamic, dynamic + ["--smooth", "off"]]
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     runs += [["--speedup", f"{f:g}x"] for f in args.speedup]
     static = ["--wbits", "7", "--abits", "8"]
-    runs += [static] + [static + ["--act-ranges", how] for how in ("output", "histogram")] if args.w8a8 else []
+    runs += [static] + [static + ["--act-ranges", how] for how in ("output", "histogram")] \
+        + [static + ["--smooth", "off"]] if args.w8a8 else []
     rows, refused, predicted = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)

@@ -44,6 +44,9 @@ class Options(families.Spec):
     act_ranges: str = "auto"  # int8 activation ranges of layer inputs: by the error of the layers they feed
     #                           ("output"), by the tensor's own histogram error ("histogram"; calib/ranges.py), or
     #                           "auto": compress writes both and keeps the one of lower held-out output error
+    smooth: str | float = "auto"  # with int8 activations, move activation outliers into the MatMul/Gemm weights
+    #                               (SmoothQuant, graph/smooth.py): "auto" picks α per tensor by the layers' output
+    #                               error (calib/smoothing.py), "off", or a fixed α in (0, 1]
     skip: tuple = ()  # weight or node names left dense
     batch_size: int = 8
     holdout: float = 0.25  # share of calibration samples kept for verification
@@ -105,6 +108,9 @@ class Options(families.Spec):
             custom_op_library(lib)  # a clear error now rather than after calibration
         if self.act_ranges not in ACT_RANGES:
             raise OptionError(f"{{act_ranges}} must be one of {ACT_RANGES}, got {self.act_ranges!r}")
+        if self.smooth not in ("auto", "off") and not (isinstance(self.smooth, (int, float))
+                                                       and 0 < self.smooth <= 1):
+            raise OptionError(f"{{smooth}} takes auto, off or a migration strength α in (0, 1], got {self.smooth!r}")
         if not 0 < self.holdout < 1:
             raise OptionError(f"{{holdout}} must be in (0, 1), got {self.holdout}")
         if self.max_time is not None and not self.max_time > 0:

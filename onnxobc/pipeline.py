@@ -68,6 +68,8 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
     for weight in allotment.fast:
         mark(solved[weight].row, allotment, weight)
     out_model, extra = written(prep, solved, options, progress)
+    if prep.smoothing:
+        extra["smoothing"] = prep.smoothing
     if options.max_time is not None:
         extra["time_budget"] = allotment.report()
     return finish(prep, out_model, dst, rows + [s.row for s in solved.values()], options, t0, extra)

@@ -13,11 +13,14 @@ import onnx
 from . import families
 from .calib.capture import capture_hessians, capture_histograms, ranges_by_output
 from .calib.feeds import load_calibration
+from .calib.smoothing import WeightGrid, choose_smoothing
+from .families.quantize import Quantize
 from .graph.activation_qdq import quantized_tensors
 from .graph.bias import feeds_batch_norm
 from .graph.fold import fold_output_affine
 from .graph.layers import discover, weight_array
 from .graph.model import inputs_to_constants, load_model
+from .graph.smooth import smooth, smoothable
 from .memory import memory_budget, within_memory
 from .options import Options
 from .progress import counter, silent
@@ -38,6 +41,7 @@ class Prepared:
     ranges: dict  # activation → (lo, hi), for int8 activations
     range_choices: dict = dataclasses.field(default_factory=dict)  # with act_ranges "auto", when they differ:
     #                                                                 {"histogram": ranges, "output": ranges}
+    smoothing: dict = dataclasses.field(default_factory=dict)  # tensor → α of the outliers moved into weights
     folded: int = 0  # constant per-channel Mul/Add/Sub/Div nodes folded into the layers before them
     notes: list = dataclasses.field(default_factory=list)  # what the input had that was changed or left alone
 
@@ -50,7 +54,49 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     `model`, if given, is a model made from the one at `model_path` (which stays the dense
     reference), taken instead of it."""
     prep = load(model_path, calib, options, model)
+    if smoothing_wanted(options):
+        prep = smoothed(prep, options, progress)
     return capture(prep, options, progress, activation_ranges, hessians, range_choices)
+
+
+def smoothing_wanted(options: Options) -> bool:
+    """Whether `options` smooth activation outliers into the weights: with int8 activations unless
+    "off", layer by layer, and not on a runtime whose int8 takes one weight grid per layer (where
+    moving range into the weights costs every row)."""
+    return (options.abits is not None and options.smooth != "off" and options.channels is None
+            and not options.per_tensor)
+
+
+def smoothed(prep: Prepared, options: Options, progress=None) -> Prepared:
+    """`prep` with activation outliers moved into the weights of the MatMul/Gemm layers that read
+    them (graph/smooth.py), α per tensor by calib/smoothing.py; the tensors smoothing would not
+    help are left alone."""
+    progress = progress or silent
+    model = prep.model
+    dynamic = options.abits == Quantize.DYNAMIC
+    layers = [l for l in prep.layers if activations_quantized(l, options)]
+    readers = smoothable(model, layers)
+    if not readers:
+        return prep
+    n = len(next(iter(prep.calib.values())))
+    arrays = {l.weight: weight_array(model, l.weight) for ls in readers.values() for l in ls}
+    chosen = choose_smoothing(model, readers, arrays, prep.calib, options.batch_size, options.smooth, dynamic,
+                              options.target.int8.symmetric and not dynamic,
+                              WeightGrid(options.wbits, options.symmetric, options.per_tensor), options.custom_ops,
+                              progress=counter(progress, "smooth", n, f"samples, outliers of {len(readers)} tensors"),
+                              tensor_progress=lambda k, total, t: progress("smooth", k, total, t))
+    if not chosen:
+        prep.notes.append(f"smoothing: none of the {len(readers)} tensors that MatMul/Gemm layers read gained from it")
+        return prep
+    model = onnx.ModelProto()
+    model.CopyFrom(prep.model)
+    layers = [dataclasses.replace(l, activations=list(l.activations)) for l in prep.layers]
+    by_weight = {l.weight: l for l in layers}
+    smooth(model, {t: [by_weight[l.weight] for l in readers[t]] for t in chosen}, {t: s for t, (_, s) in chosen.items()})
+    alphas = sorted({a for a, _ in chosen.values()})
+    prep.notes.append(f"smoothing: {len(chosen)} of the {len(readers)} tensors that MatMul/Gemm layers read were "
+                      f"divided per channel, their range moved into the weights (α {', '.join(map(str, alphas))})")
+    return dataclasses.replace(prep, model=model, layers=layers, smoothing={t: a for t, (a, _) in chosen.items()})
 
 
 def load(model_path, calib, options: Options, model: onnx.ModelProto | None = None) -> Prepared:
@@ -119,6 +165,11 @@ def capture(prep: Prepared, options: Options, progress=None, activation_ranges: 
             elif by_output != ranges:
                 choices = {"histogram": ranges, "output": by_output}
     return dataclasses.replace(prep, hessians=found, ranges=ranges, range_choices=choices)
+
+
+def activations_quantized(layer, options: Options) -> bool:
+    """Whether `options` quantize `layer`'s input activations (int8, static or dynamic)."""
+    return options.abits is not None and not any(f.unfit(layer, options) for f in families.present(options))
 
 
 def problem(prep: Prepared, layer) -> Problem:

@@ -27,7 +27,7 @@ def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
     return m
 
 
-def _passes(model: onnx.ModelProto, names: list, data: dict, batch_size: int, custom_ops, progress):
+def passes(model: onnx.ModelProto, names: list, data: dict, batch_size: int, custom_ops, progress):
     """{name: value} of the tensors `names` for each batch of `data`, onnxruntime running `model`
     with them exposed; `progress(samples)` after each batch."""
     sess = session(exposing(model, names), custom_ops=custom_ops)
@@ -45,7 +45,7 @@ def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int
     acts = sorted({a for l in layers for a in l.activations} | set(observe))
     hessians = {l.weight: [HessianAccumulator(l.cols, device) for _ in range(l.groups)] for l in layers}
     ranges = {}
-    for values in _passes(model, acts, data, batch_size, custom_ops, progress):
+    for values in passes(model, acts, data, batch_size, custom_ops, progress):
         for l in layers:
             for act in l.activations:
                 for acc, X in zip(hessians[l.weight], l.hessian_inputs(values[act])):
@@ -85,7 +85,7 @@ def capture_histograms(model: onnx.ModelProto, ranges: dict, data: dict, batch_s
     """{tensor name: Histogram} of each tensor in `ranges` (its calibration min/max), from a pass
     over `data`."""
     hists = {n: Histogram(*ranges[n]) for n in sorted(ranges)}
-    for values in _passes(model, list(hists), data, batch_size, custom_ops, progress):
+    for values in passes(model, list(hists), data, batch_size, custom_ops, progress):
         for n, v in values.items():
             hists[n].add(v)
     return hists
@@ -105,7 +105,7 @@ def ranges_by_output(model: onnx.ModelProto, hists: dict, layers, data: dict, ba
     if not readers:
         return {}
     fed = {n: FedError(hists[n].candidates(symmetric), symmetric, readers[n]) for n in sorted(readers)}
-    for values in _passes(model, list(fed), data, batch_size, custom_ops, progress):
+    for values in passes(model, list(fed), data, batch_size, custom_ops, progress):
         for n, v in values.items():
             fed[n].add(v)
     return {n: f.best() for n, f in fed.items()}

@@ -22,6 +22,16 @@ def _typed(flag):
     return convert
 
 
+def _smooth(text: str):
+    """--smooth: auto, off or a number (its range is checked with the other options)."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes auto, off or a migration strength α in (0, 1], got {text!r}") from None
+
+
 def _add_solver_options(c) -> None:
     c.add_argument("--calib", help="an .npz file keyed by input name (samples first), a folder of them, or "
                                    "'random' (required, here or in --config)")
@@ -43,6 +53,10 @@ def _add_solver_options(c) -> None:
                         "the histogram's best, the one that puts the least error on the outputs of the layers it "
                         "feeds (output), the histogram's best (histogram), or auto (default): compress writes "
                         "both and keeps the one of lower held-out output error (budgets take histogram)")
+    c.add_argument("--smooth", default="auto", type=_smooth, metavar="auto|off|ALPHA",
+                   help="with --abits, move activation outliers into the MatMul/Gemm weights (SmoothQuant: x/s "
+                        "and diag(s)·W, s = max|x|^α / max|w|^(1−α)): auto (default) picks α per tensor, or none, "
+                        "by the error of the layers it feeds, as they will be quantized; off; or a fixed α in (0, 1]")
     c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
     c.add_argument("--runtime", default="onnxruntime",
                    help="the runtime the output is for: onnxruntime (default; uint8 activations, fused U8S8 "

@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..solver.grids import activation_grid
 from .flops import output_shapes
 from .nodes import consumers, node_name, remove_nodes
+from .smooth import SUFFIX as SMOOTHED
 from .qoperator import to_qoperator
 
 def _clamp_from_zero(model, node) -> bool:
@@ -100,6 +101,7 @@ def _plan(model, layers, form, shapes: dict) -> _Plan:
             if n is None:
                 continue
         elif not (form.elementwise and n.op_type in ELEMENTWISE and n.domain in ("", "ai.onnx")
+                  and not n.output[0].endswith(SMOOTHED)  # its point is to divide x before x is quantized
                   and all(x in floats or x in consts for x in n.input) and n.output[0] in floats
                   and any(x in quantized for x in n.input) and n.output[0] in feeds_layer
                   and (n.op_type != "MatMul" or not set(n.input) & consts)):
