@@ -4,9 +4,11 @@ W8A8 (int8 activations) is compared with onnxruntime.quantization.quantize_stati
 calibration data. With --ppocr, also PP-OCRv4 det and rec (fetched like the tests do, calibrated on
 rendered text): relative output error and task agreement (rec: decoded text equal to the dense
 model's; det: text-mask IoU) on held-out rendered images, file size, and for W8A8 the latency on
-onnxruntime against the dense model and quantize_static's, timed side by side.
+onnxruntime against the dense model and quantize_static's, timed side by side. --ppocr=slow: W8A8
+with and without --slow-int8 keep (compressed at batch 1, as timed) on det, rec and the text-direction
+classifier cls.
 
-    python bench/pipeline.py [--ppocr | --ppocr=weights | --ppocr=w8a8]
+    python bench/pipeline.py [--ppocr | --ppocr=weights | --ppocr=w8a8 | --ppocr=slow]
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ W8A8_RUNS = [("onnxobc exact, w8", dict(wbits=8, abits=8)), ("onnxobc exact, w7"
              ("onnxobc exact, w7, --act-ranges output", dict(wbits=7, abits=8, act_ranges="output")),
              ("onnxobc exact, w7, --act-ranges histogram", dict(wbits=7, abits=8, act_ranges="histogram")),
              ("onnxobc rtn, w7", dict(wbits=7, abits=8, method="rtn"))]
+SLOW_RUNS = [("onnxobc exact, w7 (int8 where faster)", dict(wbits=7, abits=8, batch_size=1)),
+             ("onnxobc exact, w7, --slow-int8 keep", dict(wbits=7, abits=8, batch_size=1, slow_int8="keep"))]
 PPOCR_IMAGES, PPOCR_HELD_OUT = 64, 16
 
 
@@ -109,9 +113,12 @@ def ctc_text(probs: np.ndarray) -> list:
 
 def task_agreement(name: str, dense: np.ndarray, got: np.ndarray) -> str:
     """rec: share of held-out lines whose decoded text equals the dense model's; det: IoU of the
-    text masks (probability > 0.3, PP-OCR's threshold) with the dense model's."""
+    text masks (probability > 0.3, PP-OCR's threshold) with the dense model's; cls: share of
+    held-out lines given the dense model's direction."""
     if name == "rec":
         return f"{np.mean([a == b for a, b in zip(ctc_text(dense), ctc_text(got))]):.3f} text equal"
+    if name == "cls":
+        return f"{np.mean(dense.argmax(-1) == got.argmax(-1)):.3f} top-1"
     a, b = dense > 0.3, got > 0.3
     return f"{(a & b).sum() / max((a | b).sum(), 1):.3f} mask IoU"
 
@@ -128,23 +135,25 @@ def ppocr_tables(parts=("weights", "w8a8")):
     rows, w8a8 = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        for name, inputs in [("det", ppocr.det_inputs), ("rec", ppocr.rec_inputs)]:
+        nets = [("det", ppocr.det_inputs), ("rec", ppocr.rec_inputs)]
+        for name, inputs in nets + ([("cls", ppocr.cls_inputs)] if "slow" in parts else []):
             x = inputs(PPOCR_IMAGES)
             calib, held = x[:-PPOCR_HELD_OUT], x[-PPOCR_HELD_OUT:]
             np.savez(tmp / "c.npz", x=x)
             dense = session(paths[name]).run(None, {"x": held})[0]
             opt = dict(holdout=PPOCR_HELD_OUT / PPOCR_IMAGES)
-            for target, method, opts in PPOCR_RUNS if "weights" in parts else []:
+            for target, method, opts in PPOCR_RUNS if "weights" in parts and name != "cls" else []:
                 t = time.perf_counter()
                 rep = compress(paths[name], tmp / "m.onnx", tmp / "c.npz", Options(**opts, **opt))
                 (err,) = rep["verification"]["relative_output_error"].values()
                 got = session(tmp / "m.onnx").run(None, {"x": held})[0]
                 rows.append([f"PP-OCRv4 {name}", target, method, f"{err:.4f}", task_agreement(name, dense, got),
                              f"{rep['bytes']['input'] / rep['bytes']['output']:.2f}x", f"{time.perf_counter() - t:.0f}"])
-            if "w8a8" not in parts:
+            runs = (W8A8_RUNS if "w8a8" in parts and name != "cls" else []) + (SLOW_RUNS if "slow" in parts else [])
+            if not runs:
                 continue
             models = {"dense": paths[name]}
-            for label, opts in W8A8_RUNS:
+            for label, opts in runs:
                 models[label] = tmp / f"{len(models)}.onnx"
                 compress(paths[name], models[label], tmp / "c.npz", Options(**opts, **opt))
             for label, reduce in [("quantize_static", False), ("quantize_static reduce_range", True)]:

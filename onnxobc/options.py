@@ -47,6 +47,8 @@ class Options(families.Spec):
     smooth: str | float = "auto"  # with int8 activations, move activation outliers into the MatMul/Gemm weights
     #                               (SmoothQuant, graph/smooth.py): "auto" picks α per tensor by the layers' output
     #                               error (calib/smoothing.py), "off", or a fixed α in (0, 1]
+    slow_int8: str = "float"  # with int8 activations, layers whose int8 form runs slower than float on the target
+    #                           runtime stay float where the whole model measures faster so (slow_int8.py); "keep"
     skip: tuple = ()  # weight or node names left dense
     batch_size: int = 8
     holdout: float = 0.25  # share of calibration samples kept for verification
@@ -111,6 +113,8 @@ class Options(families.Spec):
         if self.smooth not in ("auto", "off") and not (isinstance(self.smooth, (int, float))
                                                        and 0 < self.smooth <= 1):
             raise OptionError(f"{{smooth}} takes auto, off or a migration strength α in (0, 1], got {self.smooth!r}")
+        if self.slow_int8 not in ("float", "keep"):
+            raise OptionError(f"{{slow_int8}} must be float or keep, got {self.slow_int8!r}")
         if not 0 < self.holdout < 1:
             raise OptionError(f"{{holdout}} must be in (0, 1), got {self.holdout}")
         if self.max_time is not None and not self.max_time > 0:

@@ -23,6 +23,7 @@ from .prepare import prepare
 from .progress import duration, silent
 from .schedule import solve_all
 from .sequential import solve_sequentially
+from .slow_int8 import keep_float_where_slower
 from .verify import check_paths, finish, least_error
 
 __all__ = ["Options", "compress"]
@@ -77,15 +78,25 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
 
 def written(prep, solved: dict, options: Options, progress) -> tuple:
     """(the compressed model, report entries): with two choices of activation ranges, the model
-    written with each, and the one of lower output error on the held-out samples kept."""
+    written with each, and the one of lower output error on the held-out samples kept; with int8
+    activations, the layers whose int8 form is slower than float kept float where the whole
+    model measures faster so (slow_int8.py)."""
     settings = {l.weight: options for l in prep.layers}
+    extra = {}
     if not prep.range_choices:
-        return write(prep, solved, settings), {}
-    progress("ranges", 0, 1, "the model written with each choice of activation ranges, held-out errors")
-    models = {name: write(dataclasses.replace(prep, ranges=r), solved, settings)
-              for name, r in prep.range_choices.items()}
-    best, errors = least_error(prep.src, models, prep.held, options.batch_size, options.custom_ops)
-    progress("ranges", 1, 1, f"by {best}")
-    prep.notes.append(f"int8 activation ranges by {best}: held-out output error " +
-                      ", ".join(f"{e:.4g} by {name}" for name, e in errors.items()))
-    return models[best], {"activation_ranges": {"chosen": best, "held_out_error": errors}}
+        model = write(prep, solved, settings)
+    else:
+        progress("ranges", 0, 1, "the model written with each choice of activation ranges, held-out errors")
+        models = {name: write(dataclasses.replace(prep, ranges=r), solved, settings)
+                  for name, r in prep.range_choices.items()}
+        best, errors = least_error(prep.src, models, prep.held, options.batch_size, options.custom_ops)
+        progress("ranges", 1, 1, f"by {best}")
+        prep.notes.append(f"int8 activation ranges by {best}: held-out output error " +
+                          ", ".join(f"{e:.4g} by {name}" for name, e in errors.items()))
+        model, prep = models[best], dataclasses.replace(prep, ranges=prep.range_choices[best])
+        extra["activation_ranges"] = {"chosen": best, "held_out_error": errors}
+    if options.abits is not None and options.slow_int8 == "float":
+        model, entry = keep_float_where_slower(prep, solved, settings, model, options, progress)
+        if entry:
+            extra["slower_in_int8"] = entry
+    return model, extra

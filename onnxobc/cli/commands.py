@@ -82,7 +82,8 @@ def options_of(args) -> Options:
         max_time = DEFAULT_MAX_TIME if args.method is None else None
     return Options(**{f: getattr(args, f) for f in families.FIELDS}, symmetric=not args.asym,
                    method=args.method or "exact", max_time=max_time,
-                   damp=args.damp, act_ranges=args.act_ranges, smooth=args.smooth, skip=tuple(args.skip or ()), batch_size=args.batch_size,
+                   damp=args.damp, act_ranges=args.act_ranges, smooth=args.smooth, slow_int8=args.slow_int8,
+                   skip=tuple(args.skip or ()), batch_size=args.batch_size,
                    bias_correction=not args.no_bias_correction, variance_correction=not args.no_variance_correction,
                    runtime=args.runtime, matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()),
                    max_memory=args.max_memory, ray=getattr(args, "ray", None), device=args.device,

@@ -57,6 +57,10 @@ def _add_solver_options(c) -> None:
                    help="with --abits, move activation outliers into the MatMul/Gemm weights (SmoothQuant: x/s "
                         "and diag(s)·W, s = max|x|^α / max|w|^(1−α)): auto (default) picks α per tensor, or none, "
                         "by the error of the layers it feeds, as they will be quantized; off; or a fixed α in (0, 1]")
+    c.add_argument("--slow-int8", default="float", choices=["float", "keep"],
+                   help="with --abits, a layer whose int8 form runs slower than float on the --runtime (each "
+                        "timed alone) stays float (default; kept only if the whole model then measures faster), "
+                        "or keep int8 everywhere")
     c.add_argument("--asym", action="store_true", help="asymmetric weight grid (default: symmetric, zero point 0)")
     c.add_argument("--runtime", default="onnxruntime",
                    help="the runtime the output is for: onnxruntime (default; uint8 activations, fused U8S8 "
