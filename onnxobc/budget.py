@@ -27,10 +27,8 @@ from .costs import (
     frame,
     in_model,
     in_model_factors,
-    latencies,
     model_seconds,
     stored_uniform_seconds,
-    timing_batch,
 )
 from .db.build import build, fast_entry, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, check_storable, level_set, parse, split_channels
@@ -44,6 +42,7 @@ from .prepare import capture, load
 from .reach import reachable
 from .schedule import solve_all
 from .solve import summary_row
+from .timing import latencies, timing_batch
 from .verify import check_paths, finish
 
 COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from .calib.feeds import batches, model_inputs
 from .db.build import from_arrays, model_key, settings_key
-from .db.profile import activation_shapes, layer_latencies, signature
+from .db.profile import layer_latencies, signature
 from .db.store import Database, fingerprint
 from .errors import OptionError
 from .options import Options
+from .timing import activation_shapes, latencies
 
 
 @dataclasses.dataclass
@@ -152,19 +152,3 @@ def check_runtime(options: Options) -> None:
     reason = options.target.available()
     if reason:
         raise OptionError(f"{{runtime}} {options.runtime}: {reason.replace('{', '(').replace('}', ')')}")
-
-
-def timing_batch(prep, options) -> int:
-    """The batch size latencies are measured at: the first calibration batch's."""
-    return len(next(iter(timing_feed(prep, options).values())))
-
-
-def timing_feed(prep, options) -> dict:
-    """One calibration batch, the batch every latency is measured at."""
-    return next(batches(prep.calib, model_inputs(prep.model), options.batch_size))
-
-
-def latencies(prep, options, **models) -> dict:
-    """Seconds per batch of each named model (ModelProto or path), timed together (in turns where
-    the runtime allows) on one calibration batch."""
-    return options.target.latencies(models, timing_feed(prep, options), custom_ops=options.custom_ops)

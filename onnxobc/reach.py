@@ -22,17 +22,16 @@ from .costs import (
     in_model,
     in_model_factors,
     model_seconds,
-    timing_batch,
-    timing_feed,
     uniform_key,
 )
 from .db.build import level_options, model_key
 from .db.levels import Level, parse
-from .db.profile import activation_shapes, layer_latencies, signature
+from .db.profile import layer_latencies, signature
 from .db.store import Database
 from .export import write
 from .graph.activation_qdq import quantized_tensors
 from .graph.layers import weight_array
+from .timing import activation_shapes, timing_batch, timing_feed
 from .solve import Problem, dense, solve_layer
 from .solver import HessianAccumulator
 

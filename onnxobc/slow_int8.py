@@ -2,17 +2,15 @@
 float on the target runtime stay float (small or depthwise Convs, and CPUs whose int8 kernels are
 slow: quantize_static's int8 PP-OCR text-direction classifier ran at 0.76x its float speed).
 
-Each layer is timed alone in both forms at its real input shape (db/profile.py); when some are
+Each layer is timed alone in both forms at its real input shape (timing.py); when some are
 slower in int8, the model is written again with them float, and the two whole models are timed
 side by side: the faster is kept, so a layer alone never decides against the model measured."""
 
 from __future__ import annotations
 
-from .costs import latencies, timing_batch
-from .db.levels import Level
-from .db.profile import activation_shapes, layer_latencies
 from .export import write
 from .prepare import activations_quantized
+from .timing import activation_shapes, latencies, timing_batch, times_alone
 
 
 def slower_in_int8(prep, solved: dict, options, progress) -> dict:
@@ -23,14 +21,13 @@ def slower_in_int8(prep, solved: dict, options, progress) -> dict:
         return {}
     shapes = activation_shapes(prep, options)
     batch = timing_batch(prep, options)
-    level, dense = Level(**options.family_fields()), Level()
     out = {}
     for i, l in enumerate(layers):
         progress("int8 speed", i, len(layers), f"{l.weight}: int8 and float timed alone")
-        s = layer_latencies(prep, l, {level: solved[l.weight], dense: solved[l.weight]}, options,
-                            (batch,) + tuple(shapes[l.activations[0]]), options.target)
-        if s[level.name] > s[dense.name]:
-            out[l.weight] = (s[level.name], s[dense.name])
+        s = times_alone(prep, l, {"int8": (solved[l.weight], options), "float": (None, None)}, options,
+                        (batch,) + tuple(shapes[l.activations[0]]))
+        if s["int8"] > s["float"]:
+            out[l.weight] = (s["int8"], s["float"])
     progress("int8 speed", len(layers), len(layers), f"{len(out)} of {len(layers)} layers slower in int8 alone")
     return out
 

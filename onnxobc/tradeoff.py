@@ -14,7 +14,6 @@ import time
 from . import families
 from .atomic import atomic_path
 from .channels import remove_channels
-from .costs import timing_feed
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import check_storable, parse, split_channels
 from .db.store import Database
@@ -24,6 +23,7 @@ from .graph.write import save_atomic
 from .options import Options
 from .prepare import prepare
 from .protos import check
+from .timing import timing_feed
 from .verify import outputs, relative_errors
 
 

@@ -14,7 +14,8 @@ ORDER = [
     {"families"},  # the compression families: solving (through solver) and writing (through graph)
     {"options", "solve"},
     {"prepare", "export", "verify", "cluster", "channels", "fidelity", "deadline"},
-    {"schedule", "sequential"},
+    {"schedule", "sequential", "timing"},
+    {"slow_int8"},
     {"pipeline", "db"},
     {"costs", "channel_levels"},
     {"reach"},

@@ -84,7 +84,8 @@ def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, 
 
 def test_levels_no_faster_than_dense_are_not_solved(tmp_path):
     from onnxobc.budget import compress_to_budget
-    from onnxobc.db.profile import activation_shapes, signature
+    from onnxobc.db.profile import signature
+    from onnxobc.timing import activation_shapes
 
     opt = Options()
     report = compress_to_budget(MODEL, tmp_path / "o.onnx", CALIB, opt, "speedup", "1.01x", tmp_path / "db",

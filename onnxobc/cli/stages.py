@@ -62,7 +62,8 @@ def _stage(args, opt, levels=None):
 
 
 def profile(args) -> int:
-    from ..costs import check_runtime, cost_table, model_seconds, timing_batch
+    from ..costs import check_runtime, cost_table, model_seconds
+    from ..timing import timing_batch
     from ..db.build import model_key, settings_key
     from ..db.levels import level_set, parse_all
     from ..db.store import Database

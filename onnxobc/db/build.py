@@ -13,7 +13,6 @@ import onnx
 
 from .. import families
 from ..deadline import FAST, affordable, fast_options, mark
-from ..export import write
 from ..fidelity import LossProbe
 from ..graph.flops import macs_per_sample, output_shapes
 from ..graph.model import external_files
@@ -23,6 +22,7 @@ from ..options import Options
 from ..schedule import solve_all
 from ..solve import Solved
 from ..solver import cost
+from ..timing import layer_model
 from .levels import Level, check_storable
 from .store import Database, fingerprint
 
@@ -88,14 +88,7 @@ def analytic_costs(layer, level: Level, macs: int | None, solved: Solved) -> dic
 
 def written_alone(prep, layer, level: Level, solved: Solved, options: Options, input_shape):
     """`layer` alone (graph/single.py) at `input_shape`, written in `level`'s export format."""
-    model, view = single_layer_model(prep.model, layer, input_shape)
-    if level.dense:
-        return model
-    node = model.graph.node[0]
-    alone = dataclasses.replace(prep, model=model, layers=[view],
-                                ranges={node.input[0]: (-1.0, 1.0), node.output[0]: (-1.0, 1.0)})
-    return write(alone, {layer.weight: solved.with_own_row()},
-                 {layer.weight: level_options(options, level)})
+    return layer_model(prep, layer, solved, None if level.dense else level_options(options, level), input_shape)
 
 
 def file_bytes(prep, layer, level: Level, solved: Solved, options: Options) -> int:
