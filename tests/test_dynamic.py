@@ -55,7 +55,8 @@ def dynamic_quantize(x):
 def test_dynamic_form_is_the_integer_product(net, tmp_path):
     path, calib = net
     out = tmp_path / "d.onnx"
-    rep = compress(path, out, calib, Options(wbits=7, abits="dynamic", smooth="off"))  # the product alone
+    rep = compress(path, out, calib,  # the product alone
+                   Options(wbits=7, abits="dynamic", smooth="off", slow_int8="keep"))
     m = onnx.load(out)
     ops = collections.Counter(n.op_type for n in m.graph.node)
     assert ops["MatMulInteger"] == 2 and ops["DynamicQuantizeLinear"] == 2 and ops["Gemm"] == 1
@@ -77,7 +78,7 @@ def test_dynamic_form_is_the_integer_product(net, tmp_path):
 def test_onnxruntime_fuses_the_dynamic_form(net, tmp_path):
     path, calib = net
     out = tmp_path / "d.onnx"
-    compress(path, out, calib, Options(wbits=8, abits="dynamic"))
+    compress(path, out, calib, Options(wbits=8, abits="dynamic", slow_int8="keep"))
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])

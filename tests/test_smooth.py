@@ -90,7 +90,7 @@ def _dynamic_error(model, readers, t, s, x, grid_bits=8):
         smooth(m, mine, {t: s})
     for l in mine[t]:
         W = l.matrices(weight_array(m, l.weight))[0].astype(np.float64)
-        grid = fit_uniform_grid(W, grid_bits, True)
+        grid = fit_uniform_grid(W, grid_bits, True, mse=False)
         store_dynamic(m, l, grid.codes(W).T, grid.scale)
     outs = [l.nodes[0] for l in readers[t]]
     names = {n.name: n.output[0] for n in model.graph.node}
@@ -146,7 +146,8 @@ def test_compress_with_smoothing_has_lower_error(outlier_block, tmp_path):
     errors = {}
     for how in ("auto", "off"):
         out = tmp_path / f"{how}.onnx"
-        report = compress(path, out, calib, Options(wbits=8, abits="dynamic", smooth=how, method="rtn"))
+        report = compress(path, out, calib,
+                          Options(wbits=8, abits="dynamic", smooth=how, method="rtn", slow_int8="keep"))
         errors[how] = report["verification"]["relative_output_error"]["y"]
         smoothing = [n for n in onnx.load(out).graph.node if n.output[0].endswith(SUFFIX)]
         assert bool(smoothing) == (how == "auto") == bool(report.get("smoothing"))
@@ -164,12 +165,13 @@ def test_static_int8_smooths_with_enough_rows_and_the_division_stays_float(tmp_p
     x = samples(rng, 400)
     np.savez(tmp_path / "few.npz", x=x[:64])
     np.savez(tmp_path / "many.npz", x=x)
-    report = compress(path, tmp_path / "few.onnx", tmp_path / "few.npz", Options(wbits=8, abits=8))
+    report = compress(path, tmp_path / "few.onnx", tmp_path / "few.npz",
+                      Options(wbits=8, abits=8, slow_int8="keep"))
     assert "smoothing" not in report
     errors = {}
     for how in ("auto", "off"):
         report = compress(path, tmp_path / f"{how}.onnx", tmp_path / "many.npz",
-                          Options(wbits=8, abits=8, smooth=how, batch_size=50))
+                          Options(wbits=8, abits=8, smooth=how, batch_size=50, slow_int8="keep"))
         errors[how] = report["verification"]["relative_output_error"]["y"]
     assert report.get("smoothing") is None and errors["auto"] < 0.75 * errors["off"], errors
     m = onnx.load(tmp_path / "auto.onnx")

@@ -136,7 +136,7 @@ def net(tmp_path):
 def test_onnxruntime_form_fuses_into_int8_kernels(net, tmp_path):
     path, calib = net
     out = tmp_path / "w8a8.onnx"
-    rep = compress(path, out, calib, Options(wbits=7, abits=8))
+    rep = compress(path, out, calib, Options(wbits=7, abits=8, slow_int8="keep"))
     m = onnx.load(out)
     zeros = {t.name: t for t in m.graph.initializer if t.name.endswith(".act_zero")}
     # both Relus are folded into the Q of the layer before them (r after the conv, h after the gemm)
@@ -184,7 +184,7 @@ def test_elementwise_neighbours_run_on_uint8_and_float_islands_stay_float(tmp_pa
     x = np.random.default_rng(1).standard_normal((40, 4, 6, 6)).astype(np.float32) * 2
     np.savez(tmp_path / "calib.npz", x=x)
     out = tmp_path / "ew.w8a8.onnx"
-    rep = compress(path, out, tmp_path / "calib.npz", Options(wbits=7, abits=8))
+    rep = compress(path, out, tmp_path / "calib.npz", Options(wbits=7, abits=8, slow_int8="keep"))
     m = onnx.load(out)
     zeros = {t.name.removesuffix(".act_zero") for t in m.graph.initializer if t.name.endswith(".act_zero")}
     # the Clip is folded into the Q of the Add before it; what follows the Div is not quantized
@@ -210,7 +210,7 @@ def test_elementwise_ops_after_the_last_int8_layer_stay_float(tmp_path):
     x = np.random.default_rng(1).standard_normal((40, 4, 6, 6)).astype(np.float32) * 2
     np.savez(tmp_path / "calib.npz", x=x)
     out = tmp_path / "ew.mixed.onnx"
-    rep = compress(path, out, tmp_path / "calib.npz", Options(wbits=7, abits=8, skip=("Wg",)))
+    rep = compress(path, out, tmp_path / "calib.npz", Options(wbits=7, abits=8, skip=("Wg",), slow_int8="keep"))
     ops = fused_ops(out)
     assert ops["QLinearConv"] == 2 and ops["QLinearAdd"] == 1 and ops["QLinearMul"] == 1, ops
     assert not ops.keys() & {"QLinearConcat", "QLinearGlobalAveragePool", "QGemm"}, ops
@@ -232,7 +232,7 @@ def test_int8_matmul_before_a_float_layer_still_runs_as_qgemm(tmp_path):
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "c.npz", x=rng.standard_normal((64, 32)).astype(np.float32))
     rep = compress(tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "c.npz",
-                   Options(wbits=7, abits=8, skip=("W1",)))
+                   Options(wbits=7, abits=8, skip=("W1",), slow_int8="keep"))
     ops = fused_ops(tmp_path / "q.onnx")
     assert ops["QGemm"] == 1 and ops["DequantizeLinear"] == 1, ops  # the only DQ turns fc0's uint8 output to float
     assert rep["verification"]["relative_output_error"]["y"] < 0.05
@@ -241,7 +241,7 @@ def test_int8_matmul_before_a_float_layer_still_runs_as_qgemm(tmp_path):
 def test_tensorrt_form_is_symmetric_on_layer_inputs_only(net, tmp_path):
     path, calib = net
     out = tmp_path / "trt.onnx"
-    rep = compress(path, out, calib, Options(wbits=8, abits=8, runtime="tensorrt"))
+    rep = compress(path, out, calib, Options(wbits=8, abits=8, runtime="tensorrt", slow_int8="keep"))
     m = onnx.load(out)
     zeros = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer if t.name.endswith(".act_zero")}
     assert set(zeros) == {f"{t}.act_zero" for t in ("x", "f", "h", "h2")}
@@ -258,7 +258,7 @@ def test_deepsparse_form_is_qlinearconv_and_matmulinteger_with_per_tensor_weight
 
     path, calib = net
     out = tmp_path / "ds.onnx"
-    rep = compress(path, out, calib, Options(wbits=8, abits=8, runtime="deepsparse"))
+    rep = compress(path, out, calib, Options(wbits=8, abits=8, runtime="deepsparse", slow_int8="keep"))
     m = onnx.load(out)
     ops = collections.Counter(n.op_type for n in m.graph.node)
     assert ops["QLinearConv"] == 1 and ops["MatMulInteger"] == 3 and not ops.keys() & {"Conv", "Gemm", "MatMul"}
@@ -272,7 +272,7 @@ def test_deepsparse_form_is_qlinearconv_and_matmulinteger_with_per_tensor_weight
             assert inits[n.input[1]].dtype == np.int8 and inits[n.input[3]].ndim == 0
     assert all(r["storage"] == "int8, per-tensor" for r in rep["layers"])
     monkeypatch.setattr(activation_qdq, "to_qoperator", lambda model, layers: 0)
-    compress(path, tmp_path / "qdq.onnx", calib, Options(wbits=8, abits=8, runtime="deepsparse"))
+    compress(path, tmp_path / "qdq.onnx", calib, Options(wbits=8, abits=8, runtime="deepsparse", slow_int8="keep"))
     x = {"x": np.load(calib)["x"][-12:]}
     plain = ort.SessionOptions()
     plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -287,7 +287,7 @@ def test_digits_w8a8_keeps_accuracy(tmp_path):
 
     digits = pathlib.Path(__file__).parents[1] / "models" / "digits"
     out = tmp_path / "d.onnx"
-    compress(digits / "mlp.onnx", out, digits / "calib.npz", Options(wbits=7, abits=8))
+    compress(digits / "mlp.onnx", out, digits / "calib.npz", Options(wbits=7, abits=8, slow_int8="keep"))
     assert fused_ops(out)["QGemm"] == 3
     test = np.load(digits / "test.npz")
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -315,7 +315,7 @@ def test_auto_ranges_keep_the_choice_of_lower_held_out_error(tmp_path):
     onnx.save(model, tmp_path / "fed.onnx")
     np.savez(tmp_path / "calib.npz", x=x)
     reports = {how: compress(tmp_path / "fed.onnx", tmp_path / f"{how}.onnx", tmp_path / "calib.npz",
-                             Options(wbits=8, abits=8, act_ranges=how))
+                             Options(wbits=8, abits=8, act_ranges=how, slow_int8="keep"))
                for how in ("auto", "output", "histogram")}
     chosen = reports["auto"]["activation_ranges"]
     errors = {how: max(reports[how]["verification"]["relative_output_error"].values()) for how in ("output", "histogram")}
