@@ -131,3 +131,42 @@ def test_a_batch_axis_declared_minus_one_is_dynamic():
     assert spec["x"][1] == [None, 3]
     feeds = list(batches({"x": np.zeros((10, 3), np.float32)}, spec, 4))
     assert [len(f["x"]) for f in feeds] == [4, 4, 2]
+
+
+def _masked_model():
+    """x (batch, tokens, 6) → MatMul W → times the attention mask: a padded token's output is
+    masked out, as mean pooling over real tokens does."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+             helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+             helper.make_node("Mul", ["h", "m3"], ["y"])]
+    axis = numpy_helper.from_array(np.array([-1], np.int64), "axis")
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", 6]),
+                              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "t"])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", 4])], [w, axis])
+
+
+def test_padded_tokens_are_left_out_of_the_hessians():
+    """H = 2/N Σ x xᵀ over the real tokens only (attention_mask 1), whatever the batches."""
+    rng = np.random.default_rng(4)
+    model = _masked_model()
+    x = rng.standard_normal((10, 5, 6)).astype(np.float32)
+    mask = np.ones((10, 5), np.int64)
+    for i, n in enumerate([5, 3, 1, 4, 2, 5, 5, 2, 3, 1]):
+        mask[i, n:] = 0
+        x[i, n:] = 100.0  # padding that would dominate the Hessian
+    layers, _ = discover(model)
+    real = x[mask != 0]
+    want = 2.0 / len(real) * real.astype(np.float64).T @ real
+    for batch in (1, 3, 10):
+        hessians, _ = capture_hessians(model, layers, {"x": x, "attention_mask": mask}, batch)
+        np.testing.assert_allclose(hessians["W"][0].hessian, want, rtol=1e-6)
+        assert hessians["W"][0].samples == len(real)
+    # a model without the mask input: every token counts
+    plain = make_model([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", 6])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", 4])], [model.graph.initializer[0]])
+    hessians, _ = capture_hessians(plain, discover(plain)[0], {"x": x}, 4)
+    assert hessians["W"][0].samples == x.shape[0] * x.shape[1]

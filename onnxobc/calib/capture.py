@@ -27,28 +27,42 @@ def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
     return m
 
 
-def passes(model: onnx.ModelProto, names: list, data: dict, batch_size: int, custom_ops, progress):
+MASK = "attention_mask"  # a transformer's input marking real tokens (1) and padding (0), (batch, tokens)
+
+
+def passes(model: onnx.ModelProto, names: list, data: dict, batch_size: int, custom_ops, progress, feeds=False):
     """{name: value} of the tensors `names` for each batch of `data`, onnxruntime running `model`
-    with them exposed; `progress(samples)` after each batch."""
+    with them exposed ((values, feed) with `feeds`); `progress(samples)` after each batch."""
     sess = session(exposing(model, names), custom_ops=custom_ops)
     for feed in batches(data, model_inputs(model), batch_size):
-        yield dict(zip(names, sess.run(names, feed)))
+        values = dict(zip(names, sess.run(names, feed)))
+        yield (values, feed) if feeds else values
         if progress is not None:
             progress(len(next(iter(feed.values()))))
+
+
+def real_tokens(layer, x: np.ndarray, feed: dict) -> np.ndarray:
+    """A MatMul's (batch, tokens, features) input `x` without the padded tokens the feed's
+    attention mask marks (their outputs are masked out downstream, so the layer need not fit
+    them); any other input as it is."""
+    mask = feed.get(MASK)
+    if layer.op != "MatMul" or mask is None or np.ndim(mask) != 2 or x.ndim != 3 or x.shape[:2] != np.shape(mask):
+        return x
+    return x[np.asarray(mask) != 0]
 
 
 def capture_hessians(model: onnx.ModelProto, layers, data: dict, batch_size: int = 8, observe=(),
                      custom_ops=(), progress=None, device: str = "cpu"):
     """({weight name: [HessianAccumulator per group]} summed over all nodes that use the weight,
-    {tensor name: (min, max)} over the calibration data for each name in `observe`). The sums
-    are accumulated on `device` (see HessianAccumulator)."""
+    padded tokens left out (real_tokens), {tensor name: (min, max)} over the calibration data for
+    each name in `observe`). The sums are accumulated on `device` (see HessianAccumulator)."""
     acts = sorted({a for l in layers for a in l.activations} | set(observe))
     hessians = {l.weight: [HessianAccumulator(l.cols, device) for _ in range(l.groups)] for l in layers}
     ranges = {}
-    for values in passes(model, acts, data, batch_size, custom_ops, progress):
+    for values, feed in passes(model, acts, data, batch_size, custom_ops, progress, feeds=True):
         for l in layers:
             for act in l.activations:
-                for acc, X in zip(hessians[l.weight], l.hessian_inputs(values[act])):
+                for acc, X in zip(hessians[l.weight], l.hessian_inputs(real_tokens(l, values[act], feed))):
                     acc.add_batch(X)
         for name in observe:
             v = values[name]
@@ -71,7 +85,8 @@ def capture_paired(dense: onnx.ModelProto, current: onnx.ModelProto, layers, dat
         now, then = (dict(zip(acts, s.run(acts, feed))) for s in sessions)
         for l in layers:
             for act in l.activations:
-                pairs = zip(hessians[l.weight], cross[l.weight], l.hessian_inputs(now[act]), l.hessian_inputs(then[act]))
+                pairs = zip(hessians[l.weight], cross[l.weight], l.hessian_inputs(real_tokens(l, now[act], feed)),
+                            l.hessian_inputs(real_tokens(l, then[act], feed)))
                 for acc, c, X_tilde, X in pairs:
                     acc.add_batch(X_tilde)
                     c.add_batch(X_tilde, X)
