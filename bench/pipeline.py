@@ -163,7 +163,8 @@ def ppocr_tables(parts=("weights", "w8a8")):
             latency = compare_latency(sessions, {"x": held[:1]})
             for label, sess in sessions.items():
                 got = sess.run(None, {"x": held})[0]
-                w8a8.append([f"PP-OCRv4 {name}", label, f"{_error(dense, got):.4f}", task_agreement(name, dense, got),
+                model = f"PP-OCRv4 {name}" if name != "cls" else "PP-OCR mobile v2.0 cls"
+                w8a8.append([model, label, f"{_error(dense, got):.4f}", task_agreement(name, dense, got),
                              f"{latency[label] * 1e3:.1f}", f"{latency['dense'] / latency[label]:.2f}x",
                              f"{latency['quantize_static'] / latency[label]:.2f}x",
                              f"{models['dense'].stat().st_size / pathlib.Path(models[label]).stat().st_size:.2f}x"])
