@@ -51,7 +51,7 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
                     raise ValueError(f"layer {layer.weight!r} is not timed on {options.runtime} at batch size "
                                      f"{batch_size} for every level: run onnxobc profile first")
                 seconds = layer_latencies(prep, layer, {lv: from_arrays(*stored[lv], lv) for lv in levels_here},
-                                          options, shape, runtime)
+                                          options, shape)
                 for name, sec in seconds.items():
                     db.put_latency(runtime.cache_key(), sig, name, sec)
         have, ls, cs = [], [], []

@@ -92,7 +92,8 @@ def smoothed(prep: Prepared, options: Options, progress=None) -> Prepared:
     model.CopyFrom(prep.model)
     layers = [dataclasses.replace(l, activations=list(l.activations)) for l in prep.layers]
     by_weight = {l.weight: l for l in layers}
-    smooth(model, {t: [by_weight[l.weight] for l in readers[t]] for t in chosen}, {t: s for t, (_, s) in chosen.items()})
+    smooth(model, {t: [by_weight[l.weight] for l in readers[t]] for t in chosen},
+           {t: s for t, (_, s) in chosen.items()})
     alphas = sorted({a for a, _ in chosen.values()})
     prep.notes.append(f"smoothing: {len(chosen)} of the {len(readers)} tensors that MatMul/Gemm layers read were "
                       f"divided per channel, their range moved into the weights (α {', '.join(map(str, alphas))})")

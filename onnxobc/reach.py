@@ -66,7 +66,7 @@ def layer_seconds(prep, db: Database, levels: list, options, progress=None) -> t
             solved = {lv: stand_in(prep, layer, lv, options) for lv in levels}
             seconds = {lv.name: db.latency(runtime.cache_key(), sig, lv.name) for lv in levels}
             if any(v is None for v in seconds.values()):
-                seconds = layer_latencies(prep, layer, solved, options, shape, runtime)
+                seconds = layer_latencies(prep, layer, solved, options, shape)
                 for name, sec in seconds.items():
                     db.put_latency(runtime.cache_key(), sig, name, sec)
             made[sig] = {lv: s for lv, s in solved.items() if lv.dense or s.row["applied"]}

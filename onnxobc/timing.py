@@ -14,6 +14,7 @@ from .calib.capture import exposing
 from .calib.feeds import batches, model_inputs
 from .export import write
 from .graph.single import single_layer_model
+from .sessions import session
 
 
 def timing_feed(prep, options) -> dict:
@@ -34,8 +35,6 @@ def latencies(prep, options, **models) -> dict:
 
 def activation_shapes(prep, options) -> dict:
     """Per-sample shape of every layer's activation input (one calibration sample run)."""
-    from .sessions import session
-
     acts = sorted({a for l in prep.layers for a in l.activations})
     sess = session(exposing(prep.model, acts), custom_ops=options.custom_ops)
     sample = {k: v[:1] for k, v in prep.calib.items()}

@@ -5,7 +5,8 @@ outputs: for each candidate (no smoothing, each α of ALPHAS) the squared error
 ‖Q_a(X / s) · Q_w(diag(s) W) − X · W‖² over calibration rows, Q_a the activation quantization
 (per batch for dynamic int8, as onnxruntime's DynamicQuantizeLinear; for static int8 one range,
 the histogram's best on half of the sampled rows, the errors measured on the other half: a range
-that flattened channels make tight fits the rows that set it and clips the rows that come later) and Q_w rounding to a min/max grid per output channel (the solvers' own grids search shrunk
+that flattened channels make tight fits the rows that set it and clips the rows that come later)
+and Q_w rounding to a min/max grid per output channel (the solvers' own grids search shrunk
 ranges: ten times the time here, for the same choices on all-MiniLM-L6-v2). The least is kept.
 
 One calibration pass records each tensor's per-channel range per batch and a bounded sample of
@@ -89,14 +90,15 @@ class WeightGrid:
 
 
 def choose_smoothing(model, readers: dict, arrays: dict, data: dict, batch_size: int, alpha, dynamic: bool,
-                     symmetric: bool, weights: WeightGrid, custom_ops=(), progress=None, tensor_progress=None) -> dict:
+                     symmetric: bool, weights: WeightGrid, custom_ops=(), progress=None,
+                     tensor_progress=None) -> dict:
     """{tensor: (α, s)} for each tensor of `readers` ({tensor: [layers]}) that smoothing helps:
     `alpha` "auto" tries no smoothing and each of ALPHAS and keeps the least error (tensors where
     no smoothing wins, and statically quantized ones with under STATIC_ROWS rows, are left out),
-    a number forces that α. `arrays`: {layer weight: its ONNX
-    array}; `dynamic`: activations quantized per batch at run time, else over the calibration
-    range; `symmetric`: the activations' grid. `progress(samples)` during the pass,
-    `tensor_progress(done, total, tensor)` as the errors are measured."""
+    a number forces that α. `arrays`: {layer weight: its ONNX array}; `dynamic`: activations
+    quantized per batch at run time, else over the calibration range; `symmetric`: the
+    activations' grid. `progress(samples)` during the pass, `tensor_progress(done, total,
+    tensor)` as the errors are measured."""
     n = len(next(iter(data.values())))
     batches = -(-n // batch_size) if n else 1
     per_batch = max(1, -(-ROWS // batches))
@@ -108,14 +110,14 @@ def choose_smoothing(model, readers: dict, arrays: dict, data: dict, batch_size:
     for k, (t, layers) in enumerate(readers.items()):
         if tensor_progress is not None:
             tensor_progress(k, len(readers), t)
-        mats = [np.asarray(m, np.float32) for l in layers for m in l.matrices(arrays[l.weight])]
         sample = samples.pop(t)
+        if alpha == "auto" and not dynamic and sum(map(len, sample.rows)) < STATIC_ROWS:
+            continue
+        mats = [np.asarray(m, np.float32) for l in layers for m in l.matrices(arrays[l.weight])]
         x_max = np.maximum(np.abs(np.stack(sample.lo)).max(0), np.abs(np.stack(sample.hi)).max(0))
         w_max = np.max([np.abs(W).max(0) for W in mats], 0)
         alphas = ALPHAS if alpha == "auto" else (float(alpha),)
         candidates = [scales_for(a, x_max, w_max) for a in alphas]
-        if alpha == "auto" and not dynamic and sum(map(len, sample.rows)) < STATIC_ROWS:
-            continue
         if alpha == "auto":
             errors = _errors(sample, mats, [np.ones_like(x_max)] + candidates, dynamic, symmetric, weights)
             best = int(np.argmin(errors))

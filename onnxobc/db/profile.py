@@ -5,8 +5,6 @@ and attributes, so layers alike are timed once."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..timing import times_alone
 from .build import level_options
 from .store import fingerprint
@@ -17,8 +15,8 @@ def signature(layer, input_shape) -> str:
     return fingerprint("v2", layer.op, layer.weight_shape, layer.groups, layer.attrs[0], list(input_shape))
 
 
-def layer_latencies(prep, layer, solved: dict, options, input_shape, runtime) -> dict:
+def layer_latencies(prep, layer, solved: dict, options, input_shape) -> dict:
     """{level name: seconds per run} of `layer` alone at each level of `solved` (Level →
-    Solved) on `runtime`, timed together (timing.times_alone)."""
+    Solved) on the options' runtime, timed together (timing.times_alone)."""
     forms = {level.name: (s, None if level.dense else level_options(options, level)) for level, s in solved.items()}
-    return times_alone(prep, layer, forms, dataclasses.replace(options, runtime=runtime.name), input_shape)
+    return times_alone(prep, layer, forms, options, input_shape)

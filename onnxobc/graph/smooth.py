@@ -46,7 +46,6 @@ def smooth(model: onnx.ModelProto, readers: dict, scales: dict) -> None:
             mats = [m * s[None, :] for m in l.matrices(weight_array(model, l.weight))]
             replace_initializer(g, l.weight, [numpy_helper.from_array(l.weight_from(mats).astype(np.float32),
                                                                       l.weight)])
-        for l in readers[t]:
             l.activations = [t + SUFFIX] * len(l.activations)
         g.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), t + ".smooth_inverse"))
     nodes = {n for t in scales for l in readers[t] for n in l.nodes}
