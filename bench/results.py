@@ -42,7 +42,7 @@ def section(data: dict) -> str:
              + (f", {where}" if where else "") + (f"; {versions}" if versions else "") + "."
              + (f" {data['recorded']}." if data.get("recorded") else ""), ""]
     # a converted section keeps its text and tables in order ("blocks"); a bench run has its tables, then notes
-    for block in data.get("blocks") or data["tables"] + data.get("notes", []):
+    for block in _shown(data.get("blocks") or data["tables"] + data.get("notes", [])):
         if isinstance(block, str):
             lines += [block, ""]
             continue
@@ -50,6 +50,20 @@ def section(data: dict) -> str:
             lines += [block["title"], ""]
         lines += [markdown(block["header"], block["rows"]), ""]
     return "\n".join(lines)
+
+
+def _shown(blocks: list) -> list:
+    """The blocks to print: a progress table ("so far") that the next table, with the same
+    columns, repeats and extends is left out, and a last one loses its "so far" (the benches
+    record only runs that finished)."""
+    out = []
+    for block, after in zip(blocks, blocks[1:] + [None]):
+        if isinstance(block, dict) and "so far" in (block.get("title") or ""):
+            if isinstance(after, dict) and after["header"] == block["header"]:
+                continue
+            block = {**block, "title": block["title"].replace("(so far)", "").replace("so far", "").strip() or None}
+        out.append(block)
+    return out
 
 
 def key(path: pathlib.Path):
