@@ -30,7 +30,8 @@ from tables import note, print_table  # noqa: E402
 
 from onnxobc.sessions import session  # noqa: E402
 
-MODES = {"independent": [], "sequential": ["--sequential"], "gptq": ["--method", "gptq"], "rtn": ["--method", "rtn"]}
+MODES = {"independent": ["--sequential", "off"], "sequential": ["--sequential", "on"], "gptq": ["--method", "gptq"],
+         "rtn": ["--method", "rtn"]}
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 RUN = ("import resource, runpy, sys\nsys.argv = ['onnxobc'] + sys.argv[1:]\ntry:\n"
        "    runpy.run_module('onnxobc', run_name='__main__')\nfinally:\n"

@@ -60,7 +60,10 @@ class Options(families.Spec):
     max_memory: float | None = None  # GiB a layer's Hessians and solve may take (default: the memory available)
     max_time: float | None = None  # seconds the exact solves may take, predicted (deadline.py); None: no limit
     ray: str | None = None  # solve the layers on this Ray cluster ("auto", an address, or "local")
-    sequential: bool = False  # solve wave after wave on the compressed model's inputs (sequential.py)
+    sequential: str | bool = "auto"  # "on" (True): solve wave after wave on the compressed model's inputs
+    #                                  (sequential.py); "off" (False): every layer on the dense model's inputs;
+    #                                  "auto": both where the format loses most (solve_modes), the lower held-out
+    #                                  output error kept
     workers: int = 0  # processes that solve layers here (schedule.py); 0: one per core where that repays
     device: str = "auto"  # where Hessians are summed and the exact solvers run: "cpu", "cuda" (CuPy), or
     #                       "auto": the GPU where CuPy has one, else the CPU
@@ -74,6 +77,19 @@ class Options(families.Spec):
     def per_tensor(self) -> bool:
         """One weight grid per layer: int8 on a runtime whose int8 kernels want per-tensor scales."""
         return self.abits == 8 and self.target.int8.per_tensor
+
+    @property
+    def solve_modes(self) -> tuple:
+        """The ways compress solves the layers: ("independent",), ("sequential",) or, with sequential
+        "auto" where errors compound most (static int8 activations, or weights of 4 bits or fewer;
+        the exact solvers, the baselines being run as published; not on a Ray cluster), both, the
+        model of lower held-out output error kept."""
+        if self.sequential in ("on", True):
+            return ("sequential",)
+        if self.sequential in ("off", False) or self.ray or self.method != "exact":
+            return ("independent",)
+        lossy = self.abits == 8 or (self.wbits is not None and self.wbits <= 4)
+        return ("independent", "sequential") if lossy else ("independent",)
 
     @property
     def prune_method(self) -> str:
@@ -119,12 +135,14 @@ class Options(families.Spec):
             raise OptionError(f"{{holdout}} must be in (0, 1), got {self.holdout}")
         if self.max_time is not None and not self.max_time > 0:
             raise OptionError(f"{{max_time}} must be a positive duration, got {self.max_time} s")
-        if self.sequential and planned:
+        if self.sequential not in ("auto", "on", "off", True, False):
+            raise OptionError(f"{{sequential}} takes auto, on or off, got {self.sequential!r}")
+        if self.sequential in ("on", True) and planned:
             raise OptionError("{sequential} solves each layer on the inputs the layers before it give at their "
                               "fixed levels; a budget's database holds every level of every layer alone: drop one")
         if self.workers < 0:
             raise OptionError(f"{{workers}} is a number of processes (0: one per core), got {self.workers}")
-        if self.sequential and self.ray:
+        if self.sequential in ("on", True) and self.ray:
             raise OptionError("{sequential} solves wave after wave here, each on the one before: drop {ray}")
         if self.max_memory is not None and not self.max_memory > 0:
             raise OptionError(f"{{max_memory}} is in GiB and must be positive, got {self.max_memory}")

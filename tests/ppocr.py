@@ -25,22 +25,50 @@ def fetch() -> dict:
     return {k: CACHE / f for k, f in MODELS.items()}
 
 
-def text_images(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """n RGB images (n, 3, height, width) in [0, 1] of dark text lines on light backgrounds."""
+def _colours(rng) -> tuple:
+    """A light background and a dark ink."""
+    return tuple(int(v) for v in rng.integers(200, 256, 3)), tuple(int(v) for v in rng.integers(0, 80, 3))
+
+
+def text_pages(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """n RGB pages (n, 3, height, width) in [0, 1], 2 to 5 dark text lines on a light background."""
     from PIL import Image, ImageDraw, ImageFont
 
     rng = np.random.default_rng(seed)
     font = ImageFont.load_default(size=max(10, height // 3))
     out = np.empty((n, 3, height, width), dtype=np.float32)
     for i in range(n):
-        img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(200, 256, 3)))
+        paper, ink = _colours(rng)
+        img = Image.new("RGB", (width, height), paper)
         draw = ImageDraw.Draw(img)
-        lines = 1 if height <= 64 else int(rng.integers(2, 6))
+        lines = int(rng.integers(2, 6))
         for k in range(lines):
-            y = int((k + 0.2) * height / lines)
-            draw.text((int(rng.integers(2, 20)), y), " ".join(rng.choice(WORDS, 2)), font=font,
-                      fill=tuple(int(v) for v in rng.integers(0, 80, 3)))
+            draw.text((int(rng.integers(2, 20)), int((k + 0.2) * height / lines)), " ".join(rng.choice(WORDS, 2)),
+                      font=font, fill=ink)
         out[i] = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return out
+
+
+def text_lines(n: int, height: int, width: int, seed: int) -> np.ndarray:
+    """n text lines (n, 3, height, width) in [-1, 1] as PP-OCR hands them to rec and cls: the crop
+    of one detected line (2 words, glyphs filling most of its height) resized to `height`,
+    normalised ((x − 0.5) / 0.5), squeezed to `width` when longer, else padded on the right with
+    0 (PP-OCR's padding)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 3, height, width), dtype=np.float32)
+    for i in range(n):
+        size = int(height * rng.uniform(0.5, 0.7))
+        font = ImageFont.load_default(size=size)
+        text = " ".join(rng.choice(WORDS, 2))
+        paper, ink = _colours(rng)
+        img = Image.new("RGB", (int(font.getlength(text)) + 8, height), paper)
+        ImageDraw.Draw(img).text((4, (height - size) // 2 - 2), text, font=font, fill=ink)
+        if img.width > width:
+            img = img.resize((width, height))
+        line = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        out[i, :, :, : line.shape[2]] = (line - 0.5) / 0.5
     return out
 
 
@@ -48,17 +76,17 @@ def det_inputs(n: int) -> np.ndarray:
     """The det model's normalisation (ImageNet mean/std), 320×320 pages."""
     mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
     std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
-    return ((text_images(n, 320, 320) - mean) / std).astype(np.float32)
+    return ((text_pages(n, 320, 320) - mean) / std).astype(np.float32)
 
 
 def rec_inputs(n: int) -> np.ndarray:
-    """The rec model's normalisation ((x − 0.5) / 0.5), 48×320 text lines."""
-    return ((text_images(n, 48, 320, seed=1) - 0.5) / 0.5).astype(np.float32)
+    """48×320 text lines (text_lines)."""
+    return text_lines(n, 48, 320, seed=1)
 
 
 def cls_inputs(n: int) -> np.ndarray:
-    """The direction classifier's input ((x − 0.5) / 0.5, 48×192 text lines), every other one
-    turned upside down (its two classes: 0° and 180°)."""
-    x = (text_images(n, 48, 192, seed=2) - 0.5) / 0.5
+    """48×192 text lines (text_lines), every other one turned upside down (the direction
+    classifier's two classes: 0° and 180°)."""
+    x = text_lines(n, 48, 192, seed=2)
     x[1::2] = x[1::2, :, ::-1, ::-1]
     return np.ascontiguousarray(x, dtype=np.float32)

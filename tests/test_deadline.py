@@ -95,8 +95,9 @@ def test_cli_budget_defaults_and_outputs(tmp_path):
     none_afforded, r = compress(tmp_path, "tight", "--max-time", "1e-9s")
     assert none_afforded == gptq
     assert "time budget" in r.stdout and "3 layers, the longest, got gptq" in r.stdout
-    rows = json.loads((tmp_path / "tight.json").read_text())["layers"]
-    assert all("instead of exact: the time budget did not afford" in row["note"] for row in rows)
+    tight = json.loads((tmp_path / "tight.json").read_text())
+    assert all("instead of exact: the time budget did not afford" in row["note"] for row in tight["layers"])
+    assert any("sequential auto: solved independently only" in n for n in tight["notes"])  # --wbits 3: auto's case
     assert json.loads((tmp_path / "exact.json").read_text()).get("time_budget") is None
     r = onnxobc("compress", MODEL, str(tmp_path / "x.onnx"), "--calib", CALIB, "--wbits", "3", "--max-time", "soon")
     assert r.returncode == 2 and "--max-time takes a duration" in r.stderr and not (tmp_path / "x.onnx").exists()

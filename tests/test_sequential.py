@@ -95,16 +95,37 @@ def test_waves_follow_the_graph(tmp_path):
     assert [[l.weight for l in w] for w in waves(model, layers)] == [["we"], ["wd"], ["wp"]]
 
 
-def test_sequential_beats_independent_on_the_shipped_model_at_three_bits(tmp_path):
-    errors = {}
-    for name, extra in (("independent", []), ("sequential", ["--sequential"])):
+def test_sequential_beats_independent_on_the_shipped_model_at_three_bits_and_auto_keeps_it(tmp_path):
+    errors, reports = {}, {}
+    for name in ("off", "on", "auto"):
         r = onnxobc("compress", str(DIGITS / "mlp.onnx"), str(tmp_path / f"{name}.onnx"), "--calib",
-                    str(DIGITS / "calib.npz"), "--wbits", "3", *extra, "--report", str(tmp_path / f"{name}.json"))
+                    str(DIGITS / "calib.npz"), "--wbits", "3", "--sequential", name, "--report", str(tmp_path / f"{name}.json"))
         assert r.returncode == 0, r.stderr
-        rep = json.loads((tmp_path / f"{name}.json").read_text())
-        (errors[name],) = rep["verification"]["relative_output_error"].values()
-    assert errors["sequential"] < errors["independent"]
-    assert all("sequential" in row["note"] for row in rep["layers"])
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        (errors[name],) = reports[name]["verification"]["relative_output_error"].values()
+    assert errors["on"] < errors["off"]
+    assert all("sequential" in row["note"] for row in reports["on"]["layers"])
+    assert not any("sequential" in row["note"] for row in reports["off"]["layers"])
+    # auto solved both ways, measured each on the held-out samples, and kept the better
+    mode = reports["auto"]["solve_mode"]
+    assert mode["chosen"] == "sequential"
+    assert mode["held_out_error"] == pytest.approx({"independent": errors["off"], "sequential": errors["on"]}, rel=1e-6)
+    assert errors["auto"] == pytest.approx(errors["on"], rel=1e-6)
+    assert any("solved sequentially (sequential auto)" in n for n in reports["auto"]["notes"])
+    assert "solve_mode" not in reports["on"] and "solve_mode" not in reports["off"]
+
+
+def test_auto_tries_sequential_where_errors_compound():
+    assert Options(wbits=8).solve_modes == ("independent",)
+    assert Options(sparsity=0.5).solve_modes == ("independent",)
+    assert Options(wbits=4).solve_modes == ("independent", "sequential")
+    assert Options(wbits=8, abits=8).solve_modes == ("independent", "sequential")
+    assert Options(wbits=8, abits="dynamic").solve_modes == ("independent",)
+    assert Options(wbits=4, method="gptq").solve_modes == ("independent",)  # a baseline runs as published
+    assert Options(wbits=8, sequential="on").solve_modes == ("sequential",)
+    assert Options(wbits=4, sequential=False).solve_modes == ("independent",)
+    with pytest.raises(OptionError, match="sequential"):
+        Options(wbits=4, sequential="sometimes").check()
 
 
 def test_sequential_is_for_fixed_levels_here(tmp_path):

@@ -87,7 +87,7 @@ def options_of(args) -> Options:
                    bias_correction=not args.no_bias_correction, variance_correction=not args.no_variance_correction,
                    runtime=args.runtime, matmulnbits=args.matmulnbits, custom_ops=tuple(args.custom_ops or ()),
                    max_memory=args.max_memory, ray=getattr(args, "ray", None), device=args.device,
-                   sequential=getattr(args, "sequential", False), workers=args.workers)
+                   sequential=getattr(args, "sequential", "auto"), workers=args.workers)
 
 
 def check_report_path(args) -> None:

@@ -139,9 +139,12 @@ def make_parser() -> argparse.ArgumentParser:
     _add_families(c)
     _add_budgets(c)
     c.add_argument("--db", metavar="DIR", help="the database a budget builds and reuses (default: OUT.db)")
-    c.add_argument("--sequential", action="store_true",
-                   help="solve the layers wave after wave, each on the inputs the model compressed so far gives it, "
-                        "its weight first refitted to them (the OBC paper's sequential mode; fixed levels only)")
+    c.add_argument("--sequential", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="on (the flag alone): solve the layers wave after wave, each on the inputs the model "
+                        "compressed so far gives it, its weight first refitted to them (the OBC paper's sequential "
+                        "mode; fixed levels only); off: every layer on the dense model's inputs; auto (default): "
+                        "with --abits 8 or --wbits of 4 or fewer and the exact method, both, and the model of lower "
+                        "held-out output error kept")
     _add_ray(c)
     c.add_argument("--report", help="also write the summary as JSON here")
     _add_config(c)
