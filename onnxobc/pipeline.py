@@ -61,7 +61,10 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
             modes = ("independent",)
             prep.notes.append("sequential auto: solved independently only, the time budget affording not every "
                               "exact solve even once")
-    candidates = {mode: _solved(prep, allotment, options, mode, progress) for mode in modes}
+    candidates = {}
+    for mode in modes:
+        progress("solve", 0, len(prep.layers), f"{mode} solves" if len(modes) > 1 else "")
+        candidates[mode] = _solved(prep, allotment, options, mode, progress)
     out_model, prep, solved, extra = _written_best(prep, candidates, options, progress)
     for weight, error in output_errors(prep, solved, options, progress).items():
         solved[weight].row["output_error"] = error
@@ -81,7 +84,6 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
 
 def _solved(prep, allotment, options: Options, mode: str, progress) -> dict:
     """weight → Solved for every layer, in the model's order, solved `mode`ly."""
-    progress("solve", 0, len(prep.layers), f"{mode} solves" if options.sequential == "auto" else "")
     if mode == "sequential":
         solved = solve_sequentially(prep, allotment.settings, options, progress)
     else:
