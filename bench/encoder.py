@@ -5,10 +5,11 @@ side: embedding cosine with the dense model and nearest-neighbour agreement on h
 file size. onnxobc runs: --channels at each share given, dynamic int8 (OBQ weights; with and without
 --smooth), both, and
 --speedup at each factor given (a target out of reach is a row with the time it took to say so);
-with --w8a8, static int8 activations too, beside onnxruntime's quantize_static.
+with --w8a8, static int8 activations too, beside onnxruntime's quantize_static. --lean leaves out the
+ablations (--smooth off, each --act-ranges) for a model where every run takes many minutes.
 
     python bench/encoder.py [--model minilm|mpnet] [--channels 0.25 0.5] [--speedup 2 4] [--calib 256]
-                            [--test 300] [--batch 32] [--w8a8]
+                            [--test 300] [--batch 32] [--w8a8] [--lean]
 """
 
 from __future__ import annotations
@@ -62,16 +63,20 @@ def main():
     ap.add_argument("--w8a8", action="store_true",
                     help="also static int8 activations: onnxobc --wbits 7 --abits 8 (each --act-ranges) and "
                          "quantize_static (QDQ, per channel, its default ops and MatMul/Gemm alone)")
+    ap.add_argument("--lean", action="store_true",
+                    help="only each form's default: no --smooth off or --act-ranges ablation runs")
     args = ap.parse_args()
     encoder = importlib.import_module(args.model)
     dense = encoder.model_path()
     dynamic = ["--wbits", "8", "--abits", "dynamic"]
-    runs = [["--channels", str(c)] for c in args.channels] + [dynamic, dynamic + ["--smooth", "off"]]
+    static = ["--wbits", "7", "--abits", "8"]
+    ablations = [] if args.lean else [dynamic + ["--smooth", "off"]]
+    if args.w8a8 and not args.lean:
+        ablations += [static + ["--act-ranges", how] for how in ("output", "histogram")] + [static + ["--smooth", "off"]]
+    runs = [["--channels", str(c)] for c in args.channels] + [dynamic]
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     runs += [["--speedup", f"{f:g}x"] for f in args.speedup]
-    static = ["--wbits", "7", "--abits", "8"]
-    runs += [static] + [static + ["--act-ranges", how] for how in ("output", "histogram")] \
-        + [static + ["--smooth", "off"]] if args.w8a8 else []
+    runs += ([static] if args.w8a8 else []) + ablations
     rows, refused, predicted = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
