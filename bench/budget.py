@@ -1,6 +1,7 @@
 """Budgets end to end on real models: the shipped digits MLP (batch 128), PP-OCRv4 det and rec and
 the PP-OCR text-direction classifier (cls, a small MobileNetV3; fetched like the tests do,
-calibrated on rendered text, batch 1) compressed to several --speedup targets on onnxruntime
+calibrated on rendered text; det at batch 1, rec and cls at batch 6 as RapidOCR runs them, its
+rec_batch_num and cls_batch_num) compressed to several --speedup targets on onnxruntime
 (channel levels included) and --size targets, sharing one database per model and budget kind.
 Prints the plan's level counts, the task agreement with the dense model on held-out inputs (digits
 and cls: top-1; rec: decoded text equal; det: text-mask IoU), the predicted and measured speedup (dense and output timed
@@ -13,7 +14,7 @@ timed and the outputs measured on DeepSparse (runtimes/deepsparse/setup.sh), and
 writes its operator form (QLinearConv, per-tensor weights), which DeepSparse runs as int8.
 
     python bench/budget.py [--models digits det rec cls] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
-                           [--runtime onnxruntime|deepsparse]
+                           [--runtime onnxruntime|deepsparse] [--batch 6]
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main():
     ap.add_argument("--sizes", nargs="*", type=float, default=[0.25])
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "deepsparse"])
+    ap.add_argument("--batch", type=int, help="batch size of the PP-OCR models (default: det 1, rec and cls 6, "
+                    "RapidOCR's rec_batch_num and cls_batch_num)")
     args = ap.parse_args()
     paths = ppocr.fetch() if set(args.models) - {"digits"} else {}
     paths["digits"] = DIGITS / "mlp.onnx"
@@ -95,7 +98,8 @@ def main():
             else:
                 inputs = {"det": ppocr.det_inputs, "rec": ppocr.rec_inputs, "cls": ppocr.cls_inputs}[name]
                 x, held = np.split(inputs(args.images + HELD), [args.images])
-                batch, label = 1, "PP-OCR mobile v2.0 cls" if name == "cls" else f"PP-OCRv4 {name}"
+                batch = args.batch or (1 if name == "det" else 6)
+                label = "PP-OCR mobile v2.0 cls" if name == "cls" else f"PP-OCRv4 {name}"
             np.savez(tmp / f"{name}.npz", x=x)
             runs = [("speedup", f"{s}x") for s in args.speedups] + [("size", str(s)) for s in args.sizes]
             for kind, target in runs:
