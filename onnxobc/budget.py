@@ -28,6 +28,7 @@ from .costs import (
     in_model,
     in_model_factors,
     model_seconds,
+    on_levels_clock,
     stored_uniform_seconds,
 )
 from .db.build import build, fast_entry, from_arrays, level_options, model_key, settings_key
@@ -97,11 +98,10 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
     fixed, scale, source_s, dense_model_s, factors = 0.0, 1.0, None, None, None
     if cost == "latency":  # the speedup is against the user's model; the plan starts from the folded one
-        t = model_seconds(prep, db, src, options, measure)
-        source_s, dense_model_s = t["source"], t.get("folded", t["source"])
-        fixed, scale = frame(dense_model_s, dense_layers)
         uniform = stored_uniform_seconds(db, mkey, timing_batch(prep, options),
                                          list(dict.fromkeys(lv for lvs in table.levels for lv in lvs)), options)
+        source_s, dense_model_s = on_levels_clock(model_seconds(prep, db, src, options, measure), uniform)
+        fixed, scale = frame(dense_model_s, dense_layers)
         if uniform is not None:  # each level's saving as measured inside the model (reach.py timed it)
             alone = [dict(zip(lvs, c)) for lvs, c in zip(table.levels, table.costs)]
             factors = in_model_factors(alone, uniform, scale)

@@ -99,6 +99,18 @@ def model_seconds(prep, db: Database, src, options: Options, measure: bool = Tru
     return t
 
 
+def on_levels_clock(t: dict, uniform: dict | None) -> tuple:
+    """(the user's model's seconds, the planned (folded) model's) from model_seconds' `t`, put on
+    the clock the levels were timed on: where the whole model was timed beside every level
+    (`uniform`, reach.py, cached with the layers' times), its dense time there stands for the
+    planned model's, and the user's model keeps its measured ratio to it. A database reused under
+    another machine load then predicts as it did when built, rather than mixing loads."""
+    source_s, model_s = t["source"], t.get("folded", t["source"])
+    if uniform is None:
+        return source_s, model_s
+    return source_s * uniform["dense"] / model_s, uniform["dense"]
+
+
 def frame(model_s: float, dense_layers: float) -> tuple:
     """(fixed, scale): the time no level changes (the model's less its layers' summed times,
     when positive), and the factor that scales the layers' summed times down where they add up

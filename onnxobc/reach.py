@@ -22,6 +22,7 @@ from .costs import (
     in_model,
     in_model_factors,
     model_seconds,
+    on_levels_clock,
     uniform_key,
 )
 from .db.build import level_options, model_key
@@ -182,13 +183,13 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     timed = levels if Level() in levels else [Level()] + levels  # the dense times frame the rest
     alone, standins = layer_seconds(prep, db, timed, options, progress)
     t = model_seconds(prep, db, src, options)
-    source_s, model_s = t["source"], t.get("folded", t["source"])
-    dense_layers = sum(s[lv] for s in alone for lv in s if lv.dense)
-    fixed, scale = frame(model_s, dense_layers)
     fitting = [lv for lv in timed if any(lv in s for s in standins)]
     found = units(prep, shares) if shares else []
     cuts, narrow = cut_seconds(prep, db, found, timed, standins, options, progress)
     uniform = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts)
+    source_s, model_s = on_levels_clock(t, uniform)
+    dense_layers = sum(s[lv] for s in alone for lv in s if lv.dense)
+    fixed, scale = frame(model_s, dense_layers)
     factors = in_model_factors(alone, {k: v for k, v in uniform.items() if not parse(k).channels}, scale)
     per_layer = in_model(alone, factors)
     allowed = [{lv: v for lv, v in s.items() if lv in levels} or {Level(): s[Level()]} for s in per_layer]

@@ -82,6 +82,29 @@ def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, 
     assert report["budget"]["reachable_speedup"] > 1 and "measured_speedup" in report["budget"]
 
 
+def test_a_reused_database_predicts_on_the_clock_its_levels_were_timed_on(tmp_path, monkeypatch):
+    """The whole model timed again under another machine load (three times slower here) leaves the
+    plan's prediction as it was: the levels were timed beside the whole model when the database was
+    built, and the prediction takes that time, not a fresh one under different conditions."""
+    from onnxobc.budget import make_plan
+    from onnxobc.db.build import build
+
+    opt = Options()
+    levels = level_set("latency")
+    prep = load(MODEL, CALIB, opt)
+    real, taken, predicted = costs.latencies, {}, []
+    with Database(tmp_path / "db") as db:
+        reachable(prep, db, MODEL, levels, opt)
+        full = capture(prep, opt, activation_ranges=True)
+        build(full, db, MODEL, levels, opt)
+        for load_factor in (1.0, 3.0):
+            monkeypatch.setattr(costs, "latencies", lambda *a, f=load_factor, **k: {
+                n: f * s for n, s in taken.setdefault("t", real(*a, **k)).items()})
+            plan = make_plan(full, db, MODEL, opt, "speedup", "1.01x", levels, best_effort=True)
+            predicted.append((plan["budget"]["predicted_speedup"], plan["budget"]["layer_sum_over_model"]))
+    assert predicted[0] == pytest.approx(predicted[1], rel=1e-12)
+
+
 def test_levels_no_faster_than_dense_are_not_solved(tmp_path):
     from onnxobc.budget import compress_to_budget
     from onnxobc.db.profile import signature
