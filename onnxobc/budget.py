@@ -2,7 +2,8 @@
 out of reach from the levels' timings alone (reach.py); then build the database of every layer at
 every level, cost each (layer, level) — measured latency on the target runtime, or analytic
 bytes, FLOPs, BOPs — let the DP pick one level per layer with the least summed calibration
-loss within the budget, stitch the choice into one model, correct, verify, and measure the
+loss within the budget (for a speedup, a uniform plan timed whole where it does better:
+whole_plans.py), stitch the choice into one model, correct, verify, and measure the
 real end-to-end speedup against the dense model.
 
 Budgets: `speedup` and `flops`/`bops` are reduction factors ("2x"); `size` is the output's
@@ -20,7 +21,7 @@ import shutil
 import time
 
 from . import dp, families
-from .channel_levels import DEFAULT_SHARES, member_row
+from .channel_levels import DEFAULT_SHARES, member_row, uniform_name
 from .costs import (
     check_runtime,
     cost_table,
@@ -45,6 +46,7 @@ from .schedule import solve_all
 from .solve import summary_row
 from .timing import latencies, timing_batch
 from .verify import check_paths, finish
+from .whole_plans import uniform_plans
 
 COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}
 
@@ -96,10 +98,12 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
                        only)
     dense = [lvs.index(Level()) if Level() in lvs else None for lvs in table.levels]
     dense_layers = sum(c[i] for c, i in zip(table.costs, dense) if i is not None)
-    fixed, scale, source_s, dense_model_s, factors = 0.0, 1.0, None, None, None
+    fixed, scale, source_s, dense_model_s, factors, wholes = 0.0, 1.0, None, None, None, []
     if cost == "latency":  # the speedup is against the user's model; the plan starts from the folded one
-        uniform = stored_uniform_seconds(db, mkey, timing_batch(prep, options),
-                                         list(dict.fromkeys(lv for lvs in table.levels for lv in lvs)), options)
+        named = list(dict.fromkeys(lv.name for lvs in table.levels for lv in lvs if not lv.dense))
+        stored = stored_uniform_seconds(db, mkey, timing_batch(prep, options), ["dense"] + named + _cut_names(
+            table, channels), options)
+        uniform = {n: stored[n] for n in ["dense"] + named} if {"dense", *named} <= set(stored) else None
         source_s, dense_model_s = on_levels_clock(model_seconds(prep, db, src, options, measure), uniform)
         fixed, scale = frame(dense_model_s, dense_layers)
         if uniform is not None:  # each level's saving as measured inside the model (reach.py timed it)
@@ -107,6 +111,8 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
             factors = in_model_factors(alone, uniform, scale)
             per_layer = in_model(alone, factors)
             table.costs = [[s[lv] for lv in lvs] for s, lvs in zip(per_layer, table.levels)]
+            wholes = [(w, (w.seconds - fixed) / scale) for w in uniform_plans(table, stored, channels)
+                      if w.seconds < uniform["dense"]]  # (plan, its time as the layers' summed cost)
         budget = (source_s / factor - fixed) / scale
     elif cost == "size":
         budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
@@ -117,22 +123,32 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     singles = [i for i, l in enumerate(table.layers) if l.weight not in members]
     losses = [table.losses[i] for i in singles] + [[o[1] for o in opts] for opts in units]
     costs = [table.costs[i] for i in singles] + [[o[0] for o in opts] for opts in units]
+    whole = None  # a uniform plan taken instead of the DP's (whole_plans.py)
     try:
         if budget <= 0:  # what no level changes already takes the whole target
             raise dp.InfeasibleBudget(budget, sum(min(c) for c in costs))
         choice = dp.solve(losses, costs, budget)
+        chosen = _chosen(table, singles, units, choice)
+        planned_loss = sum(l[k] for l, k in zip(losses, choice))
+        whole = min((w for w in wholes if w[1] <= budget and w[0].loss < planned_loss and w[0].levels != chosen),
+                    key=lambda w: w[0].loss, default=None)
     except dp.InfeasibleBudget as e:
-        reach = _reachable(kind, e.best * scale, fixed, source_s, dense_layers, src)
-        if not best_effort:
-            raise OptionError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
-                              "({best_effort} writes that)") from None
-        choice = [min(range(len(c)), key=c.__getitem__) for c in costs]
-    predicted = sum(c[k] for c, k in zip(costs, choice))
-    chosen = {table.layers[i].weight: table.levels[i][k] for i, k in zip(singles, choice)}
-    for opts, k in zip(units, choice[len(singles):]):
-        chosen.update(opts[k][2])
+        whole = min((w for w in wholes if w[1] <= budget), key=lambda w: w[0].loss, default=None)
+        if whole is None:
+            reach = _reachable(kind, min([e.best] + [w[1] for w in wholes]) * scale, fixed, source_s, dense_layers,
+                               src)
+            if not best_effort:
+                raise OptionError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
+                                  "({best_effort} writes that)") from None
+            choice = [min(range(len(c)), key=c.__getitem__) for c in costs]
+            chosen = _chosen(table, singles, units, choice)
+            whole = min((w for w in wholes if w[1] < e.best and w[0].levels != chosen), key=lambda w: w[1],
+                        default=None)
+    predicted = whole[1] if whole is not None else sum(c[k] for c, k in zip(costs, choice))
+    chosen = dict(whole[0].levels) if whole is not None else chosen
     figures = {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
-               "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers, "layer_scale": scale}
+               "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers, "layer_scale": scale,
+               "uniform_plan": whole[0].name if whole is not None else None}
     if cost == "latency":
         raw = source_s / (fixed + scale * predicted)
         # a re-plan aims higher by what the last measurement missed: the same ratio corrects its prediction
@@ -145,6 +161,23 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
     return {"model": mkey, "settings": skey, "input": str(src), "budget": figures,
             "plan": {l.weight: chosen[l.weight].name for l in table.layers}}
+
+
+def _chosen(table, singles: list, units: list, choice: list) -> dict:
+    """Weight → Level of the DP's `choice` (an option index per single layer, then per unit)."""
+    chosen = {table.layers[i].weight: table.levels[i][k] for i, k in zip(singles, choice)}
+    for opts, k in zip(units, choice[len(singles):]):
+        chosen.update(opts[k][2])
+    return chosen
+
+
+def _cut_names(table, channels) -> list:
+    """The uniform models with every unit cut at a share that reach.py timed (channel_levels.uniform_name)."""
+    if channels is None:
+        return []
+    shares = sorted({s for u in channels.units for s in u.counts})
+    levels = [Level()] + list(dict.fromkeys(lv for lvs in table.levels for lv in lvs if not lv.dense))
+    return [n for s in shares for lv in levels if (n := uniform_name(s, lv)) is not None]
 
 
 def _units(table, channels) -> list:

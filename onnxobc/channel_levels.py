@@ -79,6 +79,15 @@ def with_share(level: Level, share: float) -> Level | None:
     return combined
 
 
+def uniform_name(share, level: Level) -> str | None:
+    """The name of the whole model with every layer at `level` and, with a `share`, every unit cut
+    by it ("c0.250+w8a8"), as reach.py times it; None where the level does not combine with a cut."""
+    if share is None:
+        return level.name
+    combined = with_share(level, share)
+    return None if combined is None else combined.name
+
+
 @dataclasses.dataclass
 class ChannelLevels:
     """The units of a model, what each costs at every share, and (after `measure_losses`) what

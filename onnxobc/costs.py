@@ -125,11 +125,10 @@ def uniform_key(mkey: str, batch_size: int) -> str:
     return fingerprint("uniform levels", mkey, batch_size)
 
 
-def stored_uniform_seconds(db: Database, mkey: str, batch_size: int, levels: list, options: Options) -> dict | None:
-    """The stored whole-model times at each level of `levels` (reach.uniform_seconds), or None."""
-    names = ["dense"] + [lv.name for lv in levels if not lv.dense]
+def stored_uniform_seconds(db: Database, mkey: str, batch_size: int, names: list, options: Options) -> dict:
+    """The whole-model times (reach.uniform_seconds) of those of `names` the database holds."""
     seconds = {n: db.latency(options.target.cache_key(), uniform_key(mkey, batch_size), n) for n in names}
-    return None if any(v is None for v in seconds.values()) else seconds
+    return {n: v for n, v in seconds.items() if v is not None}
 
 
 def in_model_factors(per_layer: list, uniform: dict, scale: float) -> dict:

@@ -5,9 +5,9 @@ nearest (or factored in closed form) on an identity Hessian, timed as the budget
 and the timings are stored in the database's latency cache, where the budget's cost table finds
 them again. The whole model is timed too, dense and with every layer at each level: how much a
 level saves inside the model, against what its layers save alone, scales each layer's saving
-(costs.in_model_factors). From these: the fastest plan's speedup, so that a target out of reach
-is refused in seconds rather than after the database is built, and the (layer, level) pairs
-worth solving at all."""
+(costs.in_model_factors), and a uniform plan is a candidate of its own (whole_plans.py). From
+these: the fastest plan's speedup, so that a target out of reach is refused in seconds rather than
+after the database is built, and the (layer, level) pairs worth solving at all."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from .channel_levels import ChannelLevels, narrowed, units, with_share
+from .channel_levels import ChannelLevels, narrowed, uniform_name, units
 from .channels import apply_cuts, stand_in_cut
 from .costs import (
     frame,
@@ -91,7 +91,7 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     the time); cached in the database."""
     progress = progress or (lambda *a: None)
     variants = [(None, prep, standins)] + [(share, p, st) for share, (p, st) in (cuts or {}).items()]
-    names = {(share, lv): _uniform_name(share, lv) for share, _, _ in variants for lv in [Level()] + levels}
+    names = {(share, lv): uniform_name(share, lv) for share, _, _ in variants for lv in [Level()] + levels}
     names = {k: v for k, v in names.items() if v is not None}
     runtime, key = options.target.cache_key(), uniform_key(model_key(src), timing_batch(prep, options))
     cached = {n: db.latency(runtime, key, n) for n in names.values()}
@@ -114,13 +114,6 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
         db.put_latency(runtime, key, name, sec)
     progress("reach", 1, 1, "the whole model timed at each level")
     return seconds
-
-
-def _uniform_name(share, level: Level) -> str | None:
-    if share is None:
-        return level.name
-    combined = with_share(level, share)
-    return None if combined is None else combined.name
 
 
 def cut_seconds(prep, db: Database, found: list, levels: list, standins: list, options, progress=None) -> tuple:
@@ -155,12 +148,12 @@ def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float) -> tuple:
         return max(0.0, whole / (scale * saved)) if saved > 0 else 1.0
 
     for share, layers in narrow.items():
-        cut = _uniform_name(share, dense)
+        cut = uniform_name(share, dense)
         saved = sum(max(0.0, full[w][dense] - t[dense]) for w, t in layers.items())
         f = {"dense": ratio(uniform["dense"] - uniform[cut], saved)}
         at = {w: layers.get(w, s) for w, s in full.items()}  # every layer, narrowed where the share cuts it
         for lv in {lv for t in layers.values() for lv in t if not lv.dense}:
-            name = _uniform_name(share, lv)
+            name = uniform_name(share, lv)
             if name is None or name not in uniform:
                 continue
             saved = sum(max(0.0, t[dense] - t[lv]) for t in at.values() if lv in t)
@@ -179,7 +172,8 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     model's and the fastest plan's predicted seconds per batch, from timings alone; per layer
     the levels worth solving ("useful": weight → levels, dense and those that fit and save time
     inside the model), and how many that fit do not ("slower"). With channel `shares`, the units
-    that can be cut at them, timed ("channels": a ChannelLevels, None without shares)."""
+    that can be cut at them, timed ("channels": a ChannelLevels, None without shares); the whole
+    model's seconds per batch with every layer at each level ("uniform", "dense" with none)."""
     timed = levels if Level() in levels else [Level()] + levels  # the dense times frame the rest
     alone, standins = layer_seconds(prep, db, timed, options, progress)
     t = model_seconds(prep, db, src, options)
@@ -202,11 +196,15 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     fastest = sum(min(s.values()) for layer, s in zip(prep.layers, allowed) if layer.weight not in members)
     if channels is not None:
         fastest += sum(channels.fastest({l.weight: s for l, s in zip(prep.layers, allowed)}).values())
-    best_s = fixed + scale * fastest
-    # a level that saves nothing never enters a plan (dense costs no more and loses nothing)
-    useful = {layer.weight: [lv for lv, v in s.items() if lv.dense or (lv in levels and v < s[Level()])]
+    # a uniform plan is measured whole (whole_plans.py): it may be faster than the layers add up to
+    best_s = min([fixed + scale * fastest] + [v for name, v in uniform.items() if name != "dense"])
+    # a level that saves nothing never enters a plan (dense costs no more and loses nothing), unless the whole
+    # model is faster with every layer it fits at it, alone or cut at a share: that uniform plan needs them all
+    whole = {parse(name).per_layer() for name, v in uniform.items() if name != "dense" and v < uniform["dense"]}
+    useful = {layer.weight: [lv for lv, v in s.items()
+                             if lv.dense or (lv in levels and (v < s[Level()] or lv in whole))]
               for layer, s in zip(prep.layers, per_layer)}
     slower = sum(lv in levels and not lv.dense and lv not in useful[layer.weight]
                  for layer, s in zip(prep.layers, per_layer) for lv in s)
     return {"speedup": source_s / best_s, "source_seconds": source_s, "fastest_seconds": best_s, "useful": useful,
-            "slower": slower, "in_model_factors": factors, "channels": channels}
+            "slower": slower, "in_model_factors": factors, "channels": channels, "uniform": uniform}

@@ -18,7 +18,7 @@ ORDER = [
     {"slow_int8"},
     {"pipeline", "db"},
     {"costs", "channel_levels"},
-    {"reach"},
+    {"reach", "whole_plans"},
     {"budget"},
     {"tradeoff"},
     {"cli"},

@@ -1,0 +1,99 @@
+"""Uniform plans beside the DP's: each is every layer at one level (every unit cut at one share),
+its loss the DP's sum and its time the whole model's as timed; the budget takes one only where it
+meets the target with less loss than the DP's plan, or where nothing meets the target and it is
+the fastest."""
+
+import pathlib
+import types
+
+import pytest
+
+from onnxobc.channel_levels import ChannelLevels, Unit
+from onnxobc.costs import Table, uniform_key
+from onnxobc.db.build import build, model_key
+from onnxobc.db.levels import Level, level_set, parse
+from onnxobc.db.store import Database
+from onnxobc.errors import OptionError
+from onnxobc.options import Options
+from onnxobc.prepare import capture, load
+from onnxobc.reach import reachable
+from onnxobc.whole_plans import uniform_plans
+
+DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
+MODEL, CALIB = str(DIGITS / "mlp.onnx"), str(DIGITS / "calib.npz")
+D, Q, DYN = Level(), parse("w8a8"), parse("w8a8dyn")
+
+
+def layer(name):
+    return types.SimpleNamespace(weight=name)
+
+
+def test_a_uniform_plan_sums_the_losses_and_keeps_layers_it_does_not_fit_dense():
+    table = Table([layer("a"), layer("b"), layer("c")], [[D, Q, DYN], [D, Q], [D, DYN]],
+                  [[0.0, 1.0, 2.0], [0.0, 4.0], [0.0, 8.0]], [[3.0, 1.0, 2.0], [3.0, 1.0], [3.0, 2.0]])
+    plans = {p.name: p for p in uniform_plans(table, {"dense": 9.0, "w8a8": 5.0, "w8a8dyn": 6.0, "c0.250": 7.0})}
+    assert set(plans) == {"w8a8", "w8a8dyn"}  # no channel units: the cut model is no plan
+    assert plans["w8a8"].levels == {"a": Q, "b": Q, "c": D} and plans["w8a8"].loss == 5.0
+    assert plans["w8a8"].seconds == 5.0
+    assert plans["w8a8dyn"].levels == {"a": DYN, "b": D, "c": DYN} and plans["w8a8dyn"].loss == 10.0
+
+
+def test_a_cut_uniform_plan_adds_each_units_loss_once_and_skips_units_never_measured():
+    table = Table([layer("a"), layer("b"), layer("c")], [[D, Q], [D, Q], [D, Q]],
+                  [[0.0, 1.0], [0.0, 2.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    unit = Unit(types.SimpleNamespace(members=["a", "b"]), {0.25: 2, 0.5: 4})
+    channels = ChannelLevels([unit], {}, {}, losses={0: {0.25: 16.0, 0.5: 32.0}})
+    cut = parse("c0.250+w8a8")
+    plans = {p.name: p for p in uniform_plans(table, {"dense": 9.0, "c0.250+w8a8": 3.0, "c0.500": 4.0}, channels)}
+    assert plans["c0.250+w8a8"].levels == {"a": cut, "b": cut, "c": Q}
+    assert plans["c0.250+w8a8"].loss == 1.0 + 2.0 + 4.0 + 16.0
+    assert plans["c0.500"].levels == {"a": parse("c0.500"), "b": parse("c0.500"), "c": D}
+    assert plans["c0.500"].loss == 32.0
+    unmeasured = ChannelLevels([unit], {}, {}, losses={})  # its consumer saw only zeros: never cut
+    assert uniform_plans(table, {"dense": 9.0, "c0.250+w8a8": 3.0}, unmeasured) == []
+
+
+FAST = 50  # the whole model at lr0.250 timed this many times faster than dense (far beyond any sum of its layers)
+LR = parse("lr0.250")  # a level of much more loss than the DP's plans for small targets
+
+
+@pytest.fixture(scope="module")
+def planned_db(tmp_path_factory):
+    """The shipped model's database after reach and build, without channel levels, with the whole
+    model at lr0.250 timed as if it ran FAST times faster than dense."""
+    opt, levels = Options(), level_set("latency")
+    path = tmp_path_factory.mktemp("whole") / "db"
+    prep = load(MODEL, CALIB, opt)
+    with Database(path) as db:
+        reachable(prep, db, MODEL, levels, opt)
+        key, runtime = uniform_key(model_key(pathlib.Path(MODEL)), 8), opt.target.cache_key()
+        db.put_latency(runtime, key, LR.name, db.latency(runtime, key, "dense") / FAST)
+        reach = reachable(prep, db, MODEL, levels, opt)  # from the timings cached, that one included
+        full = capture(prep, opt, activation_ranges=True)
+        build(full, db, MODEL, levels, opt, only=reach["useful"])
+    return path, full, reach
+
+
+def test_a_level_whose_uniform_plan_is_faster_is_solved_for_every_layer_it_fits(planned_db):
+    _, full, reach = planned_db
+    assert reach["speedup"] == pytest.approx(FAST, rel=0.01)  # the uniform plan is the fastest
+    assert all(LR in reach["useful"][l.weight] for l in full.layers)  # every Gemm, faster alone or not
+
+
+def test_the_budget_takes_a_uniform_plan_only_where_it_meets_the_target_with_less_loss(planned_db):
+    from onnxobc.budget import make_plan
+
+    path, full, reach = planned_db
+    opt, levels = Options(), level_set("latency")
+    with Database(path) as db:
+        def plan(target, **k):
+            return make_plan(full, db, MODEL, opt, "speedup", target, levels, measure=False, only=reach["useful"], **k)
+
+        small = plan("1.01x")  # the uniform plan meets it too, with far more loss than the DP's plan
+        assert small["budget"]["uniform_plan"] is None and set(small["plan"].values()) != {LR.name}
+        at20 = plan("20x")  # no sum of the layers' times reaches 20x: only the uniform plan does
+        assert at20["budget"]["uniform_plan"] == LR.name and set(at20["plan"].values()) == {LR.name}
+        assert at20["budget"]["predicted_speedup"] == pytest.approx(FAST, rel=0.01)
+        with pytest.raises(OptionError, match=f"the best reachable is {reach['speedup']:.2f}x"):
+            plan(f"{2 * FAST}x")
+        assert plan(f"{2 * FAST}x", best_effort=True)["budget"]["uniform_plan"] == LR.name  # the fastest
