@@ -2,7 +2,7 @@
 out of reach from the levels' timings alone (reach.py); then build the database of every layer at
 every level, cost each (layer, level) — measured latency on the target runtime, or analytic
 bytes, FLOPs, BOPs — let the DP pick one level per layer with the least summed calibration
-loss within the budget (for a speedup, a uniform plan timed whole where it does better:
+loss within the budget (for a speedup it cannot meet, a uniform plan timed whole may:
 whole_plans.py), stitch the choice into one model, correct, verify, and measure the
 real end-to-end speedup against the dense model.
 
@@ -81,12 +81,14 @@ def budget_factor(kind: str, target: str) -> float:
 
 def make_plan(prep, db: Database, src, options: Options, kind: str, target: str, levels: list,
               best_effort: bool = False, progress=None, measure: bool = True, aim: float | None = None,
-              only: dict | None = None, channels=None) -> dict:
+              only: dict | None = None, channels=None, whole=None) -> dict:
     """One level per layer with the least summed calibration loss within the budget, from the
     database (every (layer, level) built; latencies measured now or, without `measure`, profiled
     before). `aim`, for a speedup, is the factor asked of the prediction instead of the target's
     (a correction from measurements). `only`: weight → the levels that layer may take, where not
-    all are worth it. Returns the plan as JSON-ready data: keys, the chosen level
+    all are worth it. Where no plan of the DP's meets the target, a uniform plan timed whole
+    may (whole_plans.py): `whole`, the names of those whose level was solved for every layer it
+    fits (reach's "whole"; None: every one, the database holding every level). Returns the plan as JSON-ready data: keys, the chosen level
     names, the budget figures."""
     factor = budget_factor(kind, target)
     cost = COSTS[kind]
@@ -112,7 +114,7 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
             per_layer = in_model(alone, factors)
             table.costs = [[s[lv] for lv in lvs] for s, lvs in zip(per_layer, table.levels)]
             wholes = [(w, (w.seconds - fixed) / scale) for w in uniform_plans(table, stored, channels)
-                      if w.seconds < uniform["dense"]]  # (plan, its time as the layers' summed cost)
+                      if whole is None or w.name in whole]  # (plan, its time as the layers' summed cost)
         budget = (source_s / factor - fixed) / scale
     elif cost == "size":
         budget = factor * src.stat().st_size - (src.stat().st_size - dense_layers)
@@ -123,32 +125,31 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     singles = [i for i, l in enumerate(table.layers) if l.weight not in members]
     losses = [table.losses[i] for i in singles] + [[o[1] for o in opts] for opts in units]
     costs = [table.costs[i] for i in singles] + [[o[0] for o in opts] for opts in units]
-    whole = None  # a uniform plan taken instead of the DP's (whole_plans.py)
+    taken = None  # a uniform plan taken instead of the DP's (whole_plans.py)
     try:
         if budget <= 0:  # what no level changes already takes the whole target
             raise dp.InfeasibleBudget(budget, sum(min(c) for c in costs))
         choice = dp.solve(losses, costs, budget)
-        chosen = _chosen(table, singles, units, choice)
-        planned_loss = sum(l[k] for l, k in zip(losses, choice))
-        whole = min((w for w in wholes if w[1] <= budget and w[0].loss < planned_loss and w[0].levels != chosen),
-                    key=lambda w: w[0].loss, default=None)
     except dp.InfeasibleBudget as e:
-        whole = min((w for w in wholes if w[1] <= budget), key=lambda w: w[0].loss, default=None)
-        if whole is None:
+        taken = min((w for w in wholes if w[1] <= budget), key=lambda w: w[0].loss, default=None)
+        if taken is None:
             reach = _reachable(kind, min([e.best] + [w[1] for w in wholes]) * scale, fixed, source_s, dense_layers,
                                src)
             if not best_effort:
                 raise OptionError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
                                   "({best_effort} writes that)") from None
             choice = [min(range(len(c)), key=c.__getitem__) for c in costs]
-            chosen = _chosen(table, singles, units, choice)
-            whole = min((w for w in wholes if w[1] < e.best and w[0].levels != chosen), key=lambda w: w[1],
-                        default=None)
-    predicted = whole[1] if whole is not None else sum(c[k] for c, k in zip(costs, choice))
-    chosen = dict(whole[0].levels) if whole is not None else chosen
+            taken = min((w for w in wholes if w[1] < e.best), key=lambda w: w[1], default=None)
+    if taken is not None:
+        predicted, chosen = taken[1], dict(taken[0].levels)
+    else:
+        predicted = sum(c[k] for c, k in zip(costs, choice))
+        chosen = {table.layers[i].weight: table.levels[i][k] for i, k in zip(singles, choice)}
+        for opts, k in zip(units, choice[len(singles):]):
+            chosen.update(opts[k][2])
     figures = {"kind": kind, "target": target, "cost": cost, "layer_budget": budget,
                "predicted_layer_cost": predicted, "dense_layer_cost": dense_layers, "layer_scale": scale,
-               "uniform_plan": whole[0].name if whole is not None else None}
+               "uniform_plan": taken[0].name if taken is not None else None}
     if cost == "latency":
         raw = source_s / (fixed + scale * predicted)
         # a re-plan aims higher by what the last measurement missed: the same ratio corrects its prediction
@@ -161,14 +162,6 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
     return {"model": mkey, "settings": skey, "input": str(src), "budget": figures,
             "plan": {l.weight: chosen[l.weight].name for l in table.layers}}
-
-
-def _chosen(table, singles: list, units: list, choice: list) -> dict:
-    """Weight → Level of the DP's `choice` (an option index per single layer, then per unit)."""
-    chosen = {table.layers[i].weight: table.levels[i][k] for i, k in zip(singles, choice)}
-    for opts, k in zip(units, choice[len(singles):]):
-        chosen.update(opts[k][2])
-    return chosen
 
 
 def _cut_names(table, channels) -> list:
@@ -302,12 +295,13 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
         extra = {"database": {"path": str(db_dir), **built}}
         if "time_budget" in built:
             extra["time_budget"] = extra["database"].pop("time_budget")
+        whole = reach and reach["whole"]
         planned = make_plan(prep, db, src, options, kind, target, levels, best_effort, progress, only=only,
-                            channels=channels)
+                            channels=channels, whole=whole)
         report = stitch(prep, db, src, dst, options, planned, t0, extra, channels, progress)
         if COSTS[kind] == "latency":
             report = _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra,
-                                progress, only, channels)
+                                progress, only, channels, whole)
             report["budget"]["reachable_speedup"] = reach["speedup"]
             if channels:
                 report["budget"]["channel_units"] = len(channels.units)
@@ -331,7 +325,7 @@ OVER = 1.10  # of the requested speedup: a plan measured above it gives up more 
 
 
 def _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra, progress,
-               only, channels) -> dict:
+               only, channels, whole=None) -> dict:
     """Whole-plan correction: while every plan measures short of the requested speedup, ask the
     DP for more by the ratio the last plan's prediction missed by (the layers' times in the
     database do not add up exactly to the model's); where one measures short and another far
@@ -368,7 +362,7 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
                 aim *= b["predicted_speedup"] / b["measured_speedup"]
             try:
                 again = make_plan(prep, db, src, options, kind, target, levels, False, progress, measure=False,
-                                  aim=aim, only=only, channels=channels)
+                                  aim=aim, only=only, channels=channels, whole=whole)
             except ValueError:
                 break  # the corrected aim is out of reach: keep what was measured
             if any(again["plan"] == t[1] for t in tried):

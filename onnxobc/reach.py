@@ -79,6 +79,8 @@ def layer_seconds(prep, db: Database, levels: list, options, progress=None) -> t
 
 
 UNIFORM_ROUNDS, UNIFORM_REPEATS = 5, 2  # whole models: fewer runs than a layer alone gets
+WHOLE_MARGIN = 0.98  # a uniform plan extends the reach when it is faster than this share of the DP's fastest:
+# the DP predicts the uniform plans it can make exactly, up to rounding
 
 
 def uniform_seconds(prep, db: Database, src, levels: list, standins: list, options, progress=None,
@@ -173,7 +175,8 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     the levels worth solving ("useful": weight → levels, dense and those that fit and save time
     inside the model), and how many that fit do not ("slower"). With channel `shares`, the units
     that can be cut at them, timed ("channels": a ChannelLevels, None without shares); the whole
-    model's seconds per batch with every layer at each level ("uniform", "dense" with none)."""
+    model's seconds per batch with every layer at each level ("uniform", "dense" with none), and
+    the names of those faster than any plan the layers' times add up to ("whole")."""
     timed = levels if Level() in levels else [Level()] + levels  # the dense times frame the rest
     alone, standins = layer_seconds(prep, db, timed, options, progress)
     t = model_seconds(prep, db, src, options)
@@ -196,15 +199,18 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     fastest = sum(min(s.values()) for layer, s in zip(prep.layers, allowed) if layer.weight not in members)
     if channels is not None:
         fastest += sum(channels.fastest({l.weight: s for l, s in zip(prep.layers, allowed)}).values())
-    # a uniform plan is measured whole (whole_plans.py): it may be faster than the layers add up to
-    best_s = min([fixed + scale * fastest] + [v for name, v in uniform.items() if name != "dense"])
-    # a level that saves nothing never enters a plan (dense costs no more and loses nothing), unless the whole
-    # model is faster with every layer it fits at it, alone or cut at a share: that uniform plan needs them all
-    whole = {parse(name).per_layer() for name, v in uniform.items() if name != "dense" and v < uniform["dense"]}
+    # a uniform plan is timed whole (whole_plans.py): those faster than any plan the layers' times add up to
+    # extend the reach, and need their level solved for every layer it fits, faster alone or not
+    best_s = fixed + scale * fastest
+    whole = {name: v for name, v in uniform.items() if name != "dense" and v < WHOLE_MARGIN * best_s}
+    best_s = min([best_s] + list(whole.values()))
+    extra = {parse(name).per_layer() for name in whole}
+    # otherwise a level that saves nothing never enters a plan (dense costs no more and loses nothing)
     useful = {layer.weight: [lv for lv, v in s.items()
-                             if lv.dense or (lv in levels and (v < s[Level()] or lv in whole))]
+                             if lv.dense or (lv in levels and (v < s[Level()] or lv in extra))]
               for layer, s in zip(prep.layers, per_layer)}
     slower = sum(lv in levels and not lv.dense and lv not in useful[layer.weight]
                  for layer, s in zip(prep.layers, per_layer) for lv in s)
     return {"speedup": source_s / best_s, "source_seconds": source_s, "fastest_seconds": best_s, "useful": useful,
-            "slower": slower, "in_model_factors": factors, "channels": channels, "uniform": uniform}
+            "slower": slower, "in_model_factors": factors, "channels": channels, "uniform": uniform,
+            "whole": set(whole)}
