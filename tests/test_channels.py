@@ -106,8 +106,25 @@ def attention():
     return make_model(nodes, [vi("x", ["n", 6, 16])], [vi("y", ["n", 6, 16])], inits), (6, 16)
 
 
+def attention_with_biases():
+    """attention() whose scores also meet, before the Softmax, a relative position bias with a
+    value per head (MPNet's, T5's) and a mask that broadcasts over the heads (BERT's)."""
+    model, shape = attention()
+    g = model.graph
+    softmax = next(n for n in g.node if n.name == "softmax")
+    softmax.input[0] = "s4"
+    at = list(g.node).index(softmax)
+    g.node.insert(at, helper.make_node("Add", ["s2", "rel"], ["s3"], name="relative_bias"))
+    g.node.insert(at + 1, helper.make_node("Add", ["s3", "mask"], ["s4"], name="mask_bias"))
+    rng = np.random.default_rng(11)
+    g.initializer.extend([numpy_helper.from_array(rng.standard_normal((1, 4, 6, 6)).astype(np.float32), "rel"),
+                          numpy_helper.from_array(np.array([0, 0, 0, 0, -1e4, -1e4], np.float32).reshape(1, 1, 1, 6),
+                                                  "mask")])
+    return model, shape
+
+
 PATTERNS = {"conv-bn-relu-conv": conv_bn_relu_conv, "mlp-gelu": mlp_gelu, "mobilenet": mobilenet_block,
-            "flatten-gemm": flatten_gemm, "attention": attention}
+            "flatten-gemm": flatten_gemm, "attention": attention, "attention-biases": attention_with_biases}
 
 
 def prepared(tmp_path, make):

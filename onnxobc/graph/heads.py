@@ -7,7 +7,10 @@
 
 head h is the d outputs h·d … h·d + d − 1 of W_q, W_k and W_v and the same d inputs of W_o: removing
 it removes those rows (and biases), those columns of the output projection, and one head from the
-Reshape shapes. Its cost is the output projection's loss with those columns removed (the head's
+Reshape shapes. A tensor added to (or multiplying) the scores on the way to the Softmax (an
+attention mask, MPNet's and T5's relative position bias, shared by every layer) may carry every
+head or broadcast over them; it is expanded to the heads and the kept ones gathered, for that
+block alone. Its cost is the output projection's loss with those columns removed (the head's
 context is gone); query and key rows only feed that head's attention weights."""
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class HeadGroup:
     splits: list  # the Reshape nodes to (…, H, d)
     merge: str  # the Reshape node back to (…, H·d)
     blocked: str | None = None
+    score_inputs: list = dataclasses.field(default_factory=list)  # (node, input index) met by the scores
 
     @property
     def producer(self) -> str:
@@ -99,16 +103,23 @@ def _back(name, producer, readers, inits) -> tuple:
     return t, r, bias, prev
 
 
+def _perm(transpose) -> list | None:
+    return next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+
+
 def _shape(node, inits) -> np.ndarray | None:
     return numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
 
 
 def _match(ctx, producer, readers, inits, by_node) -> HeadGroup | None:
     v = _back(ctx.input[1], producer, readers, inits)
-    node, path = producer.get(ctx.input[0]), []
+    node, path, side = producer.get(ctx.input[0]), [], []
     while node is not None and node.op_type in BETWEEN:  # back from the attention weights to the scores
         path.append(node)
-        node = producer.get(next((x for x in node.input if x not in inits and x in producer), ""))
+        on_path = next((x for x in node.input if x not in inits and x in producer), "")
+        side += [(node_name(node), i) for i, x in enumerate(node.input)
+                 if x and x != on_path and (x not in inits or np.prod(inits[x].dims) > 1)]
+        node = producer.get(on_path)
     if v is None or node is None or node.op_type != "MatMul" or not any(p.op_type == "Softmax" for p in path):
         return None
     q, k = (_back(x, producer, readers, inits) for x in node.input)
@@ -129,7 +140,7 @@ def _match(ctx, producer, readers, inits, by_node) -> HeadGroup | None:
     heads, d = int(shape[2]), int(shape[3])
     group = HeadGroup(out_layer.weight, [p.weight for p in projections], heads, d,
                       [node_name(p[2]) for p in (q, k, v) if p[2] is not None], [node_name(p[1]) for p in (q, k, v)],
-                      node_name(merge[0]))
+                      node_name(merge[0]), score_inputs=side)
     if any(p.rows != heads * d or len(p.nodes) > 1 for p in projections) or out_layer.cols != heads * d:
         group.blocked = "the projections do not match the heads' shape"
     elif any(not np.array_equal(_shape(p[1], inits), shape) for p in (k, v)):
@@ -137,4 +148,6 @@ def _match(ctx, producer, readers, inits, by_node) -> HeadGroup | None:
     elif (_shape(merge[0], inits) is None or int(_shape(merge[0], inits)[-1]) != heads * d
           or len(out_layer.nodes) > 1):
         group.blocked = "the heads are merged by a shape that is not a constant"
+    elif side and _perm(q[0]) != [0, 2, 1, 3]:
+        group.blocked = "the attention scores meet another tensor and their head axis is not the second"
     return group

@@ -102,10 +102,25 @@ def take_heads(model: onnx.ModelProto, group, layers: dict, keep: np.ndarray) ->
     for name in group.splits:
         _set_shape(g, nodes[name], -2, len(keep))
     _set_shape(g, nodes[group.merge], -1, len(keep) * group.head_dim)
+    for name, i in group.score_inputs:
+        _gather_heads(g, nodes[name], i, group.channels, keep)
     stale = {o for w in group.producers for n in layers[w].nodes for o in nodes[n].output}
     keep_info = [vi for vi in g.value_info if vi.name not in stale]
     del g.value_info[:]
     g.value_info.extend(keep_info)
+
+
+def _gather_heads(g, node, index: int, heads: int, keep: np.ndarray) -> None:
+    """Feed input `index` of `node` (on the attention scores, (…, heads, q, k)) with the heads `keep`
+    of what it read: expanded to every head first, as it may broadcast over them."""
+    x, base = node.input[index], f"{node_name(node)}.in{index}"
+    g.initializer.extend([numpy_helper.from_array(np.array([1, heads, 1, 1], np.int64), f"{base}.heads"),
+                          numpy_helper.from_array(keep.astype(np.int64), f"{base}.kept")])
+    at = list(g.node).index(node)
+    g.node.insert(at, onnx.helper.make_node("Expand", [x, f"{base}.heads"], [f"{base}.every"], name=f"{base}.every"))
+    g.node.insert(at + 1, onnx.helper.make_node("Gather", [f"{base}.every", f"{base}.kept"], [f"{base}.kept_heads"],
+                                                name=f"{base}.kept_heads", axis=1))
+    node.input[index] = f"{base}.kept_heads"
 
 
 def _set_shape(g, reshape, index: int, value: int) -> None:
