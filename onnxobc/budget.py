@@ -88,8 +88,8 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     (a correction from measurements). `only`: weight → the levels that layer may take, where not
     all are worth it. Where no plan of the DP's meets the target, a uniform plan timed whole
     may (whole_plans.py): `whole`, the names of those whose level was solved for every layer it
-    fits (reach's "whole"; None: every one, the database holding every level). Returns the plan as JSON-ready data: keys, the chosen level
-    names, the budget figures."""
+    fits (reach's "whole"; None: every one, the database holding every level). Returns the plan
+    as JSON-ready data: keys, the chosen level names, the budget figures."""
     factor = budget_factor(kind, target)
     cost = COSTS[kind]
     if aim is not None and cost == "latency":
