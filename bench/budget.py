@@ -3,7 +3,7 @@ the PP-OCR text-direction classifier (cls, a small MobileNetV3; fetched like the
 calibrated on rendered text; det at batch 1, rec and cls at batch 6 as RapidOCR runs them, its
 rec_batch_num and cls_batch_num) compressed to several --speedup targets on onnxruntime
 (channel levels included) and --size targets, sharing one database per model and budget kind.
-Prints the plan's level counts, the task agreement with the dense model on held-out inputs (digits
+Prints the plan's level counts (and whether it is a uniform plan timed whole), the task agreement with the dense model on held-out inputs (digits
 and cls: top-1; rec: decoded text equal; det: text-mask IoU), the predicted and measured speedup (dense and output timed
 in turns in one process) of the last plan and how many times it was re-planned because the
 measurement fell short, the sum of the layers' times against the whole model's, the file share
@@ -112,7 +112,8 @@ def main():
                 plan = collections.Counter(rep["plan"].values())
                 met = b["predicted_layer_cost"] <= b["layer_budget"]
                 rows.append([label, f"--{kind} {target}" + ("" if met else " (best effort)"),
-                             ", ".join(f"{k} {v}" for k, v in sorted(plan.items())),
+                             ("uniform plan: " if b.get("uniform_plan") else "")
+                             + ", ".join(f"{k} {v}" for k, v in sorted(plan.items())),
                              f"{b['predicted_speedup']:.2f}x" if kind == "speedup" else "",
                              f"{b['corrected_speedup']:.2f}x" if kind == "speedup" else "",
                              f"{b['measured_speedup']:.2f}x" if kind == "speedup" else "",
