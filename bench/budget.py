@@ -3,9 +3,10 @@ the PP-OCR text-direction classifier (cls, a small MobileNetV3; fetched like the
 calibrated on rendered text; det at batch 1, rec and cls at batch 6 as RapidOCR runs them, its
 rec_batch_num and cls_batch_num) compressed to several --speedup targets on onnxruntime
 (channel levels included) and --size targets, sharing one database per model and budget kind.
-Prints the plan's level counts (and whether it is a uniform plan timed whole), the task agreement with the dense model on held-out inputs (digits
-and cls: top-1; rec: decoded text equal; det: text-mask IoU), the predicted and measured speedup (dense and output timed
-in turns in one process) of the last plan and how many times it was re-planned because the
+Prints the plan's level counts (and whether it is a uniform plan timed whole), the task
+agreement with the dense model on held-out inputs (digits and cls: top-1; rec: decoded text
+equal; det: text-mask IoU), the predicted and measured speedup (dense and output timed in turns
+in one process) of the last plan and how many times it was re-planned because the
 measurement fell short, the sum of the layers' times against the whole model's, the file share
 and the output error on the held-out samples; the time to build the database and to re-plan
 from it; and, for comparison, onnxruntime's quantize_static (QDQ, per channel, U8S8) on the same
