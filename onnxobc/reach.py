@@ -32,6 +32,7 @@ from .db.store import Database
 from .export import write
 from .graph.activation_qdq import quantized_tensors
 from .graph.layers import weight_array
+from .memory import memory_budget
 from .timing import activation_shapes, timing_batch, timing_feed
 from .solve import Problem, dense, solve_layer
 from .solver import HessianAccumulator
@@ -79,6 +80,16 @@ def layer_seconds(prep, db: Database, levels: list, options, progress=None) -> t
 
 
 UNIFORM_ROUNDS, UNIFORM_REPEATS = 5, 2  # whole models: fewer runs than a layer alone gets
+SESSION_COPIES = 3  # a model timed takes about this many times its file in memory (the proto, the session's weights)
+
+
+def models_at_once(model_bytes: int, options) -> int:
+    """How many whole models beside the dense one may be held and timed together: half the memory
+    budget (--max-memory, else what is available) over what each takes; at least one."""
+    budget = memory_budget(options.max_memory)
+    if budget is None:
+        return 1_000_000
+    return max(1, int(budget / 2 / (SESSION_COPIES * model_bytes)) - 1)
 WHOLE_MARGIN = 0.98  # a uniform plan extends the reach when it is faster than this share of the DP's fastest:
 # the DP predicts the uniform plans it can make exactly, up to rounding
 
@@ -89,8 +100,9 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     level fits at it (each level of `levels` fits one at least), "dense" with none; and for each
     channel share of `cuts` (share → (the model cut at it as a Prepared, its layers' stand-ins)),
     the cut model alone (c0.250) and with every layer at each level (c0.250+w8a8dyn). Timed side
-    by side (stand-in weights; int8 activation ranges stand in too, as their values do not change
-    the time); cached in the database."""
+    by side with the dense model, as many at a time as memory holds (models_at_once), each group's
+    times scaled to the first's dense time (stand-in weights; int8 activation ranges stand in too,
+    as their values do not change the time); cached in the database."""
     progress = progress or (lambda *a: None)
     variants = [(None, prep, standins)] + [(share, p, st) for share, (p, st) in (cuts or {}).items()]
     names = {(share, lv): uniform_name(share, lv) for share, _, _ in variants for lv in [Level()] + levels}
@@ -99,22 +111,35 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     cached = {n: db.latency(runtime, key, n) for n in names.values()}
     if all(v is not None for v in cached.values()):
         return cached
-    models = {}
+    specs = {}  # name → how to write that model
     for share, p, st in variants:
         observe = [t for part in quantized_tensors(p.model, p.layers, options.target.int8) for t in part]
         alike = dataclasses.replace(p, ranges={n: (-1.0, 1.0) for n in observe})
         for lv in [Level()] + levels:
-            if (share, lv) not in names:
-                continue
-            chosen = {layer.weight: s[lv].with_own_row()
-                      for layer, s in zip(p.layers, st) if lv in s and not lv.dense}
-            models[names[share, lv]] = write(alike, chosen, {w: level_options(options, lv) for w in chosen})
-    progress("reach", 0, 1, f"the whole model at each of {len(models) - 1} levels, side by side")
-    seconds = options.target.latencies(models, timing_feed(prep, options), custom_ops=options.custom_ops,
-                                       rounds=UNIFORM_ROUNDS, repeats=UNIFORM_REPEATS)
+            if (share, lv) in names:
+                specs[names[share, lv]] = (alike, {layer.weight: s[lv].with_own_row()
+                                                   for layer, s in zip(p.layers, st) if lv in s and not lv.dense}, lv)
+
+    def written(name):
+        alike, chosen, lv = specs[name]
+        return write(alike, chosen, {w: level_options(options, lv) for w in chosen})
+
+    others = [n for n in specs if n != "dense"]
+    dense_model = written("dense")
+    group = models_at_once(dense_model.ByteSize(), options)
+    progress("reach", 0, len(others), f"the whole model at each of {len(others)} levels, side by side with dense "
+             f"({group} at a time)")
+    seconds, feed = {}, timing_feed(prep, options)
+    for i in range(0, max(len(others), 1), group):  # each group timed in turns with the dense model, on its clock
+        models = {"dense": dense_model, **{n: written(n) for n in others[i:i + group]}}
+        timed = options.target.latencies(models, feed, custom_ops=options.custom_ops, rounds=UNIFORM_ROUNDS,
+                                          repeats=UNIFORM_REPEATS)
+        seconds.setdefault("dense", timed["dense"])
+        seconds.update({n: v * seconds["dense"] / timed["dense"] for n, v in timed.items() if n != "dense"})
+        del models
+        progress("reach", min(i + group, len(others)), len(others), "whole models timed")
     for name, sec in seconds.items():
         db.put_latency(runtime, key, name, sec)
-    progress("reach", 1, 1, "the whole model timed at each level")
     return seconds
 
 

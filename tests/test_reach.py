@@ -150,3 +150,26 @@ def test_in_model_factors_scale_each_levels_saving():
     # every layer at a adds up to the whole model at a, as measured
     assert uniform["dense"] - sum(s[d] - s[a] for s in adjusted if a in s) == pytest.approx(uniform["w8a8dyn"])
     assert in_model(alone, {"w8a8dyn": 3.0})[0][a] == 0.0  # never below nothing
+
+
+def test_whole_models_are_timed_as_many_at_a_time_as_memory_holds(tmp_path, monkeypatch):
+    """A model as large as BERT-base times its uniform models in groups that fit half the memory
+    budget, each beside the dense one; every model is timed once and the figures stay on one clock."""
+    from onnxobc import reach
+
+    assert reach.models_at_once(2**30, Options(max_memory=8)) == 1  # 4 GiB over 3 GiB a model: one beside dense
+    assert reach.models_at_once(100 * 2**20, Options(max_memory=8)) == 12
+    opt = Options()
+    prep = load(MODEL, CALIB, opt)
+    with Database(tmp_path / "db") as db:
+        together = reachable(prep, db, MODEL, level_set("latency"), opt)["uniform"]
+    groups = []
+    real = opt.target.latencies
+    monkeypatch.setattr(reach, "models_at_once", lambda *a: 1)
+    monkeypatch.setattr(type(opt.target), "latencies", lambda self, models, *a, **k: groups.append(set(models)) or
+                        real(models, *a, **k))
+    with Database(tmp_path / "db2") as db:
+        grouped = reachable(prep, db, MODEL, level_set("latency"), opt)["uniform"]
+    assert set(grouped) == set(together) and len(grouped) > 2 and all(v > 0 for v in grouped.values())
+    beside = sorted(n for g in groups if len(g) == 2 and "dense" in g for n in g - {"dense"})
+    assert beside == sorted(set(grouped) - {"dense"})  # each whole model timed once, beside the dense one

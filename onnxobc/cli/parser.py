@@ -77,7 +77,7 @@ def _add_solver_options(c) -> None:
                         "auto (default): the GPU when CuPy has one")
     c.add_argument("--max-memory", type=float, metavar="GIB",
                    help="memory a layer's Hessians and solve may take; larger layers are left dense with the reason "
-                        "(default: the memory available)")
+                        "(default: the memory available); a --speedup times half of it in whole models at once")
     c.add_argument("--levels", nargs="*", metavar="LEVEL",
                    help="the levels a budget chooses from (default: the set for the budget and runtime), "
                         "e.g. dense w8a8 w4 2:4 s0.500 b4-0.800+w8a8; for --speedup also channel shares, c0.250")
