@@ -6,10 +6,11 @@ file size. onnxobc runs: --channels at each share given, dynamic int8 (OBQ weigh
 --smooth), both, and
 --speedup at each factor given (a target out of reach is a row with the time it took to say so);
 with --w8a8, static int8 activations too, beside onnxruntime's quantize_static. --lean leaves out the
-ablations (--smooth off, each --act-ranges) for a model where every run takes many minutes.
+ablations (--smooth off, each --act-ranges) for a model where every run takes many minutes;
+--no-dynamic the dynamic int8 run.
 
     python bench/encoder.py [--model minilm|mpnet] [--channels 0.25 0.5] [--speedup 2 4] [--calib 256]
-                            [--test 300] [--batch 32] [--w8a8] [--lean]
+                            [--test 300] [--batch 32] [--w8a8] [--lean] [--no-dynamic]
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main():
                          "quantize_static (QDQ, per channel, its default ops and MatMul/Gemm alone)")
     ap.add_argument("--lean", action="store_true",
                     help="only each form's default: no --smooth off or --act-ranges ablation runs")
+    ap.add_argument("--no-dynamic", action="store_true", help="no onnxobc dynamic int8 run (quantize_dynamic stays)")
     args = ap.parse_args()
     encoder = importlib.import_module(args.model)
     dense = encoder.model_path()
@@ -73,7 +75,7 @@ def main():
     ablations = [] if args.lean else [dynamic + ["--smooth", "off"]]
     if args.w8a8 and not args.lean:
         ablations += [static + ["--act-ranges", how] for how in ("output", "histogram")] + [static + ["--smooth", "off"]]
-    runs = [["--channels", str(c)] for c in args.channels] + [dynamic]
+    runs = [["--channels", str(c)] for c in args.channels] + ([] if args.no_dynamic else [dynamic])
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     runs += [["--speedup", f"{f:g}x"] for f in args.speedup]
     runs += ([static] if args.w8a8 else []) + ablations
