@@ -4,8 +4,9 @@ up the layers' times, each scaled by what its level saves inside the model on av
 levels interact more than that (an int8 chain keeps its data in uint8 only while every layer in
 it is int8, so a layer that is slower in int8 alone is faster inside such a chain, and one float
 layer in the chain costs a dequantize and a quantize), the DP's plans can be slower than a
-uniform one. A uniform plan's time is measured, not added up: the budget takes one where it
-meets the target with less loss than the DP's plan, or where nothing meets it and it is faster."""
+uniform one. A uniform plan's time is measured, not added up: where no plan of the DP's meets
+the target, the budget takes the uniform plan of least loss that does, or (best effort) the
+fastest one faster than the DP's fastest (budget.make_plan)."""
 
 from __future__ import annotations
 
