@@ -32,7 +32,7 @@ from .costs import (
     on_levels_clock,
     stored_uniform_seconds,
 )
-from .db.build import build, fast_entry, from_arrays, level_options, model_key, settings_key
+from .db.build import build, fast_entry, for_levels, from_arrays, level_options, model_key, settings_key
 from .db.levels import Level, check_storable, level_set, parse, split_channels
 from .db.store import Database
 from .deadline import fast_options
@@ -160,7 +160,7 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         figures["predicted_share"] = (src.stat().st_size - dense_layers + predicted) / src.stat().st_size
     else:
         figures["predicted_reduction"] = dense_layers / predicted if predicted else float("inf")
-    return {"model": mkey, "settings": skey, "input": str(src), "budget": figures,
+    return {"model": mkey, "settings": skey, "input": str(src), "levels": [lv.name for lv in levels], "budget": figures,
             "plan": {l.weight: chosen[l.weight].name for l in table.layers}}
 
 
@@ -273,7 +273,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     levels, shares = _split(levels or level_set(COSTS[kind], options.runtime) + (
         [Level(channels=s) for s in DEFAULT_SHARES] if COSTS[kind] == "latency" else []), kind)
     check_storable(levels)
-    prep = load(src, calib, options)
+    prep = for_levels(load(src, calib, options), options, levels, progress)
     db_dir = pathlib.Path(db_dir) if db_dir else dst.parent / f"{dst.name}.db"
     with Database(db_dir) as db:
         reach = None

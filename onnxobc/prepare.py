@@ -55,7 +55,7 @@ def prepare(model_path, calib, options: Options, progress=None, activation_range
     reference), taken instead of it."""
     prep = load(model_path, calib, options, model)
     if smoothing_wanted(options):
-        prep = smoothed(prep, options, progress)
+        prep = smoothed(prep, [options], progress)
     return capture(prep, options, progress, activation_ranges, hessians, range_choices)
 
 
@@ -67,24 +67,37 @@ def smoothing_wanted(options: Options) -> bool:
             and not options.per_tensor)
 
 
-def smoothed(prep: Prepared, options: Options, progress=None) -> Prepared:
+def smoothed(prep: Prepared, forms: list, progress=None, leave=frozenset()) -> Prepared:
     """`prep` with activation outliers moved into the weights of the MatMul/Gemm layers that read
     them (graph/smooth.py), α per tensor by calib/smoothing.py; the tensors smoothing would not
-    help are left alone."""
+    help, and those of `leave`, are left alone. `forms`: the options of each way the layers'
+    activations may be quantized (the compress options; a budget's int8 levels); a tensor is
+    smoothed for the first that quantizes every layer reading it."""
     progress = progress or silent
     model = prep.model
-    dynamic = options.abits == Quantize.DYNAMIC
-    layers = [l for l in prep.layers if activations_quantized(l, options)]
-    readers = smoothable(model, layers)
+    readers = {t: ls for t, ls in smoothable(model, [l for l in prep.layers
+                                                     if any(activations_quantized(l, o) for o in forms)]).items()
+               if t not in leave}
     if not readers:
         return prep
     n = len(next(iter(prep.calib.values())))
     arrays = {l.weight: weight_array(model, l.weight) for ls in readers.values() for l in ls}
-    chosen = choose_smoothing(model, readers, arrays, prep.calib, options.batch_size, options.smooth, dynamic,
-                              options.target.int8.symmetric and not dynamic,
-                              WeightGrid(options.wbits, options.symmetric, options.per_tensor), options.custom_ops,
-                              progress=counter(progress, "smooth", n, f"samples, outliers of {len(readers)} tensors"),
-                              tensor_progress=lambda k, total, t: progress("smooth", k, total, t))
+    chosen = {}
+    for options in forms:
+        mine = {t: ls for t, ls in readers.items() if t not in chosen
+                and all(activations_quantized(l, options) for l in ls)}
+        if not mine:
+            continue
+        for t in mine:
+            chosen[t] = None
+        dynamic = options.abits == Quantize.DYNAMIC
+        chosen.update(choose_smoothing(
+            model, mine, arrays, prep.calib, options.batch_size, options.smooth, dynamic,
+            options.target.int8.symmetric and not dynamic, WeightGrid(options.wbits, options.symmetric,
+                                                                      options.per_tensor), options.custom_ops,
+            progress=counter(progress, "smooth", n, f"samples, outliers of {len(mine)} tensors"),
+            tensor_progress=lambda k, total, t: progress("smooth", k, total, t)))
+    chosen = {t: c for t, c in chosen.items() if c is not None}
     if not chosen:
         prep.notes.append(f"smoothing: none of the {len(readers)} tensors that MatMul/Gemm layers read gained from it")
         return prep

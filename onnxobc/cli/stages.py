@@ -12,7 +12,7 @@ from .commands import check_report_path, one_budget, options_of
 
 
 def db_build(args) -> int:
-    from ..db.build import build
+    from ..db.build import build, for_levels
     from ..db.levels import check_storable, level_set, parse_all
     from ..db.store import Database
     from ..prepare import prepare
@@ -23,7 +23,8 @@ def db_build(args) -> int:
     levels = parse_all(args.levels) or level_set(args.cost, opt.runtime)
     check_storable(levels)
     progress = ProgressPrinter()
-    prep = prepare(args.model, args.calib, opt, progress, activation_ranges=families.needs_ranges(levels))
+    prep = for_levels(prepare(args.model, args.calib, opt, progress, activation_ranges=families.needs_ranges(levels)),
+                      opt, levels, progress)
     with Database(args.db) as db:
         r = build(prep, db, args.model, levels, opt, progress)
     print(f"{args.db}: {r['computed']} (layer, level) results computed, {r['reused']} already there; "
@@ -49,16 +50,19 @@ def db_ls(args) -> int:
     return 0
 
 
-def _stage(args, opt, levels=None):
-    """The prepared model (no Hessians) for a stage that reads the database."""
+def _stage(args, opt, levels):
+    """The prepared model (no Hessians) for a stage that reads the database built for `levels`
+    (smoothed as db build smoothed it for them)."""
+    from ..db.build import for_levels
     from ..prepare import prepare
     from ..progress import ProgressPrinter
 
     if not (pathlib.Path(args.db) / "index.sqlite").is_file():
         raise ValueError(f"{args.db}: no database there (make it with onnxobc db build)")
     opt.check(planned=True)
-    return prepare(args.model, args.calib, opt, ProgressPrinter(), hessians=False,
-                   activation_ranges=families.needs_ranges(levels or ()))
+    progress = ProgressPrinter()
+    return for_levels(prepare(args.model, args.calib, opt, progress, hessians=False,
+                              activation_ranges=families.needs_ranges(levels)), opt, levels, progress)
 
 
 def profile(args) -> int:
@@ -72,7 +76,7 @@ def profile(args) -> int:
     opt = options_of(args)
     check_runtime(opt)
     levels = parse_all(args.levels) or level_set("latency", opt.runtime)
-    prep = _stage(args, opt)
+    prep = _stage(args, opt, levels)
     with Database(args.db) as db:
         costs = cost_table(prep, db, model_key(args.model), settings_key(prep, opt), levels, "latency", opt,
                            timing_batch(prep, opt), ProgressPrinter())
@@ -99,7 +103,7 @@ def plan(args) -> int:
     budget_factor(kind, getattr(args, kind))
     opt = options_of(args)
     levels = parse_all(args.levels) or level_set(COSTS[kind], opt.runtime)
-    prep = _stage(args, opt)
+    prep = _stage(args, opt, levels)
     with Database(args.db) as db:
         planned = make_plan(prep, db, args.model, opt, kind, getattr(args, kind), levels, args.best_effort,
                             ProgressPrinter(), measure=False)
@@ -126,7 +130,7 @@ def stitch(args) -> int:
     try:
         with open(args.plan) as f:
             planned = json.load(f)
-        names = set(planned["plan"].values())
+        names = set(planned["plan"].values()) | set(planned.get("levels", []))
         cost = planned["budget"]["cost"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"--plan {args.plan}: not a plan written by onnxobc plan ({type(e).__name__}: {e})") from None

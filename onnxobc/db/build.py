@@ -14,11 +14,14 @@ import onnx
 from .. import families
 from ..deadline import FAST, affordable, fast_options, mark
 from ..fidelity import LossProbe
+from ..families.quantize import Quantize
 from ..graph.flops import macs_per_sample, output_shapes
+from ..graph.heads import head_groups
 from ..graph.model import external_files
 from ..graph.nodes import node_name
 from ..graph.single import single_layer_model
 from ..options import Options
+from ..prepare import smoothed
 from ..schedule import solve_all
 from ..solve import Solved
 from ..solver import cost
@@ -31,10 +34,29 @@ def settings_key(prep, options: Options) -> str:
     """What the stored results depend on besides model, layer and level ("v2": the layers'
     weights include the per-channel affine steps folded into them; "v3": bytes are measured from
     the written form; "v4": additive parts and quantized factors are stored; "v5": exact
-    quantization keeps each row's better of OBQ and GPTQ)."""
+    quantization keeps each row's better of OBQ and GPTQ); the smoothing the weights took, where
+    any)."""
     o = options
+    smoothed = [f"{t}:{a}" for t, a in sorted(prep.smoothing.items())]
     return fingerprint("v5", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
-                       o.holdout, *[prep.calib[k] for k in sorted(prep.calib)])
+                       o.holdout, *[prep.calib[k] for k in sorted(prep.calib)], *smoothed)
+
+
+def for_levels(prep, options: Options, levels: list, progress=None):
+    """`prep` as the database's entries for `levels` start from: with activation outliers smoothed
+    into the weights (prepare.smoothed) for the levels with int8 activations, dynamic ones first,
+    unless options.smooth is "off" or the runtime takes one weight grid per layer. The inputs of
+    attention output projections are left alone: a head cut narrows them. Smoothing keeps the
+    float model's function, so every level starts from the same model, and the layers no int8
+    level takes keep their output."""
+    forms = sorted((o for lv in levels if lv.abits is not None and not (o := level_options(options, lv)).per_tensor),
+                   key=lambda o: o.abits != Quantize.DYNAMIC)
+    if not forms or options.smooth == "off" or prep.smoothing:
+        return prep
+    by_weight = {l.weight: l for l in prep.layers}
+    leave = {t for g in head_groups(prep.model, prep.layers) if g.consumer in by_weight
+             for t in by_weight[g.consumer].activations}
+    return smoothed(prep, forms, progress, leave)
 
 
 def model_key(path) -> str:
