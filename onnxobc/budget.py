@@ -49,6 +49,10 @@ from .verify import check_paths, finish
 from .whole_plans import uniform_plans
 
 COSTS = {"speedup": "latency", "size": "size", "flops": "flops", "bops": "bops"}
+BEST_EFFORT = 0.95  # a best effort takes the plan of least loss whose whole model is within this share of the
+#                     best reachable (speed, or the inverse of bytes, FLOPs, BOPs): near the fastest, the last
+#                     few per cent cost the most loss (the fastest level of every layer) and are within the
+#                     timing's noise
 
 
 def parse_factor(text: str, what: str) -> float:
@@ -133,13 +137,23 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     except dp.InfeasibleBudget as e:
         taken = min((w for w in wholes if w[1] <= budget), key=lambda w: w[0].loss, default=None)
         if taken is None:
-            reach = _reachable(kind, min([e.best] + [w[1] for w in wholes]) * scale, fixed, source_s, dense_layers,
-                               src)
+            best = min([e.best] + [w[1] for w in wholes])
             if not best_effort:
+                reach = _reachable(kind, best * scale, fixed, source_s, dense_layers, src)
                 raise OptionError(f"the {kind} budget {target} cannot be met: the best reachable is {reach} "
-                                  "({best_effort} writes that)") from None
-            choice = [min(range(len(c)), key=c.__getitem__) for c in costs]
-            taken = min((w for w in wholes if w[1] < e.best), key=lambda w: w[1], default=None)
+                                  "({best_effort} writes the plan of least loss close to it)") from None
+            base, unit = (fixed, scale) if cost == "latency" else (
+                (src.stat().st_size - dense_layers, 1.0) if cost == "size" else (0.0, 1.0))
+            near = ((base + unit * best) / BEST_EFFORT - base) / unit
+            choice, least = None, math.inf  # unless a plan of the DP's comes that close, a uniform one does
+            if near > 0:
+                try:
+                    choice = dp.solve(losses, costs, near)
+                    least = sum(l[k] for l, k in zip(losses, choice))
+                except dp.InfeasibleBudget:
+                    pass
+            taken = min((w for w in wholes if w[1] <= near and w[0].loss < least), key=lambda w: w[0].loss,
+                        default=None)
     if taken is not None:
         predicted, chosen = taken[1], dict(taken[0].levels)
     else:
@@ -283,7 +297,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
                 raise OptionError(f"the speedup budget {target} cannot be met: the best reachable is "
                                   f"{reach['speedup']:.2f}x on {options.runtime} at batch size "
                                   f"{timing_batch(prep, options)} (timed before solving; the timings are kept in "
-                                  f"{db_dir}; {{best_effort}} writes the fastest plan)")
+                                  f"{db_dir}; {{best_effort}} writes the plan of least loss close to it)")
         only = reach and reach["useful"]
         channels = reach and reach["channels"]
         prep = capture(prep, options, progress, activation_ranges=families.needs_ranges(levels))
@@ -293,6 +307,8 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
         if channels:
             channels.measure_losses(prep, options, progress)
         extra = {"database": {"path": str(db_dir), **built}}
+        if prep.smoothing:
+            extra["smoothing"] = prep.smoothing
         if "time_budget" in built:
             extra["time_budget"] = extra["database"].pop("time_budget")
         whole = reach and reach["whole"]

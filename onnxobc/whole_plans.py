@@ -6,7 +6,7 @@ it is int8, so a layer that is slower in int8 alone is faster inside such a chai
 layer in the chain costs a dequantize and a quantize), the DP's plans can be slower than a
 uniform one. A uniform plan's time is measured, not added up: where no plan of the DP's meets
 the target, the budget takes the uniform plan of least loss that does, or (best effort) the
-fastest one faster than the DP's fastest (budget.make_plan)."""
+plan of least loss, uniform or the DP's, close to the fastest (budget.make_plan)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ from test_compress import onnxobc
 
 from onnxobc.channels import plan_cut, remove_channels, removable_groups, removed_count
 from onnxobc.graph.bias import add_output_shift
+from onnxobc.graph.layers import discover
+from onnxobc.graph.smooth import SUFFIX, smooth, smoothable
 from onnxobc.graph.slicing import set_weight
 from onnxobc.options import Options
 from onnxobc.prepare import prepare
@@ -123,7 +125,20 @@ def attention_with_biases():
     return model, shape
 
 
-PATTERNS = {"conv-bn-relu-conv": conv_bn_relu_conv, "mlp-gelu": mlp_gelu, "mobilenet": mobilenet_block,
+def mlp_gelu_smoothed():
+    """mlp_gelu() with the hidden activations divided per channel before fc2 and fc3 (graph/smooth.py,
+    as a budget with int8 activations writes it): the division is sliced with the channels."""
+    model, shape = mlp_gelu()
+    layers, _ = discover(model)
+    readers = smoothable(model, layers)
+    rng = np.random.default_rng(5)
+    smooth(model, readers, {t: rng.uniform(0.3, 3, ls[0].cols).astype(np.float32) for t, ls in readers.items()})
+    assert {n.op_type for n in model.graph.node if n.output[0].endswith(SUFFIX)} == {"Mul"} and len(readers) == 3
+    return model, shape
+
+
+PATTERNS = {"conv-bn-relu-conv": conv_bn_relu_conv, "mlp-gelu": mlp_gelu, "mlp-gelu-smoothed": mlp_gelu_smoothed,
+            "mobilenet": mobilenet_block,
             "flatten-gemm": flatten_gemm, "attention": attention, "attention-biases": attention_with_biases}
 
 

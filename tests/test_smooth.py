@@ -10,14 +10,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx_models import make_model, run
+from test_channels import attention
 from test_compress import onnxobc
 
+from onnxobc.budget import compress_to_budget
 from onnxobc.calib.smoothing import ALPHAS, WeightGrid, choose_smoothing, scales_for
+from onnxobc.channel_levels import units
+from onnxobc.db.build import for_levels
+from onnxobc.db.levels import Level, parse
 from onnxobc.graph.dynamic import store_dynamic
 from onnxobc.graph.layers import discover, weight_array
 from onnxobc.graph.smooth import SUFFIX, smooth, smoothable
 from onnxobc.options import Options
 from onnxobc.pipeline import compress
+from onnxobc.prepare import load
 from onnxobc.solver import fit_uniform_grid
 
 OUTLIERS = (3, 11)  # input channels 30x larger than the others, as LayerNorm outputs in BERTs have
@@ -193,3 +199,56 @@ def test_smooth_is_checked_on_the_command_line(outlier_block, tmp_path):
                 "--smooth", "0.5", "--report", tmp_path / "r.json")
     assert r.returncode == 0, r.stderr
     assert set(json.loads((tmp_path / "r.json").read_text())["smoothing"].values()) == {0.5}
+
+
+def test_a_budget_starts_from_the_model_smoothed_for_its_int8_levels(outlier_block, tmp_path):
+    """A budget whose levels quantize activations solves every level on the smoothed model (the
+    outliers of x moved into q's weights, for dynamic int8): its int8 plan has the lower error."""
+    path, calib = outlier_block
+    errors = {}
+    for how in ("auto", "off"):
+        out = tmp_path / f"{how}.onnx"
+        report = compress_to_budget(path, out, calib, Options(smooth=how, method="rtn"), "size", "0.1",
+                                    best_effort=True, levels=[Level(), parse("w8a8dyn")])
+        errors[how] = report["verification"]["relative_output_error"]["y"]
+        assert report["plan"] == {"wq": "w8a8dyn", "wg": "dense", "wd": "w8a8dyn"}
+        smoothing = {n.output[0] for n in onnx.load(out).graph.node if n.output[0].endswith(SUFFIX)}
+        assert smoothing == {t + SUFFIX for t in report.get("smoothing", ())}
+        assert ("x" + SUFFIX in smoothing) == (how == "auto")
+    assert errors["auto"] < 0.75 * errors["off"], errors
+
+
+def test_budget_stages_smooth_as_compress_does(outlier_block, tmp_path):
+    """db build, plan and stitch each smooth the model for the database's int8 levels alike: the
+    stitched file is the one compress writes from the same database."""
+    path, calib = outlier_block
+    db, common = str(tmp_path / "db"), ["--calib", calib, "--method", "rtn"]
+    levels = ["--levels", "dense", "w8a8dyn"]
+    assert onnxobc("db", "build", path, "--db", db, "--cost", "size", *common, *levels).returncode == 0
+    r = onnxobc("plan", path, "--db", db, "--size", "0.1", "--best-effort", "--out", tmp_path / "p.json",
+                *common, *levels)
+    assert r.returncode == 0, r.stderr
+    r = onnxobc("stitch", path, tmp_path / "s.onnx", "--db", db, "--plan", tmp_path / "p.json", *common)
+    assert r.returncode == 0, r.stderr
+    r = onnxobc("compress", path, tmp_path / "c.onnx", "--db", db, "--size", "0.1", "--best-effort", *common, *levels,
+                "--report", tmp_path / "c.json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["database"]["computed"] == 0
+    assert (tmp_path / "s.onnx").read_bytes() == (tmp_path / "c.onnx").read_bytes()
+    assert any(n.output[0].endswith(SUFFIX) for n in onnx.load(tmp_path / "s.onnx").graph.node)
+
+
+def test_attention_output_inputs_are_not_smoothed_for_a_budget(tmp_path):
+    """A head cut narrows the output projection's input, so a budget leaves that tensor alone;
+    the projections' shared input is smoothed, and the heads can still be cut."""
+    model, shape = attention()
+    onnx.save(model, tmp_path / "a.onnx")
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(0).standard_normal((40,) + shape).astype(np.float32))
+    options = Options(smooth=0.5)
+    prep = load(tmp_path / "a.onnx", tmp_path / "c.npz", options)
+    assert set(smoothable(prep.model, prep.layers)) == {"x", "c3"}
+    smoothed = for_levels(prep, options, [Level(), parse("w8a8dyn")])
+    assert set(smoothed.smoothing) == {"x"}
+    assert [len(u.group.members) for u in units(smoothed, [0.5])] == [4]
+    assert for_levels(prep, options, [Level(), parse("w8")]) is prep
+    assert for_levels(prep, Options(smooth="off"), [Level(), parse("w8a8dyn")]) is prep

@@ -98,7 +98,8 @@ def _add_budgets(c) -> None:
     c.add_argument("--flops", metavar="FACTOR", help="a budget: the layers' FLOPs reduced, e.g. 3x")
     c.add_argument("--bops", metavar="FACTOR", help="a budget: the layers' bit-operations reduced, e.g. 8x")
     c.add_argument("--best-effort", action="store_true",
-                   help="when the budget cannot be met, take the closest plan instead of failing")
+                   help="when the budget cannot be met, take the plan of least loss within 5%% of the best reachable "
+                        "instead of failing")
 
 
 def _add_ray(c) -> None:

@@ -67,7 +67,7 @@ def budget(b: dict) -> None:
               + (f"; the fastest plan: {b['reachable_speedup']:.2f}x)" if "reachable_speedup" in b else ")"))
         if b.get("uniform_plan"):
             print(f"plan: every layer at {b['uniform_plan']} where it fits, a uniform plan timed whole: no plan the "
-                  "layers' summed times allowed met the target (or, best effort, was as fast)")
+                  "layers' summed times allowed met the target (or, best effort, came as close with less loss)")
         if b.get("channel_units"):
             print(f"channel removal: {b['channel_units_cut']} of {b['channel_units']} channel groups and attention "
                   f"blocks cut (each layer's note says by how much)")
