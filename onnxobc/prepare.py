@@ -82,14 +82,12 @@ def smoothed(prep: Prepared, forms: list, progress=None, leave=frozenset()) -> P
         return prep
     n = len(next(iter(prep.calib.values())))
     arrays = {l.weight: weight_array(model, l.weight) for ls in readers.values() for l in ls}
-    chosen = {}
+    chosen, left = {}, dict(readers)
     for options in forms:
-        mine = {t: ls for t, ls in readers.items() if t not in chosen
-                and all(activations_quantized(l, options) for l in ls)}
+        mine = {t: ls for t, ls in left.items() if all(activations_quantized(l, options) for l in ls)}
         if not mine:
             continue
-        for t in mine:
-            chosen[t] = None
+        left = {t: ls for t, ls in left.items() if t not in mine}
         dynamic = options.abits == Quantize.DYNAMIC
         chosen.update(choose_smoothing(
             model, mine, arrays, prep.calib, options.batch_size, options.smooth, dynamic,
@@ -97,7 +95,6 @@ def smoothed(prep: Prepared, forms: list, progress=None, leave=frozenset()) -> P
                                                                       options.per_tensor), options.custom_ops,
             progress=counter(progress, "smooth", n, f"samples, outliers of {len(mine)} tensors"),
             tensor_progress=lambda k, total, t: progress("smooth", k, total, t)))
-    chosen = {t: c for t, c in chosen.items() if c is not None}
     if not chosen:
         prep.notes.append(f"smoothing: none of the {len(readers)} tensors that MatMul/Gemm layers read gained from it")
         return prep

@@ -21,7 +21,7 @@ from ..graph.model import external_files
 from ..graph.nodes import node_name
 from ..graph.single import single_layer_model
 from ..options import Options
-from ..prepare import smoothed
+from ..prepare import smoothed, smoothing_wanted
 from ..schedule import solve_all
 from ..solve import Solved
 from ..solver import cost
@@ -49,9 +49,9 @@ def for_levels(prep, options: Options, levels: list, progress=None):
     attention output projections are left alone: a head cut narrows them. Smoothing keeps the
     float model's function, so every level starts from the same model, and the layers no int8
     level takes keep their output."""
-    forms = sorted((o for lv in levels if lv.abits is not None and not (o := level_options(options, lv)).per_tensor),
+    forms = sorted((o for lv in levels if smoothing_wanted(o := level_options(options, lv))),
                    key=lambda o: o.abits != Quantize.DYNAMIC)
-    if not forms or options.smooth == "off" or prep.smoothing:
+    if not forms or prep.smoothing:
         return prep
     by_weight = {l.weight: l for l in prep.layers}
     leave = {t for g in head_groups(prep.model, prep.layers) if g.consumer in by_weight
