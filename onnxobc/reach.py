@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from .channel_levels import ChannelLevels, narrowed, uniform_name, units
+from .channel_levels import ChannelLevels, narrowed, uniform_name, units, with_share
 from .channels import apply_cuts, stand_in_cut
 from .costs import (
     frame,
@@ -146,14 +146,16 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
 def cut_seconds(prep, db: Database, found: list, levels: list, standins: list, options, progress=None) -> tuple:
     """(share → (the model with every unit of `found` (channel_levels.units) that takes the share
     cut by stand-ins, as a Prepared; its layers' stand-ins: the units' layers narrowed, the others'
-    `standins`); share → weight → {Level: seconds alone} of those units' layers narrowed)."""
+    `standins`); share → weight → {Level: seconds alone} of those units' layers narrowed, at the
+    levels that combine with a cut)."""
     cuts, seconds = {}, {}
     for share in sorted({s for u in found for s in u.counts}):
         parts = [stand_in_cut(prep, u.group, u.counts[share]) for u in found if share in u.counts]
         narrow = narrowed(prep, apply_cuts(prep.model, prep.layers, parts, bias_correction=False)[0])
         members = {w for u in found if share in u.counts for w in u.group.members}
         sub = dataclasses.replace(narrow, layers=[l for l in narrow.layers if l.weight in members])
-        alone, made = layer_seconds(sub, db, levels, options, progress)
+        combined = [lv for lv in levels if lv.dense or with_share(lv, share) is not None]
+        alone, made = layer_seconds(sub, db, combined, options, progress)
         seconds[share] = {l.weight: a for l, a in zip(sub.layers, alone)}
         mine = {l.weight: m for l, m in zip(sub.layers, made)}
         cuts[share] = (narrow, [mine.get(l.weight, st) for l, st in zip(narrow.layers, standins)])

@@ -53,14 +53,15 @@ def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
     with Database(tmp_path / "x.onnx.db") as db:
         assert db.entries() == []
         # each layer at each level, the whole model, the whole model at dense and each level but w8a8dyn; the
-        # channel unit fc0 → fc1 at 4 shares: both layers narrowed at each level (at 0.5 both are 64×64 Gemms:
-        # one signature), the cut model at dense, w8a8 and w4 (low-rank does not combine with a cut)
+        # channel unit fc0 → fc1 at 4 shares: both layers narrowed at each level but the two low-rank ones, which
+        # do not combine with a cut (at 0.5 both are 64×64 Gemms: one signature), the cut model at dense, w8a8, w4
         n = len(level_set("latency"))
-        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n + (2 * 4 - 1) * n + 4 * 3
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n + (2 * 4 - 1) * (n - 2) + 4 * 3
 
 
 def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, monkeypatch):
     from onnxobc.budget import compress_to_budget, make_plan
+    from onnxobc.channel_levels import DEFAULT_SHARES, with_share
     from onnxobc.db.build import build
 
     opt = Options()
@@ -72,6 +73,15 @@ def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, 
         build(full, db, MODEL, levels, opt)
         with pytest.raises(OptionError, match=f"the best reachable is {reach['speedup']:.2f}x"):
             make_plan(full, db, MODEL, opt, "speedup", "1000x", levels, measure=False)
+        # with channel removal: a narrowed layer is timed only at the levels a cut layer can take (low-rank
+        # cannot), so the fastest unit counted is one a plan can make
+        reach = reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES)
+        channels = reach["channels"]
+        assert channels.units and all(lv.dense or with_share(lv, s) is not None
+                                      for s, layers in channels.seconds.items() for t in layers.values() for lv in t)
+        channels.measure_losses(full, opt)
+        with pytest.raises(OptionError, match=f"the best reachable is {reach['speedup']:.2f}x"):
+            make_plan(full, db, MODEL, opt, "speedup", "1000x", levels, measure=False, channels=channels)
 
     def untimed(*a, **k):
         raise AssertionError("a layer was timed again")
