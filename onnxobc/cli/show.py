@@ -65,6 +65,9 @@ def budget(b: dict) -> None:
               f"{b['output_model_seconds'] * 1e3:.3f} ms per batch; the layers alone sum to "
               f"{b['layer_sum_over_model']:.2f}x the dense model's time"
               + (f"; the fastest plan: {b['reachable_speedup']:.2f}x)" if "reachable_speedup" in b else ")"))
+        if len(b.get("measurements", [])) > 1:
+            print(f"timed {len(b['measurements'])} times, the first being far below the prediction (the median "
+                  "counts): " + ", ".join(f"{m:.2f}x" for m in b["measurements"]))
         if b.get("uniform_plan"):
             print(f"plan: every layer at {b['uniform_plan']} where it fits, a uniform plan timed whole: no plan the "
                   "layers' summed times allowed met the target (or, best effort, came as close with less loss)")
