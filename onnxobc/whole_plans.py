@@ -32,8 +32,8 @@ def uniform_plans(table, uniform: dict, channels=None) -> list:
     name → seconds, "dense" the model as planned). `table`: the cost table (costs.Table); a layer
     without the level (it does not fit it) stays dense, as it was timed. A plan that cuts a unit
     whose loss was not measured (channel_levels.ChannelLevels.measure_losses leaves some uncut)
-    is left out."""
-    unit_of = {w: i for i, u in enumerate(channels.units) for w in u.group.members} if channels else {}
+    is left out. A share cuts every unit the DP is offered, each chain whole (channel_levels.py)."""
+    unit_of = {w: i for i in channels.offered() for w in channels.units[i].members} if channels else {}
     out = []
     for name, seconds in uniform.items():
         if name == "dense":

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_channels import PATTERNS, prepared
 
 from onnxobc.budget import compress_to_budget, make_plan, stitch
-from onnxobc.channel_levels import units
+from onnxobc.channel_levels import nesting, offered, units
 from onnxobc.channels import apply_cuts
 from onnxobc.db.build import build
 from onnxobc.db.levels import Level, level_set, parse
@@ -74,32 +74,39 @@ def test_a_cuts_loss_is_the_loss_of_the_model_cut(tmp_path, pattern):
     channels.measure_losses(prep, opt)
     data = {k: v[:MAX_SAMPLES] for k, v in prep.calib.items()}
     dense = outputs(prep.model, data, 8)
-    for i, unit in enumerate(channels.units):
-        for share, count in unit.counts.items():
-            model, _ = apply_cuts(prep.model, prep.layers, [channels.removals[i].cut(count)])
-            onnx.checker.check_model(model)
-            got = outputs(model, data, 8)
-            loss = sum(np.sum((got[k].astype(np.float64) - d) ** 2) / np.sum(d.astype(np.float64) ** 2)
-                       for k, d in dense.items())
+
+    def cut_loss(group, count):  # the model's loss with this group alone cut
+        model, _ = apply_cuts(prep.model, prep.layers, [channels.removals[group.producer].cut(count)])
+        onnx.checker.check_model(model)
+        got = outputs(model, data, 8)
+        return sum(np.sum((got[k].astype(np.float64) - d) ** 2) / np.sum(d.astype(np.float64) ** 2)
+                   for k, d in dense.items())
+
+    for i, unit in enumerate(channels.units):  # a chain's loss is the sum of its groups'
+        for share, counts in unit.counts.items():
+            loss = sum(cut_loss(g, k) for g, k in zip(unit.groups, counts) if k)
             assert channels.losses[i][share] == pytest.approx(loss, rel=1e-3, abs=1e-9)
 
 
-def test_units_share_no_layer(tmp_path):
+def test_groups_that_share_a_layer_are_a_chain_beside_the_groups_alone(tmp_path):
     prep, _ = prepared(tmp_path, PATTERNS["mlp-gelu"])  # fc1 → fc2 → fc3: fc2 is in both groups
     found = units(prep, (0.5,))
-    members = [w for u in found for w in u.group.members]
-    assert len(members) == len(set(members)) and found[0].group.producer == "w1" and len(found) == 1
+    assert [[g.producer for g in u.groups] for u in found] == [["w1"], ["w1", "w2"]]
+    assert nesting(found) == {1: [0]} and offered(found) == [1]  # the DP chooses for the chain, w1 alone inside it
+    assert found[1].members == ["w1", "w2", "w3"] and found[1].counts[0.5] == (16, 8)
 
 
 def test_the_cost_model_predicts_each_timed_whole_model():
     d, a = Level(), parse("w8a8dyn")
     c, ca = parse("c0.500"), parse("c0.500+w8a8dyn")
     full = {"p": {d: 4.0, a: 2.0}, "q": {d: 2.0, a: 1.5}, "r": {d: 3.0, a: 1.0}}  # p, q: a unit; r: not cut
-    narrow = {0.5: {"p": {d: 2.5, a: 1.0}, "q": {d: 1.0, a: 0.9}}}
+    narrow = {0: {0.5: {"p": {d: 2.5, a: 1.0}, "q": {d: 1.0, a: 0.9}}},
+              1: {0.5: {"p": {d: 3.0, a: 1.5}}}}  # unit 1: only p, inside unit 0 (not in the whole model cut)
     uniform = {"dense": 9.0, "w8a8dyn": 5.0, c.name: 6.0, ca.name: 3.0}
-    costs, factors = cut_costs(full, narrow, uniform, scale=1.0)
+    costs, factors = cut_costs(full, narrow, uniform, scale=1.0, whole=[0])
     assert factors[0.5]["dense"] == pytest.approx(3.0 / 2.5)  # the cut saves 3 in the model, 2.5 alone
-    cut = costs[0.5]
+    cut = costs[0][0.5]
+    assert costs[1][0.5]["p"][d] == pytest.approx(4.0 - 1.2 * 1.0)  # the inner unit's saving scaled alike
     assert uniform["dense"] - sum(full[w][d] - cut[w][d] for w in cut) == pytest.approx(uniform[c.name])
     # every layer at a, the unit's cut: its layers' narrowed costs and r's (its saving scaled alike) add up
     f = factors[0.5]["w8a8dyn"]
@@ -119,23 +126,38 @@ def test_a_plan_that_cuts_writes_the_cut_model(tmp_path):
         build(full, db, MODEL, levels, opt)
         channels.measure_losses(full, opt)
         planned = make_plan(full, db, MODEL, opt, "speedup", "1.01x", levels, best_effort=True, channels=channels)
-        (unit,) = channels.units
-        plain = {l.weight for l in full.layers} - set(unit.group.members)
-        planned["plan"].update({**{w: "c0.500" for w in unit.group.members}, **{w: "dense" for w in plain}})
-        report = stitch(full, db, MODEL, out, opt, planned, 0.0, channels=channels)
-        cut_model, _ = apply_cuts(full.model, full.layers, [channels.removals[0].cut(unit.counts[0.5])])
+        unit, chain = channels.units  # fc0's group alone (fc0 → fc1), and the chain fc0 → fc1 → fc2
         data = {k: v[:64] for k, v in full.calib.items()}
-        a, b = outputs(out, data, 32), outputs(cut_model, data, 32)  # nothing else compressed: the cut model
-        for k in a:
-            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
-        planned["plan"][unit.group.consumers[0].weight] = "c0.500+w8a8"  # the consumer also int8, narrowed
+
+        def writes(members, cuts):  # a plan cutting `members` by half writes the model `cuts` make
+            plain = {l.weight for l in full.layers} - set(members)
+            planned["plan"].update({**{w: "c0.500" for w in members}, **{w: "dense" for w in plain}})
+            report = stitch(full, db, MODEL, out, opt, planned, 0.0, channels=channels)
+            cut_model, _ = apply_cuts(full.model, full.layers, cuts)
+            a, b = outputs(out, data, 32), outputs(cut_model, data, 32)  # nothing else compressed: the cut model
+            for k in a:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+            return report
+
+        (g,) = unit.groups
+        writes(unit.members, [channels.removals[g.producer].cut(unit.counts[0.5][0])])
+        report = writes(chain.members, [channels.removals[h.producer].cut(k)
+                                        for h, k in zip(chain.groups, chain.counts[0.5])])
+        assert [(i, j) for i, j, _ in channels.decode({w: parse(n) for w, n in planned["plan"].items()})] == \
+            [(1, 0), (1, 1)]  # the chain whole: both its groups
+        with pytest.raises(ValueError, match="unevenly"):  # fc2 narrowed while fc1 keeps its outputs
+            planned["plan"].update({w: "c0.500" if w == chain.members[-1] else "dense" for w in chain.members})
+            stitch(full, db, MODEL, out, opt, planned, 0.0, channels=channels)
+        planned["plan"].update({w: "c0.500" for w in unit.members})
+        planned["plan"][chain.members[-1]] = "dense"
+        planned["plan"][g.consumers[0].weight] = "c0.500+w8a8"  # the consumer also int8, narrowed
         report = stitch(full, db, MODEL, out, opt, planned, 0.0, channels=channels)
         written = onnx.load(out)
     shapes = {t.name: list(t.dims) for t in written.graph.initializer}
-    assert shapes[unit.group.producer][0] == 64
+    assert shapes[g.producer][0] == 64
     assert any(n.op_type == "QuantizeLinear" for n in written.graph.node)
     rows = {r["weight"]: r for r in report["layers"]}
-    for w in unit.group.members:
+    for w in unit.members:
         assert "64 of 128 channels" in rows[w]["note"] and rows[w]["output_error"] > 0
     assert report["verification"]["relative_output_error"]["logits"] < 0.5
 
@@ -148,3 +170,47 @@ def test_channel_levels_are_for_speedup_budgets_alone(tmp_path):
         compress_to_budget(MODEL, tmp_path / "o.onnx", CALIB, Options(), "size", "0.5",
                            levels=[Level(), parse("c0.250")])
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_chains_options_are_the_front_of_cutting_it_whole_or_its_groups_alone():
+    """Chain a → b → c of two groups (a's: a, b; b's: b, c) with a's group alone inside it: every
+    option the DP gets is one of the plans brute force finds (the chain whole at a share, a's group
+    alone at a share, or nothing cut; each layer at its own level), the options are exactly the
+    Pareto front of those, and each decodes to the groups it cuts."""
+    import types
+
+    from onnxobc.channel_levels import ChannelLevels, Unit
+    from onnxobc.dp import pareto
+
+    d, q = Level(), parse("w8a8")
+    ga = types.SimpleNamespace(members=["a", "b"], producer="a", unit="channels")
+    gb = types.SimpleNamespace(members=["b", "c"], producer="b", unit="channels")
+    alone, chain = Unit([ga], {0.5: (4,)}), Unit([ga, gb], {0.5: (4, 2)})
+    rng = np.random.default_rng(3)
+
+    def timed(ws):
+        return {w: {d: float(rng.integers(5, 9)), q: float(rng.integers(1, 5))} for w in ws}
+
+    seconds = {0: {0.5: timed("ab")}, 1: {0.5: timed("abc")}}
+    channels = ChannelLevels([alone, chain], seconds, {}, losses={0: {0.5: 3.0}, 1: {0.5: 5.0}})
+    levels = {w: [d, q] for w in "abc"}
+    losses = {w: [0.0, float(rng.integers(1, 4))] for w in "abc"}
+    costs = {w: [10.0, float(rng.integers(5, 10))] for w in "abc"}
+    every = []
+    for picks in itertools.product(range(2), repeat=3):
+        lv = dict(zip("abc", picks))
+        e = sum(losses[w][k] for w, k in lv.items())
+        every.append((sum(costs[w][k] for w, k in lv.items()), e, {w: levels[w][k] for w, k in lv.items()}))
+        cut = {w: (d if k == 0 else parse("c0.500+w8a8")) if w != "c" else levels[w][k] for w, k in lv.items()}
+        cut = {w: parse("c0.500") if v.dense and w != "c" else v for w, v in cut.items()}
+        every.append((sum(seconds[0][0.5][w][levels[w][k]] for w, k in lv.items() if w != "c") + costs["c"][lv["c"]],
+                      e + 3.0, cut))
+        whole = {w: parse("c0.500") if k == 0 else parse("c0.500+w8a8") for w, k in lv.items()}
+        every.append((sum(seconds[1][0.5][w][levels[w][k]] for w, k in lv.items()), e + 5.0, whole))
+    got = channels.options(1, levels, losses, costs)
+    assert [o[:2] for o in got] == [o[:2] for o in pareto(every)]
+    assert channels.offered() == [1]
+    for cost, loss, chosen in got:
+        shares = {lv.channels for lv in chosen.values()}
+        cut = [(i, j) for i, j, _ in channels.decode(chosen)]
+        assert cut == ([] if shares == {None} else [(1, 0), (1, 1)] if shares == {0.5} else [(0, 0)])

@@ -52,11 +52,13 @@ def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
     assert "capture" not in r.stderr and "database" not in r.stderr  # no Hessian, nothing solved
     with Database(tmp_path / "x.onnx.db") as db:
         assert db.entries() == []
-        # each layer at each level, the whole model, the whole model at dense and each level but w8a8dyn; the
-        # channel unit fc0 → fc1 at 4 shares: both layers narrowed at each level but the two low-rank ones, which
-        # do not combine with a cut (at 0.5 both are 64×64 Gemms: one signature), the cut model at dense, w8a8, w4
+        # each layer at each level, the whole model, the whole model at dense and each level but w8a8dyn; at 4
+        # shares, fc0's group alone (fc0 → fc1) and the chain fc0 → fc1 → fc2: fc0 narrowed, fc1 narrowed on its
+        # inputs and on both sides, fc2 on its inputs, each at every level but the two low-rank ones, which do not
+        # combine with a cut (at 0.5 fc0 and fc1 on its inputs are 64×64 Gemms: one signature); the model cut
+        # (the chain whole) at dense, w8a8 and w4
         n = len(level_set("latency"))
-        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n + (2 * 4 - 1) * (n - 2) + 4 * 3
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n + (4 * 4 - 1) * (n - 2) + 4 * 3
 
 
 def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, monkeypatch):
@@ -78,7 +80,8 @@ def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, 
         reach = reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES)
         channels = reach["channels"]
         assert channels.units and all(lv.dense or with_share(lv, s) is not None
-                                      for s, layers in channels.seconds.items() for t in layers.values() for lv in t)
+                                      for by_share in channels.seconds.values() for s, layers in by_share.items()
+                                      for t in layers.values() for lv in t)
         channels.measure_losses(full, opt)
         with pytest.raises(OptionError, match=f"the best reachable is {reach['speedup']:.2f}x"):
             make_plan(full, db, MODEL, opt, "speedup", "1000x", levels, measure=False, channels=channels)

@@ -249,6 +249,6 @@ def test_attention_output_inputs_are_not_smoothed_for_a_budget(tmp_path):
     assert set(smoothable(prep.model, prep.layers)) == {"x", "c3"}
     smoothed = for_levels(prep, options, [Level(), parse("w8a8dyn")])
     assert set(smoothed.smoothing) == {"x"}
-    assert [len(u.group.members) for u in units(smoothed, [0.5])] == [4]
+    assert [len(u.members) for u in units(smoothed, [0.5])] == [4]
     assert for_levels(prep, options, [Level(), parse("w8")]) is prep
     assert for_levels(prep, Options(smooth="off"), [Level(), parse("w8a8dyn")]) is prep

@@ -43,7 +43,7 @@ def test_a_uniform_plan_sums_the_losses_and_keeps_layers_it_does_not_fit_dense()
 def test_a_cut_uniform_plan_adds_each_units_loss_once_and_skips_units_never_measured():
     table = Table([layer("a"), layer("b"), layer("c")], [[D, Q], [D, Q], [D, Q]],
                   [[0.0, 1.0], [0.0, 2.0], [0.0, 4.0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
-    unit = Unit(types.SimpleNamespace(members=["a", "b"]), {0.25: 2, 0.5: 4})
+    unit = Unit([types.SimpleNamespace(members=["a", "b"])], {0.25: (2,), 0.5: (4,)})
     channels = ChannelLevels([unit], {}, {}, losses={0: {0.25: 16.0, 0.5: 32.0}})
     cut = parse("c0.250+w8a8")
     plans = {p.name: p for p in uniform_plans(table, {"dense": 9.0, "c0.250+w8a8": 3.0, "c0.500": 4.0}, channels)}
