@@ -14,7 +14,7 @@ share of the whole-model saving over the layers' summed savings scales them, as 
 factor scales its own (costs.in_model_factors).
 
 The loss of a cut is the model's calibration loss with that group alone cut by structured
-ExactOBS (channels.Removal: one greedy pass gives every share), a chain's the sum of its groups';
+ExactOBS (channels.Removal: one greedy pass gives every share), a chain's with all its groups cut;
 a narrowed layer's level adds the loss the layer has at that level at full width. The DP takes
 each unit as one layer whose options are the Pareto front of its shares and its layers' levels
 (dp.combine)."""
@@ -171,32 +171,41 @@ class ChannelLevels:
         return [lv for lv, v in s.items() if lv.dense or v < s[Level()]]
 
     def measure_losses(self, prep, options, progress=None) -> None:
-        """Each unit's loss at each share: the model's calibration loss with only that group cut
-        (the consumers' columns zero, the rest updated, their mean shift folded in); a chain's, the
-        sum of its groups'. Units a consumer of which saw only zero inputs are left uncut."""
+        """Each unit's loss at each share: the model's calibration loss with only that unit cut
+        (the consumers' columns zero, the rest updated, their mean shift folded in; a chain's
+        groups all at once, as their errors compound; the sum of its groups' where one layer reads
+        two of them). Units a consumer of which saw only zero inputs are left uncut."""
         progress = progress or (lambda *a: None)
         probe = LossProbe(prep, options)
         layers = {l.weight: l for l in prep.layers}
-        steps, group_losses = {}, {}
+        steps = {}
         for u in self.units:
             for j, g in enumerate(u.groups):
                 steps[g.producer] = max([steps.get(g.producer, 0)] + [k[j] for k in u.counts.values()])
 
-        def loss(g, k):
-            if (g.producer, k) not in group_losses:
-                if g.producer not in self.removals:
-                    self.removals[g.producer] = Removal(prep, g, steps[g.producer], options.damp)
-                cut = self.removals[g.producer].cut(k)
+        def changed(cuts):  # the consumers' weights at full width, the removed columns zero
+            out = {}
+            for cut in cuts:
                 shifts = cut.shifts if options.bias_correction else {}
-                group_losses[g.producer, k] = probe.loss_of([(layers[w], Solved(cut.full[w], {}, shifts.get(w)))
-                                                             for w in cut.full])
-            return group_losses[g.producer, k]
+                out.update({w: Solved(cut.full[w], {}, shifts.get(w)) for w in cut.full})
+            return out
+
+        def loss(groups, counts):
+            cuts = []
+            for g, k in zip(groups, counts):
+                if k:
+                    if g.producer not in self.removals:
+                        self.removals[g.producer] = Removal(prep, g, steps[g.producer], options.damp)
+                    cuts.append(self.removals[g.producer].cut(k))
+            readers = [w for cut in cuts for w in cut.full]
+            if len(readers) > len(set(readers)):  # a layer reads two of the groups: their losses add up
+                return sum(loss([cut.group], [cut.group.channels - len(cut.keep)]) for cut in cuts)
+            return probe.loss_of([(layers[w], s) for w, s in changed(cuts).items()])
 
         for i, u in enumerate(self.units):
             if any(dead_inputs(prep.hessians[c.weight]) for g in u.groups for c in g.consumers):
                 continue
-            self.losses[i] = {s: sum(loss(g, k) for g, k in zip(u.groups, counts) if k)
-                              for s, counts in u.counts.items()}
+            self.losses[i] = {s: loss(u.groups, counts) for s, counts in u.counts.items()}
             progress("channels", i + 1, len(self.units), f"{u.label}: each share's loss")
 
     def options(self, i: int, table_levels: dict, table_losses: dict, table_costs: dict) -> list:
