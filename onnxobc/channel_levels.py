@@ -90,7 +90,7 @@ def units(prep, shares) -> list:
 
 def nesting(found: list) -> dict:
     """Chain unit index → the indices of the units of one group inside it."""
-    return {i: [j for j, v in enumerate(found) if len(v.groups) == 1 and v.groups[0] in u.groups]
+    return {i: [j for j, v in enumerate(found) if len(v.groups) == 1 and any(v.groups[0] is g for g in u.groups)]
             for i, u in enumerate(found) if len(u.groups) > 1}
 
 

@@ -94,31 +94,37 @@ WHOLE_MARGIN = 0.98  # a uniform plan extends the reach when it is faster than t
 # the DP predicts the uniform plans it can make exactly, up to rounding
 
 
+ALONE = "groups alone: "  # the names of the whole models with the groups inside chains cut (not a plan's)
+
+
 def uniform_seconds(prep, db: Database, src, levels: list, standins: list, options, progress=None,
-                    cuts: dict | None = None) -> dict:
+                    cuts: dict | None = None, inner_cuts: dict | None = None) -> dict:
     """Level name → seconds per batch of the model (as planned: folded) with every layer the
     level fits at it (each level of `levels` fits one at least), "dense" with none; and for each
     channel share of `cuts` (share → (the model cut at it as a Prepared, its layers' stand-ins)),
-    the cut model alone (c0.250) and with every layer at each level (c0.250+w8a8dyn). Timed side
-    by side with the dense model, as many at a time as memory holds (models_at_once), each group's
-    times scaled to the first's dense time (stand-in weights; int8 activation ranges stand in too,
-    as their values do not change the time); cached in the database."""
+    the cut model alone (c0.250) and with every layer at each level (c0.250+w8a8dyn); the same for
+    `inner_cuts` (the groups inside chains cut alone), named with ALONE before. Timed side by side
+    with the dense model, as many at a time as memory holds (models_at_once), each group's times
+    scaled to the first's dense time (stand-in weights; int8 activation ranges stand in too, as
+    their values do not change the time); cached in the database."""
     progress = progress or (lambda *a: None)
-    variants = [(None, prep, standins)] + [(share, p, st) for share, (p, st) in (cuts or {}).items()]
-    names = {(share, lv): uniform_name(share, lv) for share, _, _ in variants for lv in [Level()] + levels}
-    names = {k: v for k, v in names.items() if v is not None}
+    variants = [("", None, prep, standins)] + [("", share, p, st) for share, (p, st) in (cuts or {}).items()] + \
+        [(ALONE, share, p, st) for share, (p, st) in (inner_cuts or {}).items()]
+    names = {(tag, share, lv): tag + n for tag, share, _, _ in variants for lv in [Level()] + levels
+             if (n := uniform_name(share, lv)) is not None}
     runtime, key = options.target.cache_key(), uniform_key(model_key(src), timing_batch(prep, options))
     cached = {n: db.latency(runtime, key, n) for n in names.values()}
     if all(v is not None for v in cached.values()):
         return cached
     specs = {}  # name → how to write that model
-    for share, p, st in variants:
+    for tag, share, p, st in variants:
         observe = [t for part in quantized_tensors(p.model, p.layers, options.target.int8) for t in part]
         alike = dataclasses.replace(p, ranges={n: (-1.0, 1.0) for n in observe})
         for lv in [Level()] + levels:
-            if (share, lv) in names:
-                specs[names[share, lv]] = (alike, {layer.weight: s[lv].with_own_row()
-                                                   for layer, s in zip(p.layers, st) if lv in s and not lv.dense}, lv)
+            if (tag, share, lv) in names:
+                specs[names[tag, share, lv]] = (alike, {layer.weight: s[lv].with_own_row()
+                                                        for layer, s in zip(p.layers, st) if lv in s and not lv.dense},
+                                                lv)
 
     def written(name):
         alike, chosen, lv = specs[name]
@@ -146,12 +152,12 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
 def cut_seconds(prep, db: Database, found: list, levels: list, standins: list, options, progress=None) -> tuple:
     """(share → (the model with every unit of `found` (channel_levels.units) the DP offers cut by
     stand-ins at the share, each chain whole, as a Prepared; its layers' stand-ins: the units'
-    layers narrowed, the others' `standins`); unit index → share → weight → {Level: seconds alone}
-    of its layers narrowed, at the levels that combine with a cut: an offered unit's in that
-    model, a group inside a chain's in the model with only such groups cut)."""
+    layers narrowed, the others' `standins`); the same with the groups inside chains cut alone;
+    unit index → share → weight → {Level: seconds alone} of its layers narrowed, at the levels
+    that combine with a cut, in the model it is cut in)."""
     whole = offered(found)
     inner = [i for i in range(len(found)) if i not in whole]
-    cuts, seconds = {}, {i: {} for i in range(len(found))}
+    cuts, inner_cuts, seconds = {}, {}, {i: {} for i in range(len(found))}
     for share in sorted({s for u in found for s in u.counts}):
         combined = [lv for lv in levels if lv.dense or with_share(lv, share) is not None]
         for timed_whole, part in ((True, whole), (False, inner)):
@@ -167,45 +173,52 @@ def cut_seconds(prep, db: Database, found: list, levels: list, standins: list, o
             timed = {l.weight: a for l, a in zip(sub.layers, alone)}
             for i in part:
                 seconds[i][share] = {w: timed[w] for w in found[i].members}
-            if timed_whole:
-                mine = {l.weight: m for l, m in zip(sub.layers, made)}
-                cuts[share] = (narrow, [mine.get(l.weight, st) for l, st in zip(narrow.layers, standins)])
-    return cuts, seconds
+            mine = {l.weight: m for l, m in zip(sub.layers, made)}
+            (cuts if timed_whole else inner_cuts)[share] = (narrow, [mine.get(l.weight, st)
+                                                                     for l, st in zip(narrow.layers, standins)])
+    return cuts, inner_cuts, seconds
 
 
 def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float, whole: list) -> tuple:
     """(unit index → share → weight → {Level: seconds in the model} of its layers narrowed, share
-    → {"dense" or level name: in-model factor}). A cut's saving on a dense layer is scaled by what
-    the whole model cut at the share (the units of `whole` cut) saves against its layers' summed
-    savings; a level's saving on a narrowed layer by what the cut model saves at that level against
-    its layers' savings (the cut layers narrowed, the others at full width): the whole models timed
-    at each share and level are then predicted exactly. `full`: weight → {Level: seconds alone}
-    at full width; `narrow`: unit index → share → weight → {Level: seconds alone}; `uniform`: the
+    → {"whole" and, with groups inside chains, "alone": {"dense" or level name: in-model
+    factor}}). A cut's saving on a dense layer is scaled by what the whole model cut at the share
+    saves against its layers' summed savings; a level's saving on a narrowed layer by what the
+    cut model saves at that level against its layers' savings (the cut layers narrowed, the
+    others at full width): the whole models timed at each share and level are then predicted
+    exactly. The units of `whole` are scaled by the model with them cut (the chains whole), the
+    others by the model with those cut (ALONE). `full`: weight → {Level: seconds alone} at full
+    width; `narrow`: unit index → share → weight → {Level: seconds alone}; `uniform`: the
     whole-model times."""
-    factors = {}
     dense = Level()
 
     def ratio(whole_saved, saved):
         return max(0.0, whole_saved / (scale * saved)) if saved > 0 else 1.0
 
-    for share in sorted({s for t in narrow.values() for s in t}):
-        layers = {w: t for i in whole for w, t in narrow[i].get(share, {}).items()}
-        cut = uniform_name(share, dense)
+    def factors_of(layers, share, tag):
+        cut = tag + uniform_name(share, dense)
         saved = sum(max(0.0, full[w][dense] - t[dense]) for w, t in layers.items())
         f = {"dense": ratio(uniform["dense"] - uniform[cut], saved) if cut in uniform else 1.0}
         at = {w: layers.get(w, s) for w, s in full.items()}  # every layer, narrowed where the share cuts it
         for lv in {lv for t in layers.values() for lv in t if not lv.dense}:
             name = uniform_name(share, lv)
-            if name is None or name not in uniform:
+            if name is None or tag + name not in uniform:
                 continue
             saved = sum(max(0.0, t[dense] - t[lv]) for t in at.values() if lv in t)
-            f[lv.name] = ratio(uniform[cut] - uniform[name], saved)
-        factors[share] = f
+            f[lv.name] = ratio(uniform[cut] - uniform[tag + name], saved)
+        return f
+
+    factors = {}
+    for share in sorted({s for t in narrow.values() for s in t}):
+        for key, tag, part in (("whole", "", whole), ("alone", ALONE, [i for i in narrow if i not in whole])):
+            layers = {w: t for i in part for w, t in narrow[i].get(share, {}).items()}
+            if layers:
+                factors.setdefault(share, {})[key] = factors_of(layers, share, tag)
     out = {}
     for i, by_share in narrow.items():
         out[i] = {}
         for share, layers in by_share.items():
-            f = factors[share]
+            f = factors[share]["whole" if i in whole else "alone"]
             out[i][share] = {}
             for w, t in layers.items():
                 base = max(0.0, full[w][dense] - f["dense"] * (full[w][dense] - t[dense]))
@@ -227,8 +240,9 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     t = model_seconds(prep, db, src, options)
     fitting = [lv for lv in timed if any(lv in s for s in standins)]
     found = units(prep, shares) if shares else []
-    cuts, narrow = cut_seconds(prep, db, found, timed, standins, options, progress)
-    uniform = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts)
+    cuts, inner_cuts, narrow = cut_seconds(prep, db, found, timed, standins, options, progress)
+    timed_models = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts, inner_cuts)
+    uniform = {k: v for k, v in timed_models.items() if not k.startswith(ALONE)}
     source_s, model_s = on_levels_clock(t, uniform)
     dense_layers = sum(s[lv] for s in alone for lv in s if lv.dense)
     fixed, scale = frame(model_s, dense_layers)
@@ -238,7 +252,7 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     channels = None
     if shares:
         full = {layer.weight: s for layer, s in zip(prep.layers, alone)}
-        seconds, cut_factors = cut_costs(full, narrow, uniform, scale, offered(found))
+        seconds, cut_factors = cut_costs(full, narrow, timed_models, scale, offered(found))
         channels = ChannelLevels(found, seconds, cut_factors)
     members = {w for u in found for w in u.members}
     fastest = sum(min(s.values()) for layer, s in zip(prep.layers, allowed) if layer.weight not in members)

@@ -161,7 +161,7 @@ def test_speedup_budget_reports_predicted_and_measured(tmp_path):
     # each layer at every level, the whole model, and the whole model at each level that fits a layer (all
     # but w8a8dyn, for MatMuls only) and dense; the channel unit fc0 → fc1 as tests/test_reach.py counts it
     n = len(level_set("latency"))
-    assert len(levels) == 3 * n + 1 + n - 1 + (4 * 4 - 1) * (n - 2) + 4 * 3 and "source" in levels
+    assert len(levels) == 3 * n + 1 + n - 1 + (4 * 4 - 1) * (n - 2) + 2 * 4 * 3 and "source" in levels
     # timings are kept for this runtime's version on this machine only
     import onnxruntime
 

@@ -24,7 +24,7 @@ from onnxobc.errors import OptionError
 from onnxobc.fidelity import MAX_SAMPLES
 from onnxobc.options import Options
 from onnxobc.prepare import capture, load
-from onnxobc.reach import cut_costs, reachable
+from onnxobc.reach import ALONE, cut_costs, reachable
 from onnxobc.solver import HessianAccumulator
 from onnxobc.verify import outputs
 
@@ -99,15 +99,16 @@ def test_the_cost_model_predicts_each_timed_whole_model():
     c, ca = parse("c0.500"), parse("c0.500+w8a8dyn")
     full = {"p": {d: 4.0, a: 2.0}, "q": {d: 2.0, a: 1.5}, "r": {d: 3.0, a: 1.0}}  # p, q: a unit; r: not cut
     narrow = {0: {0.5: {"p": {d: 2.5, a: 1.0}, "q": {d: 1.0, a: 0.9}}},
-              1: {0.5: {"p": {d: 3.0, a: 1.5}}}}  # unit 1: only p, inside unit 0 (not in the whole model cut)
-    uniform = {"dense": 9.0, "w8a8dyn": 5.0, c.name: 6.0, ca.name: 3.0}
+              1: {0.5: {"p": {d: 3.0, a: 1.5}}}}  # unit 1: only p, inside unit 0 (cut in a model of its own)
+    uniform = {"dense": 9.0, "w8a8dyn": 5.0, c.name: 6.0, ca.name: 3.0, ALONE + c.name: 7.5}
     costs, factors = cut_costs(full, narrow, uniform, scale=1.0, whole=[0])
-    assert factors[0.5]["dense"] == pytest.approx(3.0 / 2.5)  # the cut saves 3 in the model, 2.5 alone
+    assert factors[0.5]["whole"]["dense"] == pytest.approx(3.0 / 2.5)  # the cut saves 3 in the model, 2.5 alone
     cut = costs[0][0.5]
-    assert costs[1][0.5]["p"][d] == pytest.approx(4.0 - 1.2 * 1.0)  # the inner unit's saving scaled alike
+    # the inner unit's model saves 1.5 where its layer alone saves 1: scaled by its own factor
+    assert factors[0.5]["alone"]["dense"] == pytest.approx(1.5) and costs[1][0.5]["p"][d] == pytest.approx(2.5)
     assert uniform["dense"] - sum(full[w][d] - cut[w][d] for w in cut) == pytest.approx(uniform[c.name])
     # every layer at a, the unit's cut: its layers' narrowed costs and r's (its saving scaled alike) add up
-    f = factors[0.5]["w8a8dyn"]
+    f = factors[0.5]["whole"]["w8a8dyn"]
     r = full["r"][d] - f * (full["r"][d] - full["r"][a])
     assert cut["p"][a] + cut["q"][a] + r == pytest.approx(uniform[ca.name])
 
