@@ -1,5 +1,5 @@
 """Channel removal as levels of a speedup budget. The channel groups and attention blocks that can
-be cut (channels.removable_groups) are the budget's units: a unit may lose a share of its
+be cut are the budget's units (channel_units.py): a unit may lose a share of its
 channels, neurons or heads (as channels.removed_count rounds it), and its layers then take their
 own levels at the smaller shapes. Groups that share a layer (a Conv that reads one group's
 channels and makes the next's, as in a MobileNet's chain of blocks) form a chain: cut whole, by
@@ -26,7 +26,8 @@ import dataclasses
 import numpy as np
 
 from . import families
-from .channels import Removal, apply_cuts, removable_groups, removed_count
+from .channel_units import nesting, offered
+from .channels import Removal, apply_cuts
 from .db.levels import Level
 from .dp import combine, pareto
 from .errors import OptionError
@@ -35,70 +36,6 @@ from .graph.layers import discover, weight_array
 from .solve import Solved, dead_inputs, summary_row
 
 DEFAULT_SHARES = (0.125, 0.25, 0.375, 0.5)
-
-
-@dataclasses.dataclass
-class Unit:
-    """Channel groups a budget cuts by one share: a group alone, or a chain of groups that share
-    layers (a layer reads one group's channels and makes the next's), cut alike, so that a layer
-    between two of them is narrowed on both sides."""
-
-    groups: list  # graph.coupling.LayerGroup or graph.heads.HeadGroup, one or a chain
-    counts: dict  # share → the channels each group loses (shares that remove no more than a smaller one are left out)
-
-    @property
-    def members(self) -> list:
-        return list(dict.fromkeys(w for g in self.groups for w in g.members))
-
-    @property
-    def label(self) -> str:
-        g = self.groups[0]
-        return f"{g.unit} of {g.producer}" if len(self.groups) == 1 else \
-            f"chain of {len(self.groups)} channel groups from {g.producer}"
-
-
-def _unit(groups: list, shares) -> Unit | None:
-    counts, seen = {}, set()
-    for s in sorted(shares):
-        k = tuple(removed_count(g.channels, s, g.align) for g in groups)
-        if sum(k) >= 1 and k not in seen:
-            counts[s] = k
-            seen.add(k)
-    return Unit(groups, counts) if counts else None
-
-
-def units(prep, shares) -> list:
-    """The groups of `prep`'s layers that can be cut as units: each alone where no group taken
-    before holds one of its layers (the first taken), then each chain of two or more groups that
-    share layers as one unit (the groups alone inside it are its alternative: `nesting`)."""
-    weights = {l.weight for l in prep.layers}
-    found = [g for g in removable_groups(prep.model, prep.layers) if not g.blocked and set(g.members) <= weights]
-    taken, out = set(), []
-    for g in found:
-        if set(g.members) & taken:
-            continue
-        unit = _unit([g], shares)
-        if unit is not None:
-            out.append(unit)
-            taken |= set(g.members)
-    chains = []  # groups joined while they share a layer
-    for g in found:
-        joined = [c for c in chains if any(set(g.members) & set(h.members) for h in c)]
-        chains = [c for c in chains if c not in joined] + [[h for c in joined for h in c] + [g]]
-    return out + [u for c in chains if len(c) > 1 and (u := _unit(c, shares)) is not None]
-
-
-def nesting(found: list) -> dict:
-    """Chain unit index → the indices of the units of one group inside it."""
-    return {i: [j for j, v in enumerate(found) if len(v.groups) == 1 and any(v.groups[0] is g for g in u.groups)]
-            for i, u in enumerate(found) if len(u.groups) > 1}
-
-
-def offered(found: list) -> list:
-    """The indices of the units the DP chooses for: the chains (each with its groups alone as an
-    alternative) and the groups in no chain."""
-    inner = {j for js in nesting(found).values() for j in js}
-    return [i for i in range(len(found)) if i not in inner]
 
 
 def narrowed(prep, model, hessians: dict | None = None):
@@ -135,7 +72,7 @@ class ChannelLevels:
 
     units: list
     seconds: dict  # unit index → share → weight → {Level: seconds in the model} of each member narrowed by the unit
-    factors: dict  # share → how much more (or less) a cut saves in the model than its layers alone
+    factors: dict  # share → "whole" / "alone" → how much more (or less) a cut saves in the model than alone
     losses: dict = dataclasses.field(default_factory=dict)  # unit index → {share: calibration loss}
     removals: dict = dataclasses.field(default_factory=dict)  # a group's producer → channels.Removal
 

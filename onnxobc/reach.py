@@ -15,7 +15,8 @@ import dataclasses
 
 import numpy as np
 
-from .channel_levels import ChannelLevels, narrowed, offered, uniform_name, units, with_share
+from .channel_levels import ChannelLevels, narrowed, uniform_name, with_share
+from .channel_units import offered, units
 from .channels import apply_cuts, stand_in_cut
 from .costs import (
     frame,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_channels import PATTERNS, prepared
 
 from onnxobc.budget import compress_to_budget, make_plan, stitch
-from onnxobc.channel_levels import nesting, offered, units
+from onnxobc.channel_units import nesting, offered, units
 from onnxobc.channels import apply_cuts
 from onnxobc.db.build import build
 from onnxobc.db.levels import Level, level_set, parse
@@ -178,7 +178,8 @@ def test_a_chains_options_are_the_front_of_cutting_it_whole_or_its_groups_alone(
     Pareto front of those, and each decodes to the groups it cuts."""
     import types
 
-    from onnxobc.channel_levels import ChannelLevels, Unit
+    from onnxobc.channel_levels import ChannelLevels
+    from onnxobc.channel_units import Unit
     from onnxobc.dp import pareto
 
     d, q = Level(), parse("w8a8")

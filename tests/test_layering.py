@@ -16,7 +16,7 @@ ORDER = [
     {"prepare", "export", "verify", "cluster", "channels", "fidelity", "deadline"},
     {"schedule", "sequential", "timing"},
     {"slow_int8"},
-    {"pipeline", "db"},
+    {"pipeline", "db", "channel_units"},
     {"costs", "channel_levels"},
     {"reach", "whole_plans"},
     {"budget"},

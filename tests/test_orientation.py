@@ -8,7 +8,8 @@ import onnx
 import orientation
 import pytest
 
-from onnxobc.channel_levels import DEFAULT_SHARES, units
+from onnxobc.channel_levels import DEFAULT_SHARES
+from onnxobc.channel_units import units
 from onnxobc.channels import Removal, apply_cuts
 from onnxobc.options import Options
 from onnxobc.prepare import capture, load

@@ -15,7 +15,7 @@ from test_compress import onnxobc
 
 from onnxobc.budget import compress_to_budget
 from onnxobc.calib.smoothing import ALPHAS, WeightGrid, choose_smoothing, scales_for
-from onnxobc.channel_levels import units
+from onnxobc.channel_units import units
 from onnxobc.db.build import for_levels
 from onnxobc.db.levels import Level, parse
 from onnxobc.graph.dynamic import store_dynamic

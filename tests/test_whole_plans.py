@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from onnxobc.channel_levels import ChannelLevels, Unit
+from onnxobc.channel_levels import ChannelLevels
+from onnxobc.channel_units import Unit
 from onnxobc.costs import Table, uniform_key
 from onnxobc.db.build import build, model_key
 from onnxobc.db.levels import Level, level_set, parse
