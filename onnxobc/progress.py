@@ -1,5 +1,6 @@
 """Progress display for long stages: a bar redrawn in place on a terminal, a few milestone lines
-(0 %, every 25 %, done) when writing to a log."""
+(0 %, every 25 %, done) when writing to a log, for each pass of a stage (one that counts again
+from the start or to another total)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ class ProgressPrinter:
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.width = width
-        self.stage, self.start, self.shown = None, 0.0, -1
+        self.stage, self.start, self.shown, self.last = None, 0.0, -1, (0, 0)
 
     def __call__(self, stage: str, done: int, total: int, detail: str = "") -> None:
         point()
-        if stage != self.stage:
+        if stage != self.stage or total != self.last[1] or done < self.last[0]:  # a new stage, or a new pass of it
             self.stage, self.start, self.shown = stage, time.perf_counter(), -1
+        self.last = (done, total)
         frac = done / total if total else 1.0
         elapsed = time.perf_counter() - self.start
         bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))

@@ -138,7 +138,10 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
              f"({group} at a time)")
     seconds, feed = {}, timing_feed(prep, options)
     for i in range(0, max(len(others), 1), group):  # each group timed in turns with the dense model, on its clock
-        models = {"dense": dense_model, **{n: written(n) for n in others[i:i + group]}}
+        models = {"dense": dense_model}
+        for k, n in enumerate(others[i:i + group]):
+            models[n] = written(n)
+            progress("reach", i + k, len(others), f"whole model {n} written, to be timed beside dense")
         timed = options.target.latencies(models, feed, custom_ops=options.custom_ops, rounds=UNIFORM_ROUNDS,
                                           repeats=UNIFORM_REPEATS)
         seconds.setdefault("dense", timed["dense"])
