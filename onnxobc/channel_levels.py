@@ -136,7 +136,7 @@ class ChannelLevels:
                     cuts.append(self.removals[g.producer].cut(k))
             readers = [w for cut in cuts for w in cut.full]
             if len(readers) > len(set(readers)):  # a layer reads two of the groups: their losses add up
-                return sum(loss([cut.group], [cut.group.channels - len(cut.keep)]) for cut in cuts)
+                return sum(loss([g], [k]) for g, k in zip(groups, counts) if k)
             return probe.loss_of([(layers[w], s) for w, s in changed(cuts).items()])
 
         for i, u in enumerate(self.units):

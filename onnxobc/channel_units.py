@@ -57,8 +57,9 @@ def units(prep, shares) -> list:
             taken |= set(g.members)
     chains = []  # groups joined while they share a layer
     for g in found:
-        joined = [c for c in chains if any(set(g.members) & set(h.members) for h in c)]
-        chains = [c for c in chains if c not in joined] + [[h for c in joined for h in c] + [g]]
+        shares_layer = [any(set(g.members) & set(h.members) for h in c) for c in chains]
+        chains = [c for c, s in zip(chains, shares_layer) if not s] + \
+            [[h for c, s in zip(chains, shares_layer) if s for h in c] + [g]]
     return out + [u for c in chains if len(c) > 1 and (u := _unit(c, shares)) is not None]
 
 
