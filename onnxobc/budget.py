@@ -23,13 +23,13 @@ import time
 from . import dp, families
 from .channel_levels import DEFAULT_SHARES, member_row, uniform_name
 from .costs import (
+    SOURCE,
     check_runtime,
     cost_table,
     frame,
     in_model,
     in_model_factors,
     model_seconds,
-    on_levels_clock,
     stored_uniform_seconds,
 )
 from .db.build import build, fast_entry, for_levels, from_arrays, level_options, model_key, settings_key
@@ -110,7 +110,12 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
         stored = stored_uniform_seconds(db, mkey, timing_batch(prep, options), ["dense"] + named + _cut_names(
             table, channels), options)
         uniform = {n: stored[n] for n in ["dense"] + named} if {"dense", *named} <= set(stored) else None
-        source_s, dense_model_s = on_levels_clock(model_seconds(prep, db, src, options, measure), uniform)
+        source = stored_uniform_seconds(db, mkey, timing_batch(prep, options), [SOURCE], options)
+        if uniform is not None and source:  # the user's model timed beside the levels (reach.py), on their clock
+            source_s, dense_model_s = source[SOURCE], uniform["dense"]
+        else:
+            t = model_seconds(prep, db, src, options, measure)
+            source_s, dense_model_s = t["source"], t.get("folded", t["source"])
         fixed, scale = frame(dense_model_s, dense_layers)
         if uniform is not None:  # each level's saving as measured inside the model (reach.py timed it)
             alone = [dict(zip(lvs, c)) for lvs, c in zip(table.levels, table.costs)]

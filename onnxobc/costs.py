@@ -99,18 +99,6 @@ def model_seconds(prep, db: Database, src, options: Options, measure: bool = Tru
     return t
 
 
-def on_levels_clock(t: dict, uniform: dict | None) -> tuple:
-    """(the user's model's seconds, the planned (folded) model's) from model_seconds' `t`, put on
-    the clock the levels were timed on: where the whole model was timed beside every level
-    (`uniform`, reach.py, cached with the layers' times), its dense time there stands for the
-    planned model's, and the user's model keeps its measured ratio to it. A database reused under
-    another machine load then predicts as it did when built, rather than mixing loads."""
-    source_s, model_s = t["source"], t.get("folded", t["source"])
-    if uniform is None:
-        return source_s, model_s
-    return source_s * uniform["dense"] / model_s, uniform["dense"]
-
-
 def frame(model_s: float, dense_layers: float) -> tuple:
     """(fixed, scale): the time no level changes (the model's less its layers' summed times,
     when positive), and the factor that scales the layers' summed times down where they add up
@@ -120,9 +108,12 @@ def frame(model_s: float, dense_layers: float) -> tuple:
     return max(0.0, model_s - dense_layers), min(1.0, model_s / dense_layers)
 
 
+SOURCE = "the user's model"  # among the whole-model times: the model as given, timed beside the others
+
+
 def uniform_key(mkey: str, batch_size: int) -> str:
-    """Where the database keeps the whole model's times with every layer at one level."""
-    return fingerprint("uniform levels, chains cut whole", mkey, batch_size)
+    """Where the database keeps the whole model's times with every layer at one level (and SOURCE's)."""
+    return fingerprint("uniform levels, chains cut whole, the user's model beside", mkey, batch_size)
 
 
 def stored_uniform_seconds(db: Database, mkey: str, batch_size: int, names: list, options: Options) -> dict:

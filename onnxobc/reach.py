@@ -22,8 +22,7 @@ from .costs import (
     frame,
     in_model,
     in_model_factors,
-    model_seconds,
-    on_levels_clock,
+    SOURCE,
     uniform_key,
 )
 from .db.build import level_options, model_key
@@ -101,53 +100,58 @@ ALONE = "groups alone: "  # the names of the whole models with the groups inside
 def uniform_seconds(prep, db: Database, src, levels: list, standins: list, options, progress=None,
                     cuts: dict | None = None, inner_cuts: dict | None = None) -> dict:
     """Level name → seconds per batch of the model (as planned: folded) with every layer the
-    level fits at it (each level of `levels` fits one at least), "dense" with none; and for each
-    channel share of `cuts` (share → (the model cut at it as a Prepared, its layers' stand-ins)),
-    the cut model alone (c0.250) and with every layer at each level (c0.250+w8a8dyn); the same for
-    `inner_cuts` (the groups inside chains cut alone), named with ALONE before. Timed side by side
-    with the dense model, as many at a time as memory holds (models_at_once), each group's times
-    scaled to the first's dense time (stand-in weights; int8 activation ranges stand in too, as
-    their values do not change the time); cached in the database."""
+    level fits at it (each level of `levels` fits one at least), "dense" with none, SOURCE the
+    user's model `src` (its time frames the speedup); and for each channel share of `cuts` (share
+    → (the model cut at it as a Prepared, its layers' stand-ins)), the cut model alone (c0.250)
+    and with every layer at each level (c0.250+w8a8dyn); the same for `inner_cuts` (the groups
+    inside chains cut alone), named with ALONE before. Those the database holds are read from it;
+    the others are timed side by side with the dense model, as many at a time as memory holds
+    (models_at_once), each group's times scaled to the first dense time (stand-in weights; int8
+    activation ranges stand in too, as their values do not change the time), and stored."""
     progress = progress or (lambda *a: None)
     variants = [("", None, prep, standins)] + [("", share, p, st) for share, (p, st) in (cuts or {}).items()] + \
         [(ALONE, share, p, st) for share, (p, st) in (inner_cuts or {}).items()]
     names = {(tag, share, lv): tag + n for tag, share, _, _ in variants for lv in [Level()] + levels
              if (n := uniform_name(share, lv)) is not None}
     runtime, key = options.target.cache_key(), uniform_key(model_key(src), timing_batch(prep, options))
-    cached = {n: db.latency(runtime, key, n) for n in names.values()}
-    if all(v is not None for v in cached.values()):
-        return cached
+    seconds = {n: db.latency(runtime, key, n) for n in [SOURCE, *names.values()]}
+    missing = [n for n, v in seconds.items() if v is None and n != "dense"]
+    if not missing and seconds["dense"] is not None:
+        return seconds
     specs = {}  # name → how to write that model
     for tag, share, p, st in variants:
+        wanted = [lv for lv in [Level()] + levels if names.get((tag, share, lv)) in missing + ["dense"]]
+        if not wanted:
+            continue
         observe = [t for part in quantized_tensors(p.model, p.layers, options.target.int8) for t in part]
         alike = dataclasses.replace(p, ranges={n: (-1.0, 1.0) for n in observe})
-        for lv in [Level()] + levels:
-            if (tag, share, lv) in names:
-                specs[names[tag, share, lv]] = (alike, {layer.weight: s[lv].with_own_row()
-                                                        for layer, s in zip(p.layers, st) if lv in s and not lv.dense},
-                                                lv)
+        for lv in wanted:
+            specs[names[tag, share, lv]] = (alike, {layer.weight: s[lv].with_own_row()
+                                                    for layer, s in zip(p.layers, st) if lv in s and not lv.dense}, lv)
 
     def written(name):
+        if name == SOURCE:
+            return src
         alike, chosen, lv = specs[name]
         return write(alike, chosen, {w: level_options(options, lv) for w in chosen})
 
-    others = [n for n in specs if n != "dense"]
     dense_model = written("dense")
     group = models_at_once(dense_model.ByteSize(), options)
-    progress("reach", 0, len(others), f"the whole model at each of {len(others)} levels, side by side with dense "
-             f"({group} at a time)")
-    seconds, feed = {}, timing_feed(prep, options)
-    for i in range(0, max(len(others), 1), group):  # each group timed in turns with the dense model, on its clock
+    progress("reach", 0, len(missing), f"{len(missing)} whole models (the user's, each level), side by side with "
+             f"dense ({group} at a time)")
+    feed = timing_feed(prep, options)
+    for i in range(0, max(len(missing), 1), group):  # each group timed in turns with the dense model, on its clock
         models = {"dense": dense_model}
-        for k, n in enumerate(others[i:i + group]):
+        for k, n in enumerate(missing[i:i + group]):
             models[n] = written(n)
-            progress("reach", i + k, len(others), f"whole model {n} written, to be timed beside dense")
+            progress("reach", i + k, len(missing), f"whole model {n} written, to be timed beside dense")
         timed = options.target.latencies(models, feed, custom_ops=options.custom_ops, rounds=UNIFORM_ROUNDS,
                                           repeats=UNIFORM_REPEATS)
-        seconds.setdefault("dense", timed["dense"])
+        if seconds["dense"] is None:
+            seconds["dense"] = timed["dense"]
         seconds.update({n: v * seconds["dense"] / timed["dense"] for n, v in timed.items() if n != "dense"})
         del models
-        progress("reach", min(i + group, len(others)), len(others), "whole models timed")
+        progress("reach", min(i + group, len(missing)), len(missing), "whole models timed")
     for name, sec in seconds.items():
         db.put_latency(runtime, key, name, sec)
     return seconds
@@ -241,13 +245,12 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     the names of those faster than any plan the layers' times add up to ("whole")."""
     timed = levels if Level() in levels else [Level()] + levels  # the dense times frame the rest
     alone, standins = layer_seconds(prep, db, timed, options, progress)
-    t = model_seconds(prep, db, src, options)
     fitting = [lv for lv in timed if any(lv in s for s in standins)]
     found = units(prep, shares) if shares else []
     cuts, inner_cuts, narrow = cut_seconds(prep, db, found, timed, standins, options, progress)
     timed_models = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts, inner_cuts)
-    uniform = {k: v for k, v in timed_models.items() if not k.startswith(ALONE)}
-    source_s, model_s = on_levels_clock(t, uniform)
+    uniform = {k: v for k, v in timed_models.items() if not k.startswith(ALONE) and k != SOURCE}
+    source_s, model_s = timed_models[SOURCE], uniform["dense"]
     dense_layers = sum(s[lv] for s in alone for lv in s if lv.dense)
     fixed, scale = frame(model_s, dense_layers)
     factors = in_model_factors(alone, {k: v for k, v in uniform.items() if not parse(k).channels}, scale)

@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..solver.grids import activation_grid
-from .flops import output_shapes
+from .flops import inferred
 from .nodes import consumers, node_name, remove_nodes
 from .smooth import SUFFIX as SMOOTHED
 from .qoperator import to_qoperator
@@ -65,17 +65,8 @@ class _Plan:
     outputs: list  # tensors whose every consumer reads them through Q/DQ
 
 
-def _float_tensors(model) -> set:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 — without types nothing element-wise is quantized
-        inferred = model
-    g = inferred.graph
-    return {vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
-            if vi.type.tensor_type.elem_type == TensorProto.FLOAT}
-
-
-def _plan(model, layers, form, shapes: dict) -> _Plan:
+def _plan(model, layers, form, types: dict) -> _Plan:
+    """`types`: flops.inferred's."""
     g = model.graph
     inputs = dict.fromkeys(sorted({a for l in layers for a in l.activations}))
     if not form.outputs:
@@ -83,7 +74,8 @@ def _plan(model, layers, form, shapes: dict) -> _Plan:
     users_of = consumers(g)
     graph_outputs = {o.name for o in g.output}
     consts = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT} - {i.name for i in g.input}
-    floats = _float_tensors(model)
+    floats = {name for name, (elem, _) in types.items() if elem == TensorProto.FLOAT}
+    shapes = {name: dims for name, (_, dims) in types.items()}
     layer_nodes = {n: l for l in layers for n in l.nodes}
     # the tensors some quantized layer reads, directly or through other ops: an element-wise op
     # whose output reaches none (the float tail of a mixed plan) stays float, int8 there would
@@ -125,7 +117,7 @@ def _plan(model, layers, form, shapes: dict) -> _Plan:
 def quantized_tensors(model: onnx.ModelProto, layers, form) -> tuple:
     """(inputs, outputs): the activation tensors that get a Q/DQ pair in `form` (an Int8Form; see
     _Plan). Without form.outputs, only the layers' inputs."""
-    plan = _plan(model, layers, form, output_shapes(model))
+    plan = _plan(model, layers, form, inferred(model))
     return sorted(plan.inputs), sorted(plan.outputs)
 
 
@@ -134,8 +126,9 @@ def insert_activation_qdq(model: onnx.ModelProto, layers, ranges: dict, weight_s
     already be integer codes behind DequantizeLinear; `weight_scales[weight]` holds their
     per-output-channel scales."""
     g = model.graph
-    shapes = output_shapes(model)
-    plan = _plan(model, layers, form, shapes)
+    types = inferred(model)
+    shapes = {name: dims for name, (_, dims) in types.items()}
+    plan = _plan(model, layers, form, types)
     consts = {t.name: t for t in g.initializer if t.data_type == TensorProto.FLOAT}
     layer_nodes = {n for l in layers for n in l.nodes}
     for n in g.node:  # an unnamed layer node is known by its output, which a folded Relu renames

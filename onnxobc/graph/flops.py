@@ -14,17 +14,49 @@ def _dims(value_info):
     return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
 
 
-def output_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict:
-    """Output shape of every value onnx's shape inference can tell (None for unknown dims),
-    with the graph inputs named in `input_shapes` fixed to those shapes."""
+def inferred(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict:
+    """Name → (element type, dims: None for unknown ones) of every value onnx's shape inference
+    can tell, with the graph inputs named in `input_shapes` fixed to those shapes."""
     if input_shapes:
         model = _with_input_shapes(model, input_shapes)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        g = onnx.shape_inference.infer_shapes(_skeleton(model)).graph
     except Exception:  # a model onnx cannot infer still has layers; their cost is just unknown
-        inferred = model
-    g = inferred.graph
-    return {vi.name: _dims(vi) for vi in list(g.value_info) + list(g.output) + list(g.input)}
+        g = model.graph
+    return {vi.name: (vi.type.tensor_type.elem_type, _dims(vi))
+            for vi in list(g.value_info) + list(g.output) + list(g.input)}
+
+
+def output_shapes(model: onnx.ModelProto, input_shapes: dict | None = None) -> dict:
+    """Output shape of every value onnx's shape inference can tell (None for unknown dims),
+    with the graph inputs named in `input_shapes` fixed to those shapes."""
+    return {name: dims for name, (_, dims) in inferred(model, input_shapes).items()}
+
+
+SHAPE_VALUES = 1024  # initializers up to this many values may carry shapes (Reshape targets, Slice bounds)
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` for shape inference: its larger initializers (weights, whose values no shape
+    depends on) declared as graph inputs of their type and shape, so that inference does not
+    serialize and copy every weight of the model, twice."""
+    g = model.graph
+    declared = {i.name for i in g.input}
+    small = [t for t in g.initializer if _values(t) <= SHAPE_VALUES]
+    big = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer
+           if _values(t) > SHAPE_VALUES and t.name not in declared]
+    graph = onnx.helper.make_graph(g.node, g.name, list(g.input) + big, g.output, small, value_info=g.value_info,
+                                   sparse_initializer=g.sparse_initializer)
+    out = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    out.functions.extend(model.functions)
+    return out
+
+
+def _values(tensor) -> int:
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    return n
 
 
 def _with_input_shapes(model, input_shapes):

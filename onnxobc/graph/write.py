@@ -32,24 +32,23 @@ def sparse_where_smaller(model: onnx.ModelProto, names) -> list:
     names stored so. onnxruntime densifies them when it loads the model."""
     if model.ir_version < 6:  # sparse initializers arrived with IR version 6
         return []
-    moved, keep = [], []
-    for t in model.graph.initializer:
+    moved = []
+    for i, t in enumerate(model.graph.initializer):
         if t.name not in names or t.data_type != onnx.TensorProto.FLOAT:
-            keep.append(t)
             continue
         w = numpy_helper.to_array(t)
         idx = np.flatnonzero(w)
         if 12 * len(idx) >= 4 * w.size:  # 4-byte value + 8-byte index per nonzero against 4 bytes per entry
-            keep.append(t)
             continue
         values = numpy_helper.from_array(w.ravel()[idx], t.name)
         model.graph.sparse_initializer.append(
             onnx.helper.make_sparse_tensor(values, numpy_helper.from_array(idx.astype(np.int64), f"{t.name}.indices"),
                                            list(w.shape)))
-        moved.append(t.name)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    return moved
+        moved.append(i)
+    names = [model.graph.initializer[i].name for i in moved]
+    for i in reversed(moved):
+        del model.graph.initializer[i]  # in place: rebuilding the list would copy every weight of the model
+    return names
 
 
 def drop_unused_initializers(model: onnx.ModelProto, among=None) -> None:

@@ -188,9 +188,19 @@ def fit_uniform_grid(W, bits: int, symmetric: bool = True, *, mse: bool = True, 
     best = grid_at(1.0)
     if not mse:
         return best
-    def error(g):
-        err = ((g.project(W) - W) ** 2).sum(axis=1)
+    def error(g):  # ((g.project(W) - W) ** 2).sum(axis=1), in place: a few passes over one buffer
+        s, z = g.scale.reshape(-1, 1), g.zero.reshape(-1, 1)
+        q = np.divide(W, s, out=buf)
+        np.rint(q, out=q)
+        q += z
+        np.clip(q, qmin, qmax, out=q)
+        q -= z
+        q *= s
+        q -= W
+        err = np.einsum("ij,ij->i", q, q)
         return np.full_like(err, err.sum()) if per_tensor else err
+
+    buf = np.empty_like(W)
 
     best_err = error(best)
     for i in range(1, int(max_shrink * steps) + 1):
