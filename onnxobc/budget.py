@@ -316,11 +316,13 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     with Database(db_dir) as db:
         reach = None
         if COSTS[kind] == "latency":  # refused in seconds, before anything is solved, when out of reach
-            reach = reachable(prep, db, src, levels, options, progress, shares)
+            reach = reachable(prep, db, src, levels, options, progress, shares,
+                              refuse_above=None if best_effort else budget_factor(kind, target))
             if reach["speedup"] < budget_factor(kind, target) and not best_effort:
+                early = ", each channel unit at its largest cut" if reach["shares_timed"] != shares else ""
                 raise OptionError(f"the speedup budget {target} cannot be met: the best reachable is "
                                   f"{reach['speedup']:.2f}x on {options.runtime} at batch size "
-                                  f"{timing_batch(prep, options)} (timed before solving; the timings are kept in "
+                                  f"{timing_batch(prep, options)} (timed before solving{early}; the timings are kept in "
                                   f"{db_dir}; {{best_effort}} writes the plan of least loss close to it)")
         only = reach and reach["useful"]
         channels = reach and reach["channels"]

@@ -235,20 +235,50 @@ def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float, whole: list
     return out, factors
 
 
-def reachable(prep, db: Database, src, levels: list, options, progress=None, shares=()) -> dict:
+EARLY = 1.10  # a target this far beyond the reach of each unit's largest cut alone is refused before the
+# other shares are timed: a smaller cut does more work, so they add plans in between, not faster ones
+
+
+def reachable(prep, db: Database, src, levels: list, options, progress=None, shares=(),
+              refuse_above: float | None = None) -> dict:
     """The fastest plan's predicted speedup over the user's model ("speedup"), with the dense
     model's and the fastest plan's predicted seconds per batch, from timings alone; per layer
     the levels worth solving ("useful": weight → levels, dense and those that fit and save time
     inside the model), and how many that fit do not ("slower"). With channel `shares`, the units
     that can be cut at them, timed ("channels": a ChannelLevels, None without shares); the whole
     model's seconds per batch with every layer at each level ("uniform", "dense" with none), and
-    the names of those faster than any plan the layers' times add up to ("whole")."""
+    the names of those faster than any plan the layers' times add up to ("whole"). With
+    `refuse_above`, each unit's largest cut is timed first, and when the speedup asked is beyond
+    EARLY times that reach, the figures are those ("shares_timed" names the shares timed)."""
     timed = levels if Level() in levels else [Level()] + levels  # the dense times frame the rest
     alone, standins = layer_seconds(prep, db, timed, options, progress)
     fitting = [lv for lv in timed if any(lv in s for s in standins)]
     found = units(prep, shares) if shares else []
-    cuts, inner_cuts, narrow = cut_seconds(prep, db, found, timed, standins, options, progress)
-    timed_models = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts, inner_cuts)
+    largest = sorted({max(u.counts) for u in found})
+    rest = sorted(set(shares) - set(largest))
+    steps = [largest, rest] if refuse_above is not None and found and rest else [list(shares)]
+    cuts, inner_cuts, narrow, done = {}, {}, {i: {} for i in range(len(found))}, []
+    for step in steps:
+        done += step
+        part = [dataclasses.replace(u, counts={s: k for s, k in u.counts.items() if s in step}) for u in found]
+        more = cut_seconds(prep, db, part, timed, standins, options, progress)
+        cuts.update(more[0])
+        inner_cuts.update(more[1])
+        for i, by_share in more[2].items():
+            narrow[i].update(by_share)
+        timed_models = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts, inner_cuts)
+        so_far = [dataclasses.replace(u, counts={s: k for s, k in u.counts.items() if s in done}) for u in found]
+        out = _fastest(prep, levels, alone, so_far if shares else None, narrow, timed_models)
+        out["shares_timed"] = sorted(done)
+        if refuse_above is not None and refuse_above > EARLY * out["speedup"]:
+            break
+    return out
+
+
+def _fastest(prep, levels: list, alone: list, found: list, narrow: dict, timed_models: dict) -> dict:
+    """reachable's figures from the timings: `alone`, each layer's seconds at each level;
+    `found`, the channel units with the shares timed (None: no shares asked); `narrow`, their layers' seconds
+    (cut_seconds); `timed_models`, uniform_seconds'."""
     uniform = {k: v for k, v in timed_models.items() if not k.startswith(ALONE) and k != SOURCE}
     source_s, model_s = timed_models[SOURCE], uniform["dense"]
     dense_layers = sum(s[lv] for s in alone for lv in s if lv.dense)
@@ -257,10 +287,11 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     per_layer = in_model(alone, factors)
     allowed = [{lv: v for lv, v in s.items() if lv in levels} or {Level(): s[Level()]} for s in per_layer]
     channels = None
-    if shares:
+    if found is not None:
         full = {layer.weight: s for layer, s in zip(prep.layers, alone)}
         seconds, cut_factors = cut_costs(full, narrow, timed_models, scale, offered(found))
         channels = ChannelLevels(found, seconds, cut_factors)
+    found = found or []
     members = {w for u in found for w in u.members}
     fastest = sum(min(s.values()) for layer, s in zip(prep.layers, allowed) if layer.weight not in members)
     if channels is not None:

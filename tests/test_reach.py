@@ -46,21 +46,37 @@ def test_stand_in_weights_are_written_in_the_solved_format(name):
 
 
 def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
+    from onnxobc.channel_levels import DEFAULT_SHARES
+    from onnxobc.reach import EARLY, WHOLE_MARGIN
+
     out = tmp_path / "x.onnx"
     r = onnxobc("compress", MODEL, str(out), "--calib", CALIB, "--speedup", "1000x")
     assert r.returncode == 2 and "cannot be met: the best reachable is" in r.stderr
-    assert "timed before solving" in r.stderr and "--best-effort" in r.stderr and not out.exists()
+    assert "timed before solving, each channel unit at its largest cut" in r.stderr
+    assert "--best-effort" in r.stderr and not out.exists()
     assert "capture" not in r.stderr and "database" not in r.stderr  # no Hessian, nothing solved
+    early = float(r.stderr.split("the best reachable is ")[1].split("x")[0])
+    n = len(level_set("latency"))
     with Database(tmp_path / "x.onnx.db") as db:
         assert db.entries() == []
-        # each layer at each level, the whole model, the whole model at dense and each level but w8a8dyn; at 4
-        # shares, fc0's group alone (fc0 → fc1) and the chain fc0 → fc1 → fc2: fc0 narrowed, fc1 narrowed on its
-        # inputs and on both sides, fc2 on its inputs, each at every level but the two low-rank ones, which do not
-        # combine with a cut (at 0.5 fc0 and fc1 on its inputs are 64×64 Gemms: one signature); the model cut
-        # (the chain whole, and fc0's group alone) at dense, w8a8 and w4
-        n = len(level_set("latency"))
+        # each layer at each level, the user's model, the whole model at dense and each level but w8a8dyn; at the
+        # largest share (0.5) alone, fc0's group alone (fc0 → fc1) and the chain fc0 → fc1 → fc2: fc0 narrowed, fc1
+        # narrowed on its inputs and on both sides, fc2 on its inputs, each at every level but the two low-rank ones,
+        # which do not combine with a cut (fc0 and fc1 on its inputs are then 64×64 Gemms: one signature); the model
+        # cut (the chain whole, and fc0's group alone) at dense, w8a8 and w4
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n + 3 * (n - 2) + 2 * 3
+        # a speedup asked within EARLY of that reach times every share before it is refused, the timings kept reused
+        opt, levels = Options(), level_set("latency")
+        prep = load(MODEL, CALIB, opt)
+        first = reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES, refuse_above=1000)
+        assert first["shares_timed"] == [0.5] and first["speedup"] == pytest.approx(early, abs=0.006)
+        full = reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES, refuse_above=EARLY * early * 0.99)
+        # more plans, none slower (a uniform plan counts where it beats the DP's fastest by a margin)
+        assert full["shares_timed"] == list(DEFAULT_SHARES) and full["speedup"] >= WHOLE_MARGIN * first["speedup"]
+        # the other shares: fc0, fc1's inputs and both sides, fc2's inputs at each (at 0.5 only two signatures)
         assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == \
             4 * n + (4 * 4 - 1) * (n - 2) + 2 * 4 * 3
+        assert reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES)["speedup"] == full["speedup"]
 
 
 def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, monkeypatch):
