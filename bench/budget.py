@@ -8,7 +8,8 @@ once) compressed to several --speedup targets on onnxruntime (channel levels inc
 (and whether it is a uniform plan timed whole), the task agreement with the dense model on
 held-out inputs (digits, cls and ori: top-1; rec: decoded text equal; det: text-mask IoU), the
 predicted and measured speedup (dense and output timed in turns
-in one process) of the last plan and how many times it was re-planned because the
+in one process, as compress measures it; and in default onnxruntime sessions, each model alone,
+bench/deployed.py) of the last plan and how many times it was re-planned because the
 measurement fell short, the sum of the layers' times against the whole model's, the file share
 and the output error on the held-out samples; the time to build the database and to re-plan
 from it; and, for comparison, onnxruntime's quantize_static (QDQ, per channel, U8S8) on the same
@@ -35,6 +36,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 import orientation  # noqa: E402
 import ppocr  # noqa: E402
+from deployed import default_speedup  # noqa: E402
 from pipeline import quantize_static, task_agreement  # noqa: E402
 from evidence import record  # noqa: E402
 from tables import print_table  # noqa: E402
@@ -45,7 +47,8 @@ from onnxobc import runtimes  # noqa: E402
 from onnxobc.sessions import session  # noqa: E402
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
-HEADER = ["model", "budget", "levels chosen", "predicted", "corrected", "measured", "re-plans", "layer sum / model",
+HEADER = ["model", "budget", "levels chosen", "predicted", "corrected", "measured", "measured, defaults", "re-plans",
+          "layer sum / model",
           "file share", "rel. output error", "task agreement (held out)", "db computed / reused", "s"]
 HELD = 32  # inputs never used for calibration, for the task agreement (PP-OCR models, ori)
 
@@ -61,6 +64,11 @@ def agreement(name: str, dense_path, path, held: np.ndarray) -> str:
     return task_agreement(name, dense, got)
 
 
+def defaults(runtime: str, dense, out, x) -> str:
+    """The speedup in default onnxruntime sessions, each model alone (bench/deployed.py)."""
+    return f"{default_speedup(dense, out, {'x': x}):.2f}x" if runtime == "onnxruntime" else ""
+
+
 def baseline_row(label, path, calib, batch, tmp, runtime, name, test) -> list:
     """quantize_static on the calibration part, its error on the held-out part (as the budgets'
     verification splits them) and its speedup, timed in turns with the dense model."""
@@ -73,7 +81,8 @@ def baseline_row(label, path, calib, batch, tmp, runtime, name, test) -> list:
                                 for i in range(len(calib) - held, len(calib), batch)]) for m in (path, out))
     err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
     sec = runtimes.get(runtime).latencies({"dense": path, "q": out}, {"x": calib[:batch]})
-    return [label, "quantize_static int8", "", "", "", f"{sec['dense'] / sec['q']:.2f}x", "", "",
+    return [label, "quantize_static int8", "", "", "", f"{sec['dense'] / sec['q']:.2f}x",
+            defaults(runtime, path, out, calib[:batch]), "", "",
             f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}",
             agreement(name, path, out, test), "",
             f"{time.perf_counter() - t:.0f}"]
@@ -124,6 +133,8 @@ def main():
                              f"{b['predicted_speedup']:.2f}x" if kind == "speedup" else "",
                              f"{b['corrected_speedup']:.2f}x" if kind == "speedup" else "",
                              f"{b['measured_speedup']:.2f}x" if kind == "speedup" else "",
+                             defaults(args.runtime, paths[name], tmp / "out.onnx", x[:batch]) if kind == "speedup"
+                             else "",
                              str(len(b["attempts"]) - 1) if kind == "speedup" else "",
                              f"{b['layer_sum_over_model']:.2f}" if kind == "speedup" else "",
                              f"{rep['bytes']['output'] / rep['bytes']['input']:.3f}", f"{err:.4f}",

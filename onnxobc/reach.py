@@ -137,21 +137,26 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
 
     dense_model = written("dense")
     group = models_at_once(dense_model.ByteSize(), options)
-    progress("reach", 0, len(missing), f"{len(missing)} whole models (the user's, each level), side by side with "
-             f"dense ({group} at a time)")
+    steps = len(missing) * (1 + UNIFORM_ROUNDS)  # progress: each model written, then each round of its timing
+    progress("reach", 0, steps, f"{len(missing)} whole models (the user's, each level) to write and time, side by "
+             f"side with dense ({group} at a time)")
     feed = timing_feed(prep, options)
     for i in range(0, max(len(missing), 1), group):  # each group timed in turns with the dense model, on its clock
-        models = {"dense": dense_model}
-        for k, n in enumerate(missing[i:i + group]):
+        models, done = {"dense": dense_model}, i * (1 + UNIFORM_ROUNDS)
+        for n in missing[i:i + group]:
             models[n] = written(n)
-            progress("reach", i + k, len(missing), f"whole model {n} written, to be timed beside dense")
+            done += 1
+            progress("reach", done, steps, f"whole model {n} written, to be timed beside dense")
+        k = len(models) - 1
         timed = options.target.latencies(models, feed, custom_ops=options.custom_ops, rounds=UNIFORM_ROUNDS,
-                                          repeats=UNIFORM_REPEATS)
+                                          repeats=UNIFORM_REPEATS, progress=lambda r, rounds: progress(
+                                              "reach", done + r * k, steps, f"{k} whole models timed beside dense: "
+                                              f"round {r} of {rounds}"))
         if seconds["dense"] is None:
             seconds["dense"] = timed["dense"]
         seconds.update({n: v * seconds["dense"] / timed["dense"] for n, v in timed.items() if n != "dense"})
         del models
-        progress("reach", min(i + group, len(missing)), len(missing), "whole models timed")
+    progress("reach", steps, steps, "whole models timed")
     for name, sec in seconds.items():
         db.put_latency(runtime, key, name, sec)
     return seconds

@@ -200,8 +200,13 @@ def test_whole_models_are_timed_as_many_at_a_time_as_memory_holds(tmp_path, monk
     monkeypatch.setattr(reach, "models_at_once", lambda *a: 1)
     monkeypatch.setattr(type(opt.target), "latencies", lambda self, models, *a, **k: groups.append(set(models)) or
                         real(models, *a, **k))
+    seen = []
     with Database(tmp_path / "db2") as db:
-        grouped = reachable(prep, db, MODEL, level_set("latency"), opt)["uniform"]
+        grouped = reachable(prep, db, MODEL, level_set("latency"), opt, lambda *a: seen.append(a))["uniform"]
+    # the whole models' progress: one pass, each model written then each round of its timing, to the end
+    whole = [(done, total, detail) for stage, done, total, detail in seen if "whole model" in detail]
+    assert [d for d, _, _ in whole] == sorted(d for d, _, _ in whole) and whole[-1][0] == whole[-1][1]
+    assert len({t for _, t, _ in whole}) == 1 and any("round 5 of 5" in d for _, _, d in whole)
     assert set(grouped) == set(together) and len(grouped) > 2 and all(v > 0 for v in grouped.values())
     beside = sorted(n for g in groups if len(g) == 2 and "dense" in g for n in g - {"dense"})
     # each whole model timed once, beside the dense one, and the user's model too

@@ -36,9 +36,11 @@ class Runtime:
         """None when it runs here, else why not."""
         raise NotImplementedError
 
-    def latencies(self, models: dict, feed: dict, custom_ops=()) -> dict:
+    def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10,
+                  progress=None) -> dict:
         """{key: median seconds per run} of each model (ModelProto or path) on `feed`, timed in
-        turns where the runtime allows."""
+        turns where the runtime allows (`rounds` turns of `repeats` runs each); `progress(done,
+        rounds)` after each turn where they are timed in this process."""
         raise NotImplementedError
 
     def version(self) -> str:

@@ -53,8 +53,9 @@ class DeepSparse(Runtime):
         return _probe()[0] or "unavailable"
 
     def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10,
-                  warmup: int = 5) -> dict:
-        """Median seconds per run of each model, compiled in one worker process and timed in turns."""
+                  progress=None, warmup: int = 5) -> dict:
+        """Median seconds per run of each model, compiled in one worker process and timed in turns
+        (no `progress`: the worker reports only when done)."""
         import onnx
 
         reason = self.available()

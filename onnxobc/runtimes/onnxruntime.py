@@ -12,19 +12,23 @@ from ..sessions import session
 from .base import Int8Form, Runtime, cpu_has_vnni
 
 
-def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int = 10, warmup: int = 3) -> dict:
+def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int = 10, warmup: int = 3,
+                    progress=None) -> dict:
     """Median seconds per run of each session, measured side by side: the sessions take turns
-    round by round, so machine noise hits all of them alike (make them with spinning=False)."""
+    round by round, so machine noise hits all of them alike (make them with spinning=False);
+    `progress(done, rounds)` after each round."""
     times = {k: [] for k in sessions}
     for s in sessions.values():
         for _ in range(warmup):
             s.run(None, feed)
-    for _ in range(rounds):
+    for r in range(rounds):
         for k, s in sessions.items():
             for _ in range(repeats):
                 t = time.perf_counter()
                 s.run(None, feed)
                 times[k].append(time.perf_counter() - t)
+        if progress is not None:
+            progress(r + 1, rounds)
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
@@ -47,9 +51,10 @@ class OnnxRuntime(Runtime):
 
         return onnxruntime.__version__
 
-    def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10) -> dict:
+    def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10,
+                  progress=None) -> dict:
         return compare_latency({k: session(m, custom_ops=custom_ops, spinning=False) for k, m in models.items()}, feed,
-                               rounds=rounds, repeats=repeats)
+                               rounds=rounds, repeats=repeats, progress=progress)
 
     def latency_levels(self) -> list:
         # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones;
