@@ -111,8 +111,8 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
             table, channels), options)
         uniform = {n: stored[n] for n in ["dense"] + named} if {"dense", *named} <= set(stored) else None
         source = stored_uniform_seconds(db, mkey, timing_batch(prep, options), [SOURCE], options)
-        if uniform is not None and source:  # the user's model timed beside the levels (reach.py), on their clock
-            source_s, dense_model_s = source[SOURCE], uniform["dense"]
+        if uniform is not None and (source or not prep.folded):  # the user's model timed beside the levels
+            source_s, dense_model_s = source.get(SOURCE, uniform["dense"]), uniform["dense"]  # (reach.py)
         else:
             t = model_seconds(prep, db, src, options, measure)
             source_s, dense_model_s = t["source"], t.get("folded", t["source"])

@@ -33,7 +33,7 @@ from .export import write
 from .graph.activation_qdq import quantized_tensors
 from .graph.layers import weight_array
 from .memory import memory_budget
-from .timing import activation_shapes, timing_batch, timing_feed
+from .timing import COST_SECONDS, activation_shapes, timing_batch, timing_feed
 from .solve import Problem, dense, solve_layer
 from .solver import HessianAccumulator
 
@@ -101,7 +101,8 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
                     cuts: dict | None = None, inner_cuts: dict | None = None) -> dict:
     """Level name → seconds per batch of the model (as planned: folded) with every layer the
     level fits at it (each level of `levels` fits one at least), "dense" with none, SOURCE the
-    user's model `src` (its time frames the speedup); and for each channel share of `cuts` (share
+    user's model `src` (its time frames the speedup; the dense one's where no affine node was
+    folded, which is the only way they differ in their work); and for each channel share of `cuts` (share
     → (the model cut at it as a Prepared, its layers' stand-ins)), the cut model alone (c0.250)
     and with every layer at each level (c0.250+w8a8dyn); the same for `inner_cuts` (the groups
     inside chains cut alone), named with ALONE before. Those the database holds are read from it;
@@ -114,10 +115,10 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     names = {(tag, share, lv): tag + n for tag, share, _, _ in variants for lv in [Level()] + levels
              if (n := uniform_name(share, lv)) is not None}
     runtime, key = options.target.cache_key(), uniform_key(model_key(src), timing_batch(prep, options))
-    seconds = {n: db.latency(runtime, key, n) for n in [SOURCE, *names.values()]}
+    seconds = {n: db.latency(runtime, key, n) for n in [SOURCE] * bool(prep.folded) + list(names.values())}
     missing = [n for n, v in seconds.items() if v is None and n != "dense"]
     if not missing and seconds["dense"] is not None:
-        return seconds
+        return {SOURCE: seconds["dense"], **seconds}
     specs = {}  # name → how to write that model
     for tag, share, p, st in variants:
         wanted = [lv for lv in [Level()] + levels if names.get((tag, share, lv)) in missing + ["dense"]]
@@ -138,8 +139,8 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     dense_model = written("dense")
     group = models_at_once(dense_model.ByteSize(), options)
     steps = len(missing) * (1 + UNIFORM_ROUNDS)  # progress: each model written, then each round of its timing
-    progress("reach", 0, steps, f"{len(missing)} whole models (the user's, each level) to write and time, side by "
-             f"side with dense ({group} at a time)")
+    progress("reach", 0, steps, f"{len(missing)} whole models to write and time, side by side with dense ({group} "
+             "at a time)")
     feed = timing_feed(prep, options)
     for i in range(0, max(len(missing), 1), group):  # each group timed in turns with the dense model, on its clock
         models, done = {"dense": dense_model}, i * (1 + UNIFORM_ROUNDS)
@@ -148,10 +149,10 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
             done += 1
             progress("reach", done, steps, f"whole model {n} written, to be timed beside dense")
         k = len(models) - 1
-        timed = options.target.latencies(models, feed, custom_ops=options.custom_ops, rounds=UNIFORM_ROUNDS,
-                                          repeats=UNIFORM_REPEATS, progress=lambda r, rounds: progress(
-                                              "reach", done + r * k, steps, f"{k} whole models timed beside dense: "
-                                              f"round {r} of {rounds}"))
+        timed = options.target.latencies(
+            models, feed, custom_ops=options.custom_ops, rounds=UNIFORM_ROUNDS, repeats=UNIFORM_REPEATS,
+            seconds=COST_SECONDS, progress=lambda r, rounds: progress(
+                "reach", done + r * k, steps, f"{k} whole models timed beside dense: round {r} of {rounds}"))
         if seconds["dense"] is None:
             seconds["dense"] = timed["dense"]
         seconds.update({n: v * seconds["dense"] / timed["dense"] for n, v in timed.items() if n != "dense"})
@@ -159,7 +160,7 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
     progress("reach", steps, steps, "whole models timed")
     for name, sec in seconds.items():
         db.put_latency(runtime, key, name, sec)
-    return seconds
+    return {SOURCE: seconds["dense"], **seconds}
 
 
 def cut_seconds(prep, db: Database, found: list, levels: list, standins: list, options, progress=None) -> tuple:

@@ -17,6 +17,10 @@ from .graph.single import single_layer_model
 from .sessions import session
 
 
+COST_SECONDS = 1.0  # of timed runs per model where a plan's costs are timed (a layer alone, reach's whole
+# models): where runs are long, fewer of them (a long run averages the machine's noise in itself)
+
+
 def timing_feed(prep, options) -> dict:
     """One calibration batch, the batch every latency is measured at."""
     return next(batches(prep.calib, model_inputs(prep.model), options.batch_size))
@@ -73,6 +77,6 @@ def times_alone(prep, layer, forms: dict, options, input_shape) -> dict:
     name = models[next(iter(models))].graph.input[0].name
     models[" empty"] = empty_model(prep.model, name, input_shape)
     x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-    seconds = options.target.latencies(models, {name: x}, custom_ops=options.custom_ops)
+    seconds = options.target.latencies(models, {name: x}, custom_ops=options.custom_ops, seconds=COST_SECONDS)
     overhead = seconds.pop(" empty")
     return {k: max(v - overhead, 0.1 * v) for k, v in seconds.items()}

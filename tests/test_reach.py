@@ -8,7 +8,6 @@ import pytest
 from test_compress import onnxobc
 
 from onnxobc import costs
-from onnxobc.costs import SOURCE
 from onnxobc.db.build import level_options, written_alone
 from onnxobc.db.levels import level_set, parse
 from onnxobc.db.store import Database
@@ -59,12 +58,13 @@ def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
     n = len(level_set("latency"))
     with Database(tmp_path / "x.onnx.db") as db:
         assert db.entries() == []
-        # each layer at each level, the user's model, the whole model at dense and each level but w8a8dyn; at the
+        # each layer at each level, the whole model at dense and each level but w8a8dyn (the user's model is the
+        # dense one: no affine node to fold, it is not timed apart); at the
         # largest share (0.5) alone, fc0's group alone (fc0 → fc1) and the chain fc0 → fc1 → fc2: fc0 narrowed, fc1
         # narrowed on its inputs and on both sides, fc2 on its inputs, each at every level but the two low-rank ones,
         # which do not combine with a cut (fc0 and fc1 on its inputs are then 64×64 Gemms: one signature); the model
         # cut (the chain whole, and fc0's group alone) at dense, w8a8 and w4
-        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n + 3 * (n - 2) + 2 * 3
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n - 1 + 3 * (n - 2) + 2 * 3
         # a speedup asked within EARLY of that reach times every share before it is refused, the timings kept reused
         opt, levels = Options(), level_set("latency")
         prep = load(MODEL, CALIB, opt)
@@ -75,7 +75,7 @@ def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
         assert full["shares_timed"] == list(DEFAULT_SHARES) and full["speedup"] >= WHOLE_MARGIN * first["speedup"]
         # the other shares: fc0, fc1's inputs and both sides, fc2's inputs at each (at 0.5 only two signatures)
         assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == \
-            4 * n + (4 * 4 - 1) * (n - 2) + 2 * 4 * 3
+            4 * n - 1 + (4 * 4 - 1) * (n - 2) + 2 * 4 * 3
         assert reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES)["speedup"] == full["speedup"]
 
 
@@ -209,5 +209,63 @@ def test_whole_models_are_timed_as_many_at_a_time_as_memory_holds(tmp_path, monk
     assert len({t for _, t, _ in whole}) == 1 and any("round 5 of 5" in d for _, _, d in whole)
     assert set(grouped) == set(together) and len(grouped) > 2 and all(v > 0 for v in grouped.values())
     beside = sorted(n for g in groups if len(g) == 2 and "dense" in g for n in g - {"dense"})
-    # each whole model timed once, beside the dense one, and the user's model too
-    assert beside == sorted(set(grouped) - {"dense"} | {SOURCE})
+    assert beside == sorted(set(grouped) - {"dense"})  # each whole model timed once, beside the dense one
+
+
+def test_timing_spares_runs_where_they_are_long():
+    """Costs are timed with fewer runs of a model whose runs are long (about `seconds` of them, at
+    least one a round and one warm-up); without `seconds` every run asked for is made."""
+    import time
+
+    from onnxobc.runtimes.onnxruntime import compare_latency
+
+    class Slow:
+        def __init__(self, run_s):
+            self.run_s, self.calls = run_s, 0
+
+        def run(self, names, feed):
+            self.calls += 1
+            time.sleep(self.run_s)
+
+    long, short = Slow(0.05), Slow(0.001)
+    got = compare_latency({"long": long, "short": short}, {}, rounds=2, repeats=10, warmup=3, seconds=0.2)
+    assert long.calls <= 2 + 2 * 2 and short.calls == 3 + 2 * 10  # 0.2 s: two warm-ups, two runs a round
+    assert got["long"] >= 0.05 and got["short"] < got["long"]
+    full = Slow(0.05)
+    compare_latency({"full": full}, {}, rounds=2, repeats=3, warmup=3)
+    assert full.calls == 3 + 2 * 3
+
+
+def test_the_users_model_is_timed_beside_the_levels_where_nodes_were_folded(tmp_path):
+    """A model whose per-channel Mul folds into its Conv is timed as given beside the folded dense
+    one, and the speedup is against it; a model with nothing folded is the dense one."""
+    import onnx
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxobc.costs import SOURCE, uniform_key
+    from onnxobc.db.build import model_key
+    from onnxobc.timing import timing_batch
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "W")
+    s = numpy_helper.from_array(rng.standard_normal((16, 1, 1)).astype(np.float32), "s")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "W"], ["z"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Mul", ["z", "s"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 16, 16])], [w, s])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((16, 8, 16, 16)).astype(np.float32))
+    opt, levels, folded = Options(), level_set("latency"), []
+    for path, calib in ((tmp_path / "m.onnx", tmp_path / "c.npz"), (pathlib.Path(MODEL), CALIB)):
+        prep = load(path, calib, opt)
+        folded.append(prep.folded)
+        with Database(tmp_path / f"{path.stem}.db") as db:
+            reach = reachable(prep, db, path, levels, opt)
+            stored = db.latency(opt.target.cache_key(), uniform_key(model_key(path), timing_batch(prep, opt)), SOURCE)
+        if prep.folded:
+            assert stored is not None and reach["source_seconds"] == stored
+        else:
+            assert stored is None and reach["source_seconds"] == reach["uniform"]["dense"]
+        assert reach["speedup"] == pytest.approx(reach["source_seconds"] / reach["fastest_seconds"])
+    assert folded == [1, 0]

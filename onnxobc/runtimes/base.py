@@ -37,9 +37,10 @@ class Runtime:
         raise NotImplementedError
 
     def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10,
-                  progress=None) -> dict:
+                  progress=None, seconds: float | None = None) -> dict:
         """{key: median seconds per run} of each model (ModelProto or path) on `feed`, timed in
-        turns where the runtime allows (`rounds` turns of `repeats` runs each); `progress(done,
+        turns where the runtime allows (`rounds` turns of `repeats` runs each; with `seconds`,
+        fewer for a model whose runs are long: about that many seconds of them); `progress(done,
         rounds)` after each turn where they are timed in this process."""
         raise NotImplementedError
 

@@ -53,9 +53,9 @@ class DeepSparse(Runtime):
         return _probe()[0] or "unavailable"
 
     def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10,
-                  progress=None, warmup: int = 5) -> dict:
+                  progress=None, seconds: float | None = None, warmup: int = 5) -> dict:
         """Median seconds per run of each model, compiled in one worker process and timed in turns
-        (no `progress`: the worker reports only when done)."""
+        (no `progress`: the worker reports only when done; every run `seconds` asks to spare is made)."""
         import onnx
 
         reason = self.available()

@@ -13,17 +13,23 @@ from .base import Int8Form, Runtime, cpu_has_vnni
 
 
 def compare_latency(sessions: dict, feed: dict, rounds: int = 10, repeats: int = 10, warmup: int = 3,
-                    progress=None) -> dict:
+                    progress=None, seconds: float | None = None) -> dict:
     """Median seconds per run of each session, measured side by side: the sessions take turns
-    round by round, so machine noise hits all of them alike (make them with spinning=False);
+    round by round, so machine noise hits all of them alike (make them with spinning=False).
+    With `seconds`, a model whose runs are long gets fewer than `warmup` and `repeats` a round:
+    about half that time warming up and that time timed (at least one run each, and a round).
     `progress(done, rounds)` after each round."""
-    times = {k: [] for k in sessions}
-    for s in sessions.values():
-        for _ in range(warmup):
+    times, turns = {k: [] for k in sessions}, {}
+    for k, s in sessions.items():
+        spent, runs = 0.0, 0
+        while runs < max(warmup, 1) and (runs == 0 or seconds is None or spent < seconds / 2):
+            t = time.perf_counter()
             s.run(None, feed)
+            spent, runs = spent + time.perf_counter() - t, runs + 1
+        turns[k] = repeats if seconds is None else max(1, min(repeats, int(seconds * runs / (rounds * spent))))
     for r in range(rounds):
         for k, s in sessions.items():
-            for _ in range(repeats):
+            for _ in range(turns[k]):
                 t = time.perf_counter()
                 s.run(None, feed)
                 times[k].append(time.perf_counter() - t)
@@ -52,9 +58,9 @@ class OnnxRuntime(Runtime):
         return onnxruntime.__version__
 
     def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10,
-                  progress=None) -> dict:
+                  progress=None, seconds: float | None = None) -> dict:
         return compare_latency({k: session(m, custom_ops=custom_ops, spinning=False) for k, m in models.items()}, feed,
-                               rounds=rounds, repeats=repeats, progress=progress)
+                               rounds=rounds, repeats=repeats, progress=progress, seconds=seconds)
 
     def latency_levels(self) -> list:
         # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones;

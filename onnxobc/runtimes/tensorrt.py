@@ -38,12 +38,13 @@ class TensorRT(Runtime):
             return f"onnxruntime {onnxruntime.__version__}"
 
     def latencies(self, models: dict, feed: dict, custom_ops=(), rounds: int = 10, repeats: int = 10,
-                  progress=None) -> dict:
+                  progress=None, seconds: float | None = None) -> dict:
         reason = self.available()
         if reason:
             raise OptionError(f"{{runtime}} tensorrt: {reason}")
         return compare_latency({k: session(m, custom_ops, execution_providers=PROVIDERS, spinning=False)
-                                for k, m in models.items()}, feed, rounds=rounds, repeats=repeats, progress=progress)
+                                for k, m in models.items()}, feed, rounds=rounds, repeats=repeats, progress=progress,
+                               seconds=seconds)
 
     def latency_levels(self) -> list:
         return ["dense", "2:4", "w8a8", "2:4+w8a8", "w4", "lr0.500", "lr0.250"]
