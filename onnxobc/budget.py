@@ -322,8 +322,8 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
                 early = ", each channel unit at its largest cut" if reach["shares_timed"] != shares else ""
                 raise OptionError(f"the speedup budget {target} cannot be met: the best reachable is "
                                   f"{reach['speedup']:.2f}x on {options.runtime} at batch size "
-                                  f"{timing_batch(prep, options)} (timed before solving{early}; the timings are kept in "
-                                  f"{db_dir}; {{best_effort}} writes the plan of least loss close to it)")
+                                  f"{timing_batch(prep, options)} (timed before solving{early}; the timings are "
+                                  f"kept in {db_dir}; {{best_effort}} writes the plan of least loss close to it)")
         only = reach and reach["useful"]
         channels = reach and reach["channels"]
         prep = capture(prep, options, progress, activation_ranges=families.needs_ranges(levels))

@@ -266,25 +266,28 @@ def reachable(prep, db: Database, src, levels: list, options, progress=None, sha
     cuts, inner_cuts, narrow, done = {}, {}, {i: {} for i in range(len(found))}, []
     for step in steps:
         done += step
-        part = [dataclasses.replace(u, counts={s: k for s, k in u.counts.items() if s in step}) for u in found]
-        more = cut_seconds(prep, db, part, timed, standins, options, progress)
+        more = cut_seconds(prep, db, _at(found, step), timed, standins, options, progress)
         cuts.update(more[0])
         inner_cuts.update(more[1])
         for i, by_share in more[2].items():
             narrow[i].update(by_share)
         timed_models = uniform_seconds(prep, db, src, fitting, standins, options, progress, cuts, inner_cuts)
-        so_far = [dataclasses.replace(u, counts={s: k for s, k in u.counts.items() if s in done}) for u in found]
-        out = _fastest(prep, levels, alone, so_far if shares else None, narrow, timed_models)
+        out = _fastest(prep, levels, alone, _at(found, done) if shares else None, narrow, timed_models)
         out["shares_timed"] = sorted(done)
         if refuse_above is not None and refuse_above > EARLY * out["speedup"]:
             break
     return out
 
 
+def _at(found: list, shares) -> list:
+    """The units of `found` with only the counts of `shares`."""
+    return [dataclasses.replace(u, counts={s: k for s, k in u.counts.items() if s in shares}) for u in found]
+
+
 def _fastest(prep, levels: list, alone: list, found: list, narrow: dict, timed_models: dict) -> dict:
     """reachable's figures from the timings: `alone`, each layer's seconds at each level;
-    `found`, the channel units with the shares timed (None: no shares asked); `narrow`, their layers' seconds
-    (cut_seconds); `timed_models`, uniform_seconds'."""
+    `found`, the channel units with the shares timed (None: no shares asked); `narrow`, their
+    layers' seconds (cut_seconds); `timed_models`, uniform_seconds'."""
     uniform = {k: v for k, v in timed_models.items() if not k.startswith(ALONE) and k != SOURCE}
     source_s, model_s = timed_models[SOURCE], uniform["dense"]
     dense_layers = sum(s[lv] for s in alone for lv in s if lv.dense)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import onnx
 
 from ..errors import OptionError
@@ -42,21 +44,14 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     serialize and copy every weight of the model, twice."""
     g = model.graph
     declared = {i.name for i in g.input}
-    small = [t for t in g.initializer if _values(t) <= SHAPE_VALUES]
+    small = [t for t in g.initializer if math.prod(t.dims) <= SHAPE_VALUES]
     big = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in g.initializer
-           if _values(t) > SHAPE_VALUES and t.name not in declared]
+           if math.prod(t.dims) > SHAPE_VALUES and t.name not in declared]
     graph = onnx.helper.make_graph(g.node, g.name, list(g.input) + big, g.output, small, value_info=g.value_info,
                                    sparse_initializer=g.sparse_initializer)
     out = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     out.functions.extend(model.functions)
     return out
-
-
-def _values(tensor) -> int:
-    n = 1
-    for d in tensor.dims:
-        n *= d
-    return n
 
 
 def _with_input_shapes(model, input_shapes):
