@@ -1,7 +1,8 @@
 """The start of every flow: load the model, fold constant per-channel Mul/Add after a Conv/Gemm
-into it, discover its layers, split the calibration data (a share held out to verify) (load),
-and capture each layer's Hessians and input means (and, for int8 activations, the ranges of the
-tensors that get Q/DQ) with onnxruntime (capture)."""
+into it and fuse the activations spelled out element by element (graph/fuse.py), discover its
+layers, split the calibration data (a share held out to verify) (load), and capture each layer's
+Hessians and input means (and, for int8 activations, the ranges of the tensors that get Q/DQ)
+with onnxruntime (capture)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .families.quantize import Quantize
 from .graph.activation_qdq import quantized_tensors
 from .graph.bias import feeds_batch_norm
 from .graph.fold import fold_output_affine
+from .graph.fuse import fuse_hard_activations
 from .graph.layers import discover, weight_array
 from .graph.model import inputs_to_constants, load_model
 from .graph.smooth import smooth, smoothable
@@ -42,7 +44,8 @@ class Prepared:
     range_choices: dict = dataclasses.field(default_factory=dict)  # with act_ranges "auto", when they differ:
     #                                                                 {"histogram": ranges, "output": ranges}
     smoothing: dict = dataclasses.field(default_factory=dict)  # tensor → α of the outliers moved into weights
-    folded: int = 0  # constant per-channel Mul/Add/Sub/Div nodes folded into the layers before them
+    folded: int = 0  # nodes the model lost without changing what it computes: constant per-channel
+    #                  Mul/Add/Sub/Div folded into the layers before them, spelled-out activations fused
     notes: list = dataclasses.field(default_factory=list)  # what the input had that was changed or left alone
 
 
@@ -111,8 +114,8 @@ def smoothed(prep: Prepared, forms: list, progress=None, leave=frozenset()) -> P
 
 
 def load(model_path, calib, options: Options, model: onnx.ModelProto | None = None) -> Prepared:
-    """The model loaded, folded and its layers discovered, the calibration data split; no
-    statistics captured yet (capture() adds them)."""
+    """The model loaded, folded, its activations fused and its layers discovered, the calibration
+    data split; no statistics captured yet (capture() adds them)."""
     src = pathlib.Path(model_path)
     if model is None:
         model = load_model(src)
@@ -126,6 +129,12 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
         notes.append(f"{len(promoted)} initializers were also graph inputs (overridable): the output keeps them as "
                      f"constants only ({', '.join(promoted[:5])}{', …' if len(promoted) > 5 else ''})")
     folded = fold_output_affine(model)
+    fused = fuse_hard_activations(model)
+    if fused["nodes"]:
+        kinds = " and ".join(f"{n} {k} activations" for k, n in fused.items() if k != "nodes" and n)
+        notes.append(f"{kinds} spelled out element by element (x · Clip(x + 3, 0, 6) / 6) were fused into "
+                     f"HardSwish / HardSigmoid nodes: {fused['nodes']} nodes fewer, the same values")
+    folded += fused["nodes"]
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
     layers, over = within_memory(layers, memory_budget(options.max_memory))
