@@ -21,7 +21,7 @@ import shutil
 import time
 
 from . import dp, families
-from .channel_levels import DEFAULT_SHARES, member_row, uniform_name
+from .channel_levels import DEEP_SHARES, DEFAULT_SHARES, member_row, uniform_name
 from .costs import (
     SOURCE,
     check_runtime,
@@ -308,6 +308,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     t0 = time.perf_counter()
     if COSTS[kind] == "latency":
         check_runtime(options)
+    deeper = [] if levels or COSTS[kind] != "latency" else list(DEEP_SHARES)
     levels, shares = _split(levels or level_set(COSTS[kind], options.runtime) + (
         [Level(channels=s) for s in DEFAULT_SHARES] if COSTS[kind] == "latency" else []), kind)
     check_storable(levels)
@@ -316,8 +317,13 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
     with Database(db_dir) as db:
         reach = None
         if COSTS[kind] == "latency":  # refused in seconds, before anything is solved, when out of reach
-            reach = reachable(prep, db, src, levels, options, progress, shares,
-                              refuse_above=None if best_effort else budget_factor(kind, target))
+            refuse_above = None if best_effort else budget_factor(kind, target)
+            reach = reachable(prep, db, src, levels, options, progress, shares, refuse_above=refuse_above)
+            if reach["speedup"] < budget_factor(kind, target) and deeper:
+                progress("reach", 0, 1, f"{reach['speedup']:.2f}x with cuts of up to half: deeper cuts "
+                         f"({', '.join(map(str, deeper))}) timed too")
+                shares = shares + deeper
+                reach = reachable(prep, db, src, levels, options, progress, shares, refuse_above=refuse_above)
             if reach["speedup"] < budget_factor(kind, target) and not best_effort:
                 early = ", each channel unit at its largest cut" if reach["shares_timed"] != shares else ""
                 raise OptionError(f"the speedup budget {target} cannot be met: the best reachable is "
@@ -350,6 +356,7 @@ def compress_to_budget(model_path, out_path, calib, options: Options, kind: str,
                 report["budget"]["channel_units_cut"] = len(channels.decode({w: parse(n) for w, n in
                                                                              report["plan"].items()}))
                 report["budget"]["channel_factors"] = {str(s): f for s, f in channels.factors.items()}
+                report["budget"]["channel_shares"] = reach["shares_timed"]
         return report
 
 

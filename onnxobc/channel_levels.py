@@ -36,6 +36,8 @@ from .graph.layers import discover, weight_array
 from .solve import Solved, dead_inputs, summary_row
 
 DEFAULT_SHARES = (0.125, 0.25, 0.375, 0.5)
+DEEP_SHARES = (0.625, 0.75)  # offered by default only where a speedup is beyond what cuts up to half reach: they
+# cost a model most of its accuracy, and timing them costs a third more
 
 
 def narrowed(prep, model, hessians: dict | None = None):

@@ -18,7 +18,7 @@ from .calib.smoothing import WeightGrid, choose_smoothing
 from .families.quantize import Quantize
 from .graph.activation_qdq import quantized_tensors
 from .graph.bias import feeds_batch_norm
-from .graph.fold import fold_output_affine
+from .graph.fold import fold_input_affine, fold_output_affine
 from .graph.fuse import fuse_hard_activations
 from .graph.layers import discover, weight_array
 from .graph.model import inputs_to_constants, load_model
@@ -134,7 +134,7 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
         kinds = " and ".join(f"{n} {k} activations" for k, n in fused.items() if k != "nodes" and n)
         notes.append(f"{kinds} spelled out element by element (x · Clip(x + 3, 0, 6) / 6) were fused into "
                      f"HardSwish / HardSigmoid nodes: {fused['nodes']} nodes fewer, the same values")
-    folded += fused["nodes"]
+    folded += fused["nodes"] + fold_input_affine(model)  # after the fusion, which needs the / 6 the fold would take
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
     layers, over = within_memory(layers, memory_budget(options.max_memory))

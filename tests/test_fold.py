@@ -117,3 +117,73 @@ def test_load_reports_what_it_folded_and_promoted(tmp_path):
     assert prep.folded == 1
     assert prep.range_choices == {}
     assert len(prep.notes) == 1 and "also graph inputs" in prep.notes[0]
+
+
+def _before_conv(steps, W, pads, group=1, bias=None, extra_output=None):
+    """x → Relu → the constant `steps` ((op, value, value second)) → Conv(W, pads, group)."""
+    inits = [numpy_helper.from_array(W.astype(np.float32), "W")]
+    ins = ["x0", "W"]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias.astype(np.float32), "b"))
+        ins.append("b")
+    nodes, prev = [helper.make_node("Relu", ["x"], ["x0"])], "x0"
+    for k, (op, const, second) in enumerate(steps):
+        inits.append(numpy_helper.from_array(np.asarray(const, np.float32), f"c{k}"))
+        nodes.append(helper.make_node(op, [prev, f"c{k}"] if second else [f"c{k}", prev], [f"t{k}"], name=f"s{k}"))
+        prev = f"t{k}"
+    conv = helper.make_node("Conv", [prev] + ins[1:], ["y"], name="conv", pads=pads, group=group)
+    c = W.shape[1] * group
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c, 6, 6])
+    outs = [_any("y", 4)] + ([_any(extra_output, 4)] if extra_output else [])
+    return make_model(nodes + [conv], [x], outs, inits)
+
+
+def _input_folded(model, expect_removed, x):
+    from onnxobc.graph.fold import fold_input_affine
+
+    before = run(model, {"x": x})
+    folded = copy.deepcopy(model)
+    assert fold_input_affine(folded) == expect_removed
+    assert len(folded.graph.node) == len(model.graph.node) - expect_removed
+    for a, b in zip(before, run(folded, {"x": x})):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    return folded
+
+
+@pytest.mark.parametrize("group", [1, 2, 4])
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_affine_step_before_an_unpadded_conv_folds_whole(group, bias):
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((4, 4 // group, 1, 1))
+    steps = [("Mul", [0.7], True), ("Add", rng.standard_normal((4, 1, 1)), False),  # PP-OCRv4's x·a + b, per channel
+             ("Div", [2.0], True), ("Sub", rng.standard_normal((1, 4, 1, 1)), True)]
+    model = _before_conv(steps, W, [0, 0, 0, 0], group, rng.standard_normal(4) if bias else None)
+    folded = _input_folded(model, 4, rng.standard_normal((2, 4, 6, 6)).astype(np.float32) * 3)
+    assert [n.op_type for n in folded.graph.node] == ["Relu", "Conv"]
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_before_a_padded_conv_the_scale_folds_and_one_add_stays(group):
+    """The zeros a Conv pads with are not shifted: the scale folds (a·0 = 0), the shift stays as
+    one Add of B/A before the Conv."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((4, 4 // group, 3, 3))
+    steps = [("Mul", rng.uniform(0.5, 2, (4, 1, 1)), True), ("Add", [0.3], True)]
+    folded = _input_folded(_before_conv(steps, W, [1, 1, 1, 1], group), 1,
+                           rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    assert [n.op_type for n in folded.graph.node] == ["Relu", "Add", "Conv"]
+    only_scale = _before_conv([("Mul", [1.5], False)], W, [1, 1, 1, 1], group)  # no shift: nothing stays
+    assert [n.op_type for n in _input_folded(only_scale, 1, rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+            .graph.node] == ["Relu", "Conv"]
+
+
+def test_what_must_not_fold_into_the_next_conv_stays():
+    rng = np.random.default_rng(6)
+    W, x = rng.standard_normal((4, 4, 1, 1)), rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    for steps, extra in (([("Sub", [1.0], False)], None),  # the constant minus the input
+                         ([("Div", [2.0], False)], None),  # the constant over the input
+                         ([("Mul", rng.standard_normal((1, 1, 6)), True)], None),  # varies along a spatial axis
+                         ([("Mul", [2.0], True)], "t0")):  # the step's output is read elsewhere too
+        _input_folded(_before_conv(steps, W, [0, 0, 0, 0], extra_output=extra), 0, x)
+    padded_shift = _before_conv([("Add", [0.5], True)], rng.standard_normal((4, 4, 3, 3)), [1, 1, 1, 1])
+    _input_folded(padded_shift, 0, x)  # a lone shift before a padded Conv: nothing to fold

@@ -45,7 +45,7 @@ def test_stand_in_weights_are_written_in_the_solved_format(name):
 
 
 def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
-    from onnxobc.channel_levels import DEFAULT_SHARES
+    from onnxobc.channel_levels import DEEP_SHARES, DEFAULT_SHARES
     from onnxobc.reach import EARLY, WHOLE_MARGIN
 
     out = tmp_path / "x.onnx"
@@ -64,19 +64,22 @@ def test_an_unreachable_speedup_is_refused_before_any_solve(tmp_path):
         # narrowed on its inputs and on both sides, fc2 on its inputs, each at every level but the two low-rank ones,
         # which do not combine with a cut (fc0 and fc1 on its inputs are then 64×64 Gemms: one signature); the model
         # cut (the chain whole, and fc0's group alone) at dense, w8a8 and w4
-        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n - 1 + 3 * (n - 2) + 2 * 3
+        # then, as 1000x is beyond that too, the same at the deeper cuts' largest share (0.75)
+        assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 4 * n - 1 + 2 * (3 * (n - 2) + 2 * 3)
         # a speedup asked within EARLY of that reach times every share before it is refused, the timings kept reused
         opt, levels = Options(), level_set("latency")
         prep = load(MODEL, CALIB, opt)
-        first = reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES, refuse_above=1000)
-        assert first["shares_timed"] == [0.5] and first["speedup"] == pytest.approx(early, abs=0.006)
-        full = reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES, refuse_above=EARLY * early * 0.99)
+        shares = DEFAULT_SHARES + DEEP_SHARES
+        first = reachable(prep, db, MODEL, levels, opt, shares=shares, refuse_above=1000)
+        assert first["shares_timed"] == [0.75] and first["speedup"] == pytest.approx(early, abs=0.006)
+        full = reachable(prep, db, MODEL, levels, opt, shares=shares, refuse_above=EARLY * early * 0.99)
         # more plans, none slower (a uniform plan counts where it beats the DP's fastest by a margin)
-        assert full["shares_timed"] == list(DEFAULT_SHARES) and full["speedup"] >= WHOLE_MARGIN * first["speedup"]
-        # the other shares: fc0, fc1's inputs and both sides, fc2's inputs at each (at 0.5 only two signatures)
+        assert full["shares_timed"] == list(shares) and full["speedup"] >= WHOLE_MARGIN * first["speedup"]
+        # the other shares: fc0, fc1's inputs and both sides, fc2's inputs at each; two shapes met twice (fc0 and
+        # fc1's inputs at 0.5 are 64×64; fc1 on both sides at 0.5 is fc0 at 0.75, 32×64)
         assert db.conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == \
-            4 * n - 1 + (4 * 4 - 1) * (n - 2) + 2 * 4 * 3
-        assert reachable(prep, db, MODEL, levels, opt, shares=DEFAULT_SHARES)["speedup"] == full["speedup"]
+            4 * n - 1 + (6 * 4 - 2) * (n - 2) + 2 * 6 * 3
+        assert reachable(prep, db, MODEL, levels, opt, shares=shares)["speedup"] == full["speedup"]
 
 
 def test_the_reachable_figure_is_the_plans_and_its_timings_are_reused(tmp_path, monkeypatch):
@@ -269,3 +272,24 @@ def test_the_users_model_is_timed_beside_the_levels_where_nodes_were_folded(tmp_
             assert stored is None and reach["source_seconds"] == reach["uniform"]["dense"]
         assert reach["speedup"] == pytest.approx(reach["source_seconds"] / reach["fastest_seconds"])
     assert folded == [1, 0]
+
+
+def test_cuts_beyond_half_are_offered_only_where_cuts_up_to_half_fall_short(tmp_path):
+    from onnxobc.budget import compress_to_budget
+    from onnxobc.channel_levels import DEEP_SHARES, DEFAULT_SHARES
+
+    opt, levels = Options(batch_size=128), level_set("latency")  # at batch 8 the MLP's time is mostly per-run overhead
+    with Database(tmp_path / "db") as db:  # the reaches, on the timings the budget then reads from the same database
+        half = reachable(load(MODEL, CALIB, opt), db, MODEL, levels, opt, shares=DEFAULT_SHARES)["speedup"]
+        deep = reachable(load(MODEL, CALIB, opt), db, MODEL, levels, opt,
+                         shares=DEFAULT_SHARES + DEEP_SHARES)["speedup"]
+    assert deep > 1.1 * half  # the deeper cuts reach further
+    within = compress_to_budget(MODEL, tmp_path / "a.onnx", CALIB, opt, "speedup", f"{0.9 * half:.3f}x",
+                                db_dir=tmp_path / "db")["budget"]
+    assert within["channel_shares"] == list(DEFAULT_SHARES)
+    beyond = compress_to_budget(MODEL, tmp_path / "b.onnx", CALIB, opt, "speedup",
+                                f"{half + 0.5 * (deep - half):.3f}x", db_dir=tmp_path / "db")
+    assert beyond["budget"]["channel_shares"] == list(DEFAULT_SHARES + DEEP_SHARES)
+    assert beyond["budget"]["predicted_speedup"] > half  # a plan no cut of up to half could make
+    assert any(parse(n).channels and parse(n).channels > 0.5 for n in beyond["plan"].values())
+    assert (tmp_path / "b.onnx").exists()

@@ -155,14 +155,16 @@ def test_onnxruntime_form_fuses_into_int8_kernels(net, tmp_path):
 
 
 def elementwise_net(seed=0):
-    """Conv → hard-swish numerator (Add 3, Clip 0..6, Mul) → Div → per-channel Mul → Conv 1×1 →
-    residual Add → Concat → GlobalAveragePool → Flatten → Gemm."""
+    """Conv → a gate like hard-swish's numerator (Add 3, Clip 0..5, Mul; at hard-swish's bounds,
+    0..6, loading fuses it into one node) → Div → Mul by a constant that varies along H too (one
+    per channel would fold into the Conv after it) → Conv 1×1 → residual Add → Concat →
+    GlobalAveragePool → Flatten → Gemm."""
     rng = np.random.default_rng(seed)
     w = lambda name, *s: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, name)  # noqa: E731
     k = lambda name, v: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
     nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
              helper.make_node("Add", ["c1", "three"], ["a"], name="add3"),
-             helper.make_node("Clip", ["a", "zero", "six"], ["cl"], name="clip"),
+             helper.make_node("Clip", ["a", "zero", "five"], ["cl"], name="clip"),
              helper.make_node("Mul", ["c1", "cl"], ["m"], name="hswish"),
              helper.make_node("Div", ["m", "six"], ["d"], name="div"),
              helper.make_node("Mul", ["d", "scale"], ["s"], name="scale"),
@@ -173,7 +175,7 @@ def elementwise_net(seed=0):
              helper.make_node("Flatten", ["gp"], ["fl"], name="flat"),
              helper.make_node("Gemm", ["fl", "Wg", "bg"], ["y"], name="gemm", transB=1)]
     inits = [w("W1", 8, 4, 3, 3), w("b1", 8), w("W2", 8, 8, 1, 1), w("b2", 8), w("Wg", 5, 16), w("bg", 5),
-             k("three", 3.0), k("zero", 0.0), k("six", 6.0), k("scale", rng.uniform(0.5, 2, (8, 1, 1)))]
+             k("three", 3.0), k("zero", 0.0), k("five", 5.0), k("six", 6.0), k("scale", rng.uniform(0.5, 2, (8, 6, 1)))]
     vi = lambda n, s: helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, s)  # noqa: E731
     return make_model(nodes, [vi("x", ["n", 4, 6, 6])], [vi("y", ["n", 5])], inits)
 

@@ -72,8 +72,11 @@ def budget(b: dict) -> None:
             print(f"plan: every layer at {b['uniform_plan']} where it fits, a uniform plan timed whole: no plan the "
                   "layers' summed times allowed met the target (or, best effort, came as close with less loss)")
         if b.get("channel_units"):
+            deep = [s for s in b.get("channel_shares", []) if s > 0.5]
             print(f"channel removal: {b['channel_units_cut']} of {b['channel_units']} channel groups and attention "
-                  f"blocks cut (each layer's note says by how much)")
+                  f"blocks cut (each layer's note says by how much)"
+                  + (f"; cuts beyond half ({', '.join(map(str, deep))}) were offered, as cuts of up to half did not "
+                     "reach the target: expect a larger loss" if deep else ""))
         if len(b.get("attempts", [])) > 1:
             print("re-planned from the measurements: " + "; ".join(
                 f"aimed {a['aimed_speedup']:.2f}x, predicted {a['predicted_speedup']:.2f}x (corrected by the "

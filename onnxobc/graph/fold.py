@@ -1,10 +1,12 @@
-"""Folding constant per-channel affine steps that follow a Conv or Gemm into its weight and bias.
+"""Folding constant per-channel affine steps into the Conv or Gemm next to them.
 
 PP-OCR's MobileOne blocks scale and shift every convolution's output by learned constants
 (Conv → Mul(a) → Add(b)); onnxruntime leaves those nodes in the graph, and in a quantized graph
 they cost a requantization each. Conv(x, W, β)·a + b = Conv(x, a·W, a·β + b) when a and b vary at
 most along the output channels, so the layer is compressed with the weights the model really
-applies, and the nodes go.
+applies, and the nodes go (fold_output_affine). PP-OCRv4's learnable affine blocks also scale and
+shift each activation before the next Conv reads it: those fold into that Conv's input side
+(fold_input_affine).
 """
 
 from __future__ import annotations
@@ -109,3 +111,101 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
     remove_nodes(g, removed)
     drop_unused_initializers(model, among=constants)
     return len(removed)
+
+
+def _input_steps(g, conv, inits, overridable, outputs, readers, producer, channels, rank) -> tuple:
+    """(the constant Mul/Add/Sub/Div nodes, in the order they apply, that make `conv`'s input
+    from a tensor nothing else reads on the way; that tensor; per input channel A and B with
+    input = A·tensor + B)."""
+    steps, t = [], conv.input[0]
+    while t in producer and t not in outputs and len(readers.get(t, [])) == 1:
+        step = producer[t]
+        if step.op_type not in _STEPS or step.domain not in ("", "ai.onnx") or len(step.input) != 2:
+            break
+        k = next((k for k in (1, 0) if step.input[k] in inits and step.input[k] not in overridable), None)
+        if k is None or step.input[1 - k] in inits or (step.op_type in ("Sub", "Div") and k != 1):
+            break
+        v = per_channel(numpy_helper.to_array(inits[step.input[k]]), rank, channels, 1)
+        if v is None or (step.op_type == "Div" and np.any(v == 0)):
+            break
+        steps.append((step, v))
+        t = step.input[1 - k]
+    A, B = np.ones(channels), np.zeros(channels)
+    for step, v in reversed(steps):
+        if step.op_type in ("Mul", "Div"):
+            f = v if step.op_type == "Mul" else 1.0 / v
+            A, B = A * f, B * f
+        else:
+            B = B + (v if step.op_type == "Add" else -v)
+    return [s for s, _ in reversed(steps)], t, A, B
+
+
+def fold_input_affine(model: onnx.ModelProto) -> int:
+    """Fold the constant per-channel Mul/Add/Sub/Div steps that alone make a Conv's input (PP-OCRv4's
+    learnable affine blocks after each activation: x·a + b) into that Conv, in place; returns
+    how many nodes went. Conv(A·x + B, W, β) = Conv(x, W·A, β + ΣW·B) where the Conv pads
+    nothing; where it pads (with zeros, which the shift B does not reach) the scale still
+    folds and one Add of B/A stays before it: A·x + B = A·(x + B/A), and A·0 = 0. Weights or
+    biases shared with other nodes, graph inputs and graph outputs are left alone."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    overridable = {i.name for i in g.input}
+    outputs = {o.name for o in g.output}
+    readers = consumers_of(g)
+    producer = {o: n for n in g.node for o in n.output}
+    removed, constants, added = set(), set(), []
+    for conv in list(g.node):
+        if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
+            continue
+        weight = conv.input[1]
+        bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
+        if (weight not in inits or weight in overridable or len(readers[weight]) != 1
+                or (bias is not None and (bias not in inits or bias in overridable or len(readers[bias]) != 1))):
+            continue
+        W = numpy_helper.to_array(inits[weight])
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        group = int(attrs.get("group", 1))
+        if not np.issubdtype(W.dtype, np.floating):
+            continue
+        steps, source, A, B = _input_steps(g, conv, inits, overridable, outputs, readers, producer,
+                                           W.shape[1] * group, W.ndim)
+        padded = any(attrs.get("pads", [])) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
+        keep_shift = padded and np.any(B != 0)
+        if not steps or (keep_shift and (len(steps) == 1 or np.any(A == 0))):
+            continue  # nothing to fold, or only the one Add that must stay
+        per_out = W.shape[0] // group  # output channels of each group; group k reads input channels k·C..(k+1)·C
+        cols = np.arange(W.shape[0])[:, None] // per_out * W.shape[1] + np.arange(W.shape[1])[None, :]
+        expand = (slice(None), slice(None)) + (None,) * (W.ndim - 2)
+        Wf = W.astype(np.float64) * A[cols][expand]
+        shift = np.zeros(W.shape[0]) if bias is None else numpy_helper.to_array(inits[bias]).astype(np.float64)
+        if not keep_shift:
+            shift = shift + (W.astype(np.float64) * B[cols][expand]).reshape(W.shape[0], -1).sum(axis=1)
+        inits[weight].CopyFrom(numpy_helper.from_array(Wf.astype(W.dtype), weight))
+        if np.any(shift != 0) or bias is not None:
+            name = bias or f"{node_name(conv)}.folded_bias"
+            b_new = numpy_helper.from_array(shift.astype(W.dtype), name)
+            if bias is None:
+                g.initializer.append(b_new)
+                set_bias(conv, name)
+            else:
+                inits[bias].CopyFrom(b_new)
+        removed |= {(s.op_type, s.output[0]) for s in steps}
+        constants |= {i for s in steps for i in s.input if i in inits}
+        if keep_shift:
+            name = f"{node_name(conv)}.input_shift"
+            shape = (1, len(B)) + (1,) * (W.ndim - 2)
+            g.initializer.append(numpy_helper.from_array((B / A).reshape(shape).astype(W.dtype), name))
+            added.append((conv, helper.make_node("Add", [source, name], [conv.input[0]], name=f"{name}.add")))
+        else:
+            conv.input[0] = source
+    if not removed:
+        return 0
+    before = {conv.output[0]: add for conv, add in added}  # each kept Add just before its Conv
+    nodes = []
+    for n in g.node:
+        if (n.op_type, n.output[0]) not in removed:
+            nodes += ([before[n.output[0]]] if n.op_type == "Conv" and n.output[0] in before else []) + [n]
+    del g.node[:]
+    g.node.extend(nodes)
+    drop_unused_initializers(model, among=constants)
+    return len(removed) - len(added)
