@@ -81,9 +81,9 @@ def cost_table(prep, db: Database, mkey: str, skey: str, levels: list, cost: str
 
 
 def model_seconds(prep, db: Database, src, options: Options, measure: bool = True) -> dict:
-    """Seconds per batch of the user's model ("source") and, when affine nodes were folded, of the
-    folded one the plan starts from ("folded"), on the runtime: measured now and stored (with
-    `measure`), else read from the database."""
+    """Seconds per batch of the user's model ("source") and, when nodes were folded or fused
+    (prepare.load), of the model the plan starts from ("folded"), on the runtime: measured now
+    and stored (with `measure`), else read from the database."""
     runtime = options.target.cache_key()
     sig = fingerprint("whole model", model_key(src), settings_key(prep, options), options.batch_size, runtime)
     names = ["source"] + (["folded"] if prep.folded else [])

@@ -101,8 +101,8 @@ def uniform_seconds(prep, db: Database, src, levels: list, standins: list, optio
                     cuts: dict | None = None, inner_cuts: dict | None = None) -> dict:
     """Level name → seconds per batch of the model (as planned: folded) with every layer the
     level fits at it (each level of `levels` fits one at least), "dense" with none, SOURCE the
-    user's model `src` (its time frames the speedup; the dense one's where no affine node was
-    folded, which is the only way they differ in their work); and for each channel share of `cuts` (share
+    user's model `src` (its time frames the speedup; the dense one's where no node was folded
+    or fused, the only ways they differ in their work); and for each channel share of `cuts` (share
     → (the model cut at it as a Prepared, its layers' stand-ins)), the cut model alone (c0.250)
     and with every layer at each level (c0.250+w8a8dyn); the same for `inner_cuts` (the groups
     inside chains cut alone), named with ALONE before. Those the database holds are read from it;
