@@ -131,9 +131,11 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
     folded = fold_output_affine(model)
     fused = fuse_hard_activations(model)
     if fused["nodes"]:
-        kinds = " and ".join(f"{n} {k} activations" for k, n in fused.items() if k != "nodes" and n)
+        kinds = " and ".join(f"{fused[k]} {k} activations" for k in ("hard-swish", "hard-sigmoid") if fused[k])
+        opset = f" (the model converted from opset {fused['converted'][0]} to {fused['converted'][1]}, which HardSwish " \
+                "needs)" if fused["converted"] else ""
         notes.append(f"{kinds} spelled out element by element (x · Clip(x + 3, 0, 6) / 6) were fused into "
-                     f"HardSwish / HardSigmoid nodes: {fused['nodes']} nodes fewer, the same values")
+                     f"HardSwish / HardSigmoid nodes{opset}: {fused['nodes']} nodes fewer, the same values")
     folded += fused["nodes"] + fold_input_affine(model)  # after the fusion, which needs the / 6 the fold would take
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]

@@ -52,18 +52,27 @@ def test_hard_swish_is_one_node_from_opset_14(order, sixth):
     assert not out.graph.initializer  # its constants went with it
 
 
-def test_hard_swish_below_opset_14_is_a_hard_sigmoid_times_x():
-    out = _fused(_hard("mul-div", opset=13), **{"hard-swish": 1, "nodes": 2})
+@pytest.mark.parametrize("opset, clip_attrs", [(13, False), (10, True)])  # before 11 the bounds are attributes
+def test_below_opset_14_the_model_is_converted_for_hard_swish(opset, clip_attrs):
+    m = _hard("mul-div", opset=opset, clip_attrs=clip_attrs)
+    out = _fused(m, **{"hard-swish": 1, "nodes": 3, "converted": (opset, 14)})
+    assert [n.op_type for n in out.graph.node] == ["Relu", "HardSwish"]
+    assert [o.version for o in out.opset_import if o.domain in ("", "ai.onnx")] == [14]
+
+
+def test_where_the_conversion_fails_a_hard_sigmoid_times_x_stands_in(monkeypatch):
+    import onnxobc.graph.fuse as fuse
+
+    def fails(model, version):
+        raise ValueError("the model could not be converted")
+
+    monkeypatch.setattr(fuse, "ensure_opset", fails)
+    out = _fused(_hard("mul-div", opset=13), **{"hard-swish": 1, "nodes": 2, "converted": None})
     assert [n.op_type for n in out.graph.node] == ["Relu", "HardSigmoid", "Mul"]
 
 
-def test_clip_bounds_as_attributes_before_opset_11():
-    out = _fused(_hard("mul-div", opset=10, clip_attrs=True), **{"hard-swish": 1, "nodes": 2})
-    assert "Clip" not in [n.op_type for n in out.graph.node]
-
-
 def test_hard_sigmoid_alone():
-    out = _fused(_hard("sigmoid"), **{"hard-swish": 0, "hard-sigmoid": 1, "nodes": 2})
+    out = _fused(_hard("sigmoid"), **{"hard-swish": 0, "hard-sigmoid": 1, "nodes": 2, "converted": None})
     assert [n.op_type for n in out.graph.node] == ["Relu", "HardSigmoid", "Identity"]
 
 

@@ -1,8 +1,9 @@
 """Activations that exporters spell out element by element, fused into the one node onnxruntime
 runs as one kernel. Paddle2ONNX (PP-OCR's models) and older PyTorch exports write hard-swish as
 x · Clip(x + 3, 0, 6) / 6: four passes over the activation (Add, Clip, Mul, Div) where HardSwish
-(opset 14) is one pass, and x · HardSigmoid(x) (any opset) two; hard-sigmoid alone as
-Clip(x + 3, 0, 6) / 6. The values are the same up to float rounding:
+(opset 14) is one pass; a model below opset 14 is converted for it, and where that fails
+x · HardSigmoid(x) (any opset) takes two; hard-sigmoid alone, Clip(x + 3, 0, 6) / 6, becomes
+HardSigmoid. The values are the same up to float rounding:
 Clip(x + 3, 0, 6) / 6 = max(0, min(1, x/6 + 1/2)) = HardSigmoid(x; α = 1/6, β = 1/2).
 """
 
@@ -12,7 +13,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .model import constants_to_initializers
 from .nodes import consumers as consumers_of
+from .qdq import ensure_opset
 from .write import drop_unused_initializers
 
 HARD_SWISH_OPSET = 14
@@ -50,25 +53,20 @@ def _sixth(inits: dict, node) -> str | None:
     return _by_constant(inits, node, "Div", 6.0) or _by_constant(inits, node, "Mul", 1.0 / 6.0)
 
 
-def fuse_hard_activations(model: onnx.ModelProto) -> dict:
-    """Replace each x · Clip(x + 3, 0, 6) / 6 (the product and the division in either order,
-    / 6 or · 1/6) by HardSwish(x) at opset 14 and above, x · HardSigmoid(x) below, and each
-    Clip(x + 3, 0, 6) / 6 left by HardSigmoid(x), in place, where nothing else (no other node,
-    no graph output) reads the tensors in between; returns {"hard-swish": how many,
-    "hard-sigmoid": how many, "nodes": how many nodes fewer}."""
+def _patterns(model: onnx.ModelProto) -> list:
+    """(the nodes of each pattern in order, x, whether it is hard-swish) where nothing else reads
+    the tensors in between."""
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     readers = consumers_of(g)
     outputs = {o.name for o in g.output}
-    opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] + [1])
     producer = {o: n for n in g.node for o in n.output}
 
     def only_reader(tensor):
         users = readers.get(tensor, [])
         return users[0] if len(users) == 1 and tensor not in outputs else None
 
-    replaced, found = {}, {"hard-swish": 0, "hard-sigmoid": 0}  # id(last node of the pattern) → new nodes
-    removed, constants = set(), set()
+    found = []
     for clip in g.node:
         if clip.op_type != "Clip" or clip.domain not in ("", "ai.onnx") or _clip_bounds(inits, clip) != (0.0, 6.0):
             continue
@@ -77,19 +75,44 @@ def fuse_hard_activations(model: onnx.ModelProto) -> dict:
         after = only_reader(clip.output[0])
         if not x or after is None:
             continue
-        pattern, swish = [add, clip, after], None
         if _sixth(inits, after) == clip.output[0]:  # Clip(x + 3, 0, 6) / 6, maybe then · x
             last = only_reader(after.output[0])
-            if last is not None and last.op_type == "Mul" and sorted(last.input) == sorted([x, after.output[0]]):
-                pattern, swish = pattern + [last], True
-            else:
-                swish = False
+            swish = last is not None and last.op_type == "Mul" and sorted(last.input) == sorted([x, after.output[0]])
+            found.append(([add, clip, after] + [last] * swish, x, swish))
         elif after.op_type == "Mul" and sorted(after.input) == sorted([x, clip.output[0]]):  # x · Clip(…), then / 6
             last = only_reader(after.output[0])
             if last is not None and _sixth(inits, last) == after.output[0]:
-                pattern, swish = pattern + [last], True
-        if swish is None:
-            continue
+                found.append(([add, clip, after, last], x, True))
+    return found
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] + [1])
+
+
+def fuse_hard_activations(model: onnx.ModelProto) -> dict:
+    """Replace each x · Clip(x + 3, 0, 6) / 6 (the product and the division in either order,
+    / 6 or · 1/6) by HardSwish(x), and each Clip(x + 3, 0, 6) / 6 left by HardSigmoid(x), in
+    place, where nothing else (no other node, no graph output) reads the tensors in between. A
+    model below opset 14 with a hard-swish is converted to 14 (onnx's version converter) for
+    HardSwish; where that fails, x · HardSigmoid(x) stands in. Returns {"hard-swish": how many,
+    "hard-sigmoid": how many, "nodes": how many nodes fewer, "converted": (from, to) opset or
+    None}."""
+    found, converted = _patterns(model), None
+    if any(swish for *_, swish in found) and _opset(model) < HARD_SWISH_OPSET:
+        before = _opset(model)
+        try:
+            model.CopyFrom(ensure_opset(model, HARD_SWISH_OPSET))
+            constants_to_initializers(model.graph)  # the converter writes new constants (a Clip's bounds) as nodes
+            converted = (before, _opset(model))
+            found = _patterns(model)
+        except ValueError:
+            pass  # it stays at its opset: x · HardSigmoid(x)
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    opset = _opset(model)
+    replaced, removed, constants = {}, set(), set()  # id(last node of a pattern) → its new nodes
+    for pattern, x, swish in found:
         out, name = pattern[-1].output[0], pattern[-1].name or pattern[-1].output[0]
         if not swish:
             new = [helper.make_node("HardSigmoid", [x], [out], name=name, alpha=1.0 / 6.0, beta=0.5)]
@@ -99,12 +122,13 @@ def fuse_hard_activations(model: onnx.ModelProto) -> dict:
             gate = f"{out}.hard_sigmoid"
             new = [helper.make_node("HardSigmoid", [x], [gate], name=f"{name}.hard_sigmoid", alpha=1.0 / 6.0, beta=0.5),
                    helper.make_node("Mul", [x, gate], [out], name=name)]
-        found["hard-swish" if swish else "hard-sigmoid"] += 1
         replaced[id(pattern[-1])] = new
         removed |= {id(n) for n in pattern[:-1]}
         constants |= {i for n in pattern for i in n.input if i in inits}
+    counts = {"hard-swish": sum(s for *_, s in found), "hard-sigmoid": sum(not s for *_, s in found),
+              "converted": converted}
     if not replaced:
-        return {**found, "nodes": 0}
+        return {**counts, "nodes": 0}
     nodes, before = [], len(g.node)
     for n in g.node:  # each pattern's nodes go; the fused ones take the last one's place, after x is made
         if id(n) not in removed:
@@ -112,4 +136,4 @@ def fuse_hard_activations(model: onnx.ModelProto) -> dict:
     del g.node[:]
     g.node.extend(nodes)
     drop_unused_initializers(model, among=constants)
-    return {**found, "nodes": before - len(nodes)}
+    return {**counts, "nodes": before - len(nodes)}
