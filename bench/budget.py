@@ -72,6 +72,19 @@ def defaults(runtime: str, dense, out, x) -> str:
     return f"{default_speedup(dense, out, {'x': x}):.2f}x" if runtime == "onnxruntime" else ""
 
 
+def compared_row(label, budget, path, out, scored, batch, x, runtime, name, test, t) -> list:
+    """The row of a model made without a budget (at `out`, from the one at `path`): its output
+    error on `scored`, its speedup timed in turns with the dense model on `x`, its task agreement
+    on `test`; `t` when its making began."""
+    ref, got = (np.concatenate([session(m).run(None, {"x": scored[i:i + batch]})[0]
+                                for i in range(0, len(scored), batch)]) for m in (path, out))
+    err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
+    sec = runtimes.get(runtime).latencies({"dense": path, "out": out}, {"x": x[:batch]})
+    return [label, budget, "", "", "", f"{sec['dense'] / sec['out']:.2f}x", defaults(runtime, path, out, x[:batch]),
+            "", "", f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}",
+            agreement(name, path, out, test), "", f"{time.perf_counter() - t:.0f}"]
+
+
 def baseline_row(label, path, calib, batch, tmp, runtime, name, test) -> list:
     """quantize_static on the calibration part, its error on the held-out part (as the budgets'
     verification splits them) and its speedup, timed in turns with the dense model."""
@@ -80,15 +93,8 @@ def baseline_row(label, path, calib, batch, tmp, runtime, name, test) -> list:
     t = time.perf_counter()
     ds = runtime == "deepsparse"
     quantize_static(path, out, calib[:len(calib) - held], reduce_range=False, operator_form=ds, per_channel=not ds)
-    ref, got = (np.concatenate([session(m).run(None, {"x": calib[i:i + batch]})[0]
-                                for i in range(len(calib) - held, len(calib), batch)]) for m in (path, out))
-    err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
-    sec = runtimes.get(runtime).latencies({"dense": path, "q": out}, {"x": calib[:batch]})
-    return [label, "quantize_static int8", "", "", "", f"{sec['dense'] / sec['q']:.2f}x",
-            defaults(runtime, path, out, calib[:batch]), "", "",
-            f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}",
-            agreement(name, path, out, test), "",
-            f"{time.perf_counter() - t:.0f}"]
+    return compared_row(label, "quantize_static int8", path, out, calib[len(calib) - held:], batch, calib, runtime,
+                        name, test, t)
 
 
 def rewritten_row(label, path, calib_path, x, batch, tmp, runtime, name, test) -> list:
@@ -100,14 +106,8 @@ def rewritten_row(label, path, calib_path, x, batch, tmp, runtime, name, test) -
     t = time.perf_counter()
     prep = load(path, calib_path, Options(batch_size=batch))
     onnx.save(prep.model, out)
-    ref, got = (np.concatenate([session(m).run(None, {"x": test[i:i + batch]})[0]
-                                for i in range(0, len(test), batch)]) for m in (path, out))
-    err = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref)
-    sec = runtimes.get(runtime).latencies({"dense": path, "r": out}, {"x": x[:batch]})
-    return [label, f"folded and fused only ({prep.folded} nodes fewer)", "", "", "", f"{sec['dense'] / sec['r']:.2f}x",
-            defaults(runtime, path, out, x[:batch]), "", "",
-            f"{out.stat().st_size / pathlib.Path(path).stat().st_size:.3f}", f"{err:.4f}",
-            agreement(name, path, out, test), "", f"{time.perf_counter() - t:.0f}"]
+    return compared_row(label, f"folded and fused only ({prep.folded} nodes fewer)", path, out, test, batch, x,
+                        runtime, name, test, t)
 
 
 def main():

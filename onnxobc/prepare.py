@@ -45,7 +45,7 @@ class Prepared:
     #                                                                 {"histogram": ranges, "output": ranges}
     smoothing: dict = dataclasses.field(default_factory=dict)  # tensor → α of the outliers moved into weights
     folded: int = 0  # nodes the model lost without changing what it computes: constant per-channel
-    #                  Mul/Add/Sub/Div folded into the layers before them, spelled-out activations fused
+    #                  Mul/Add/Sub/Div folded into the layer next to them, spelled-out activations fused
     notes: list = dataclasses.field(default_factory=list)  # what the input had that was changed or left alone
 
 

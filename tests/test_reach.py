@@ -280,15 +280,20 @@ def test_cuts_beyond_half_are_offered_only_where_cuts_up_to_half_fall_short(tmp_
 
     opt, levels = Options(batch_size=128), level_set("latency")  # at batch 8 the MLP's time is mostly per-run overhead
     with Database(tmp_path / "db") as db:  # the reaches, on the timings the budget then reads from the same database
-        half = reachable(load(MODEL, CALIB, opt), db, MODEL, levels, opt, shares=DEFAULT_SHARES)["speedup"]
-        deep = reachable(load(MODEL, CALIB, opt), db, MODEL, levels, opt,
-                         shares=DEFAULT_SHARES + DEEP_SHARES)["speedup"]
+        def reach(shares, refuse_above=None):
+            return reachable(load(MODEL, CALIB, opt), db, MODEL, levels, opt, shares=shares,
+                             refuse_above=refuse_above)["speedup"]
+
+        half, deep = reach(DEFAULT_SHARES), reach(DEFAULT_SHARES + DEEP_SHARES)
+        # each largest cut alone, as the budget times it first: on this small model the timings' noise can put a
+        # plan with smaller cuts ahead of it, so the targets below are within both figures
+        half_first, deep_first = reach(DEFAULT_SHARES, 1000), reach(DEFAULT_SHARES + DEEP_SHARES, 1000)
     assert deep > 1.1 * half  # the deeper cuts reach further
-    within = compress_to_budget(MODEL, tmp_path / "a.onnx", CALIB, opt, "speedup", f"{0.9 * half:.3f}x",
-                                db_dir=tmp_path / "db")["budget"]
+    within = compress_to_budget(MODEL, tmp_path / "a.onnx", CALIB, opt, "speedup",
+                                f"{0.9 * min(half, half_first):.3f}x", db_dir=tmp_path / "db")["budget"]
     assert within["channel_shares"] == list(DEFAULT_SHARES)
     beyond = compress_to_budget(MODEL, tmp_path / "b.onnx", CALIB, opt, "speedup",
-                                f"{half + 0.5 * (deep - half):.3f}x", db_dir=tmp_path / "db")
+                                f"{half + 0.5 * (min(deep, deep_first) - half):.3f}x", db_dir=tmp_path / "db")
     assert beyond["budget"]["channel_shares"] == list(DEFAULT_SHARES + DEEP_SHARES)
     assert beyond["budget"]["predicted_speedup"] > half  # a plan no cut of up to half could make
     assert any(parse(n).channels and parse(n).channels > 0.5 for n in beyond["plan"].values())

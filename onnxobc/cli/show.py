@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..atomic import atomic_path
+from ..channel_levels import DEFAULT_SHARES
 from ..progress import duration
 
 
@@ -72,7 +73,7 @@ def budget(b: dict) -> None:
             print(f"plan: every layer at {b['uniform_plan']} where it fits, a uniform plan timed whole: no plan the "
                   "layers' summed times allowed met the target (or, best effort, came as close with less loss)")
         if b.get("channel_units"):
-            deep = [s for s in b.get("channel_shares", []) if s > 0.5]
+            deep = [s for s in b.get("channel_shares", []) if s > max(DEFAULT_SHARES)]
             print(f"channel removal: {b['channel_units_cut']} of {b['channel_units']} channel groups and attention "
                   f"blocks cut (each layer's note says by how much)"
                   + (f"; cuts beyond half ({', '.join(map(str, deep))}) were offered, as cuts of up to half did not "

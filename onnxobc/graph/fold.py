@@ -33,6 +33,38 @@ def per_channel(value: np.ndarray, rank: int, channels: int, axis: int) -> np.nd
     return np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,)).copy()
 
 
+def _own_parameters(node, inits: dict, overridable: set, readers: dict) -> tuple | None:
+    """(weight name, bias name or None, the weight) of `node` where both are float initializers
+    that no other node reads and no graph input overrides; None otherwise."""
+    weight = node.input[1]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if (weight not in inits or weight in overridable or len(readers[weight]) != 1
+            or (bias is not None and (bias not in inits or bias in overridable or len(readers[bias]) != 1))):
+        return None
+    W = numpy_helper.to_array(inits[weight])
+    return (weight, bias, W) if np.issubdtype(W.dtype, np.floating) else None
+
+
+def _composed(op: str, v: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> tuple:
+    """(scale, shift) of the affine map y = scale·x + shift followed by the step `op` with `v`
+    (y op v; Sub and Div with v second)."""
+    if op in ("Mul", "Div"):
+        f = v if op == "Mul" else 1.0 / v
+        return scale * f, shift * f
+    return scale, shift + (v if op == "Add" else -v)
+
+
+def _write_bias(g, inits: dict, node, bias: str | None, values: np.ndarray) -> None:
+    """`values` as `node`'s bias: into its initializer, or a new one it then reads."""
+    name = bias or f"{node_name(node)}.folded_bias"
+    tensor = numpy_helper.from_array(values, name)
+    if bias is None:
+        g.initializer.append(tensor)
+        set_bias(node, name)
+    else:
+        inits[bias].CopyFrom(tensor)
+
+
 def fold_output_affine(model: onnx.ModelProto) -> int:
     """Fold every constant Mul/Add/Sub/Div by a per-output-channel value that alone reads a Conv or
     Gemm output into that layer's weight and bias, in place; returns how many nodes went. Weights
@@ -49,14 +81,10 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Gemm" and attrs.get("transA", 0):
             continue
-        weight = node.input[1]
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if (weight not in inits or weight in overridable or len(consumers[weight]) != 1
-                or (bias is not None and (bias not in inits or bias in overridable or len(consumers[bias]) != 1))):
+        own = _own_parameters(node, inits, overridable, consumers)
+        if own is None:
             continue
-        W = numpy_helper.to_array(inits[weight])
-        if not np.issubdtype(W.dtype, np.floating):
-            continue
+        weight, bias, W = own
         gemm_cols = node.op_type == "Gemm" and not attrs.get("transB", 0)  # Gemm weight (K, N): channels are columns
         channels = W.shape[1] if gemm_cols else W.shape[0]
         rank, axis = (2, 1) if node.op_type == "Gemm" else (W.ndim, 1)
@@ -84,11 +112,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
             v = per_channel(numpy_helper.to_array(inits[other]), rank, channels, axis)
             if v is None or (step.op_type == "Div" and np.any(v == 0)):
                 break
-            if step.op_type in ("Mul", "Div"):
-                f = v if step.op_type == "Mul" else 1.0 / v
-                scale, shift = scale * f, shift * f
-            else:
-                shift = shift + (v if step.op_type == "Add" else -v)
+            scale, shift = _composed(step.op_type, v, scale, shift)
             node.output[0] = step.output[0]
             removed.add((step.op_type, step.output[0]))
             constants.add(other)
@@ -98,13 +122,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
             continue
         Wf = W.astype(np.float64) * (scale[None, :] if gemm_cols else scale.reshape((-1,) + (1,) * (W.ndim - 1)))
         inits[weight].CopyFrom(numpy_helper.from_array(Wf.astype(W.dtype), weight))
-        name = bias or f"{node_name(node)}.folded_bias"
-        b_new = numpy_helper.from_array(shift.astype(W.dtype), name)
-        if bias is None:
-            g.initializer.append(b_new)
-            set_bias(node, name)
-        else:
-            inits[bias].CopyFrom(b_new)
+        _write_bias(g, inits, node, bias, shift.astype(W.dtype))
         for a in node.attribute:
             if a.name in ("alpha", "beta"):
                 a.f = 1.0
@@ -113,7 +131,7 @@ def fold_output_affine(model: onnx.ModelProto) -> int:
     return len(removed)
 
 
-def _input_steps(g, conv, inits, overridable, outputs, readers, producer, channels, rank) -> tuple:
+def _input_steps(conv, inits, overridable, outputs, readers, producer, channels, rank) -> tuple:
     """(the constant Mul/Add/Sub/Div nodes, in the order they apply, that make `conv`'s input
     from a tensor nothing else reads on the way; that tensor; per input channel A and B with
     input = A·tensor + B)."""
@@ -132,11 +150,7 @@ def _input_steps(g, conv, inits, overridable, outputs, readers, producer, channe
         t = step.input[1 - k]
     A, B = np.ones(channels), np.zeros(channels)
     for step, v in reversed(steps):
-        if step.op_type in ("Mul", "Div"):
-            f = v if step.op_type == "Mul" else 1.0 / v
-            A, B = A * f, B * f
-        else:
-            B = B + (v if step.op_type == "Add" else -v)
+        A, B = _composed(step.op_type, v, A, B)
     return [s for s, _ in reversed(steps)], t, A, B
 
 
@@ -157,17 +171,13 @@ def fold_input_affine(model: onnx.ModelProto) -> int:
     for conv in list(g.node):
         if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
             continue
-        weight = conv.input[1]
-        bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
-        if (weight not in inits or weight in overridable or len(readers[weight]) != 1
-                or (bias is not None and (bias not in inits or bias in overridable or len(readers[bias]) != 1))):
+        own = _own_parameters(conv, inits, overridable, readers)
+        if own is None:
             continue
-        W = numpy_helper.to_array(inits[weight])
+        weight, bias, W = own
         attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
         group = int(attrs.get("group", 1))
-        if not np.issubdtype(W.dtype, np.floating):
-            continue
-        steps, source, A, B = _input_steps(g, conv, inits, overridable, outputs, readers, producer,
+        steps, source, A, B = _input_steps(conv, inits, overridable, outputs, readers, producer,
                                            W.shape[1] * group, W.ndim)
         padded = any(attrs.get("pads", [])) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")
         keep_shift = padded and np.any(B != 0)
@@ -182,13 +192,7 @@ def fold_input_affine(model: onnx.ModelProto) -> int:
             shift = shift + (W.astype(np.float64) * B[cols][expand]).reshape(W.shape[0], -1).sum(axis=1)
         inits[weight].CopyFrom(numpy_helper.from_array(Wf.astype(W.dtype), weight))
         if np.any(shift != 0) or bias is not None:
-            name = bias or f"{node_name(conv)}.folded_bias"
-            b_new = numpy_helper.from_array(shift.astype(W.dtype), name)
-            if bias is None:
-                g.initializer.append(b_new)
-                set_bias(conv, name)
-            else:
-                inits[bias].CopyFrom(b_new)
+            _write_bias(g, inits, conv, bias, shift.astype(W.dtype))
         removed |= {(s.op_type, s.output[0]) for s in steps}
         constants |= {i for s in steps for i in s.input if i in inits}
         if keep_shift:
