@@ -1,5 +1,5 @@
-"""The start of every flow: load the model, fold constant per-channel Mul/Add after a Conv/Gemm
-into it and fuse the activations spelled out element by element (graph/fuse.py), discover its
+"""The start of every flow: load the model, evaluate the nodes that compute constants from
+constants (graph/constants.py), fold constant per-channel Mul/Add after a Conv/Gemm into it and fuse the activations spelled out element by element (graph/fuse.py), discover its
 layers, split the calibration data (a share held out to verify) (load), and capture each layer's
 Hessians and input means (and, for int8 activations, the ranges of the tensors that get Q/DQ)
 with onnxruntime (capture)."""
@@ -18,6 +18,7 @@ from .calib.smoothing import WeightGrid, choose_smoothing
 from .families.quantize import Quantize
 from .graph.activation_qdq import quantized_tensors
 from .graph.bias import feeds_batch_norm
+from .graph.constants import fold_constants
 from .graph.fold import fold_input_affine, fold_output_affine
 from .graph.fuse import fuse_hard_activations
 from .graph.layers import discover, weight_array
@@ -128,7 +129,7 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
     if promoted:
         notes.append(f"{len(promoted)} initializers were also graph inputs (overridable): the output keeps them as "
                      f"constants only ({', '.join(promoted[:5])}{', …' if len(promoted) > 5 else ''})")
-    folded = fold_output_affine(model)
+    folded = fold_constants(model) + fold_output_affine(model)  # a bias added through a Reshape folds too
     fused = fuse_hard_activations(model)
     if fused["nodes"]:
         kinds = " and ".join(f"{fused[k]} {k} activations" for k in ("hard-swish", "hard-sigmoid") if fused[k])

@@ -64,7 +64,7 @@ def test_a_restricted_hessian_is_the_one_its_columns_capture():
     np.testing.assert_allclose(small.mean, part.mean)
 
 
-@pytest.mark.parametrize("pattern", ["mlp-gelu", "attention", "conv-bn-relu-conv"])
+@pytest.mark.parametrize("pattern", ["mlp-gelu", "attention", "conv-bn-relu-conv", "se-block"])
 def test_a_cuts_loss_is_the_loss_of_the_model_cut(tmp_path, pattern):
     prep, _ = prepared(tmp_path, PATTERNS[pattern])
     opt = Options(batch_size=8)

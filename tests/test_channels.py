@@ -74,6 +74,29 @@ def mobilenet_block():
                        numpy_helper.from_array(np.array(6, np.float32), "hi")]), (4, 6, 6)
 
 
+def se_block():
+    """An expand / depthwise / squeeze-excitation / project block as Paddle2ONNX writes MobileNetV3's
+    (each SE Conv's bias added through Reshape(bias, [1, C, 1, 1])): the gate's Conv makes a row per
+    expanded channel, so its rows go with them."""
+    shape = lambda name, c: numpy_helper.from_array(np.array([1, c, 1, 1], np.int64), name)  # noqa: E731
+    nodes = [conv("expand", "x", "we", "e", k=1, bias="be"), helper.make_node("Relu", ["e"], ["er"], name="relu_e"),
+             conv("dw", "er", "wd", "d", k=3, group=16, bias="bd"), helper.make_node("Relu", ["d"], ["dr"], name="relu_d"),
+             helper.make_node("GlobalAveragePool", ["dr"], ["pool"], name="pool"),
+             conv("se1", "pool", "w1", "s1", k=1), helper.make_node("Reshape", ["b1", "c4"], ["rb1"], name="rb1"),
+             helper.make_node("Add", ["s1", "rb1"], ["s1b"], name="se1.bias"),
+             helper.make_node("Relu", ["s1b"], ["s1r"], name="relu_s"),
+             conv("se2", "s1r", "w2", "s2", k=1), helper.make_node("Reshape", ["b2", "c16"], ["rb2"], name="rb2"),
+             helper.make_node("Add", ["s2", "rb2"], ["s2b"], name="se2.bias"),
+             helper.make_node("HardSigmoid", ["s2b"], ["gate"], name="gate", alpha=1 / 6),
+             helper.make_node("Mul", ["dr", "gate"], ["m"], name="excite"),
+             conv("project", "m", "wp", "p", k=1), helper.make_node("Add", ["p", "x"], ["y"], name="skip")]
+    return make_model(nodes, [vi("x", ["n", 4, 6, 6])], [vi("y", ["n", 4, 6, 6])],
+                      [arr("we", 16, 4, 1, 1), arr("be", 16), arr("wd", 16, 1, 3, 3, seed=1), arr("bd", 16, seed=2),
+                       arr("w1", 4, 16, 1, 1, seed=3, scale=1.0), arr("b1", 4, seed=4), shape("c4", 4),
+                       arr("w2", 16, 4, 1, 1, seed=5, scale=1.0), arr("b2", 16, seed=6), shape("c16", 16),
+                       arr("wp", 4, 16, 1, 1, seed=7)]), (4, 6, 6)
+
+
 def flatten_gemm():
     nodes = [conv("c1", "x", "w1", "a", bias="b1"), helper.make_node("Relu", ["a"], ["r"], name="relu"),
              helper.make_node("Flatten", ["r"], ["f"], name="flat", axis=1),
@@ -138,7 +161,7 @@ def mlp_gelu_smoothed():
 
 
 PATTERNS = {"conv-bn-relu-conv": conv_bn_relu_conv, "mlp-gelu": mlp_gelu, "mlp-gelu-smoothed": mlp_gelu_smoothed,
-            "mobilenet": mobilenet_block,
+            "mobilenet": mobilenet_block, "se-block": se_block,
             "flatten-gemm": flatten_gemm, "attention": attention, "attention-biases": attention_with_biases}
 
 

@@ -139,3 +139,45 @@ def test_shared_weight_and_grouped_producers_are_blocked():
     m = make_model(nodes, [vi("x", [2, 4])], [vi("y", [2, 4])], [arr("w", 4, 4)])
     g, _ = groups(m)
     assert g["w"].blocked == "its weight is shared by several nodes"
+
+
+def test_a_squeeze_excitation_gate_is_cut_with_the_channels_it_scales():
+    from test_channels import se_block
+
+    from onnxobc.graph.constants import fold_constants
+
+    model, _ = se_block()
+    assert fold_constants(model) == 2  # the SE Convs' biases, reshaped once rather than on every call
+    g, _ = groups(model)
+    e = g["we"]
+    assert e.blocked is None and e.gates == ["w2"] and e.depthwise == ["wd"]
+    assert [c.weight for c in e.consumers] == ["w1", "wp"]  # the squeeze reads the pooled channels
+    assert e.members == ["we", "w2", "wd", "w1", "wp"]
+    assert e.through == ["relu_e", "relu_d", "pool", "se2.bias", "gate", "excite"]
+    assert "gate on the channels of 'we'" in g["w2"].blocked and not g["w2"].consumers
+    assert g["w1"].blocked is None and [c.weight for c in g["w1"].consumers] == ["w2"]  # the squeezed channels
+    assert list(e.rows_kept(np.arange(3))) == ["we", "w2"]
+
+
+@pytest.mark.parametrize("case", ["gate read elsewhere", "one gate for every channel", "gate made from the channels"])
+def test_what_a_gate_must_be(case):
+    from test_channels import se_block
+
+    model, _ = se_block()
+    g = model.graph
+    if case == "gate read elsewhere":
+        g.output.append(vi("gate", ["n", 16, 1, 1]))
+    elif case == "one gate for every channel":  # se2 makes one value, which the Mul broadcasts over the channels
+        for t in g.initializer:
+            if t.name in ("w2", "b2", "c16"):
+                value = numpy_helper.to_array(t)
+                t.CopyFrom(numpy_helper.from_array(value[:1] if t.name != "c16" else np.array([1, 1, 1, 1]), t.name))
+    else:  # the gate's Conv reads the channels themselves: it is their consumer, not a second producer
+        excite = next(n for n in g.node if n.name == "excite")
+        g.node.insert(list(g.node).index(excite), conv("self_gate", "dr", "wg", "sg", k=1))
+        g.node.insert(list(g.node).index(excite), helper.make_node("Sigmoid", ["sg"], ["sgs"], name="sig"))
+        excite.input[1] = "sgs"
+        g.initializer.append(arr("wg", 16, 16, 1, 1))
+    onnx.checker.check_model(model)
+    found, _ = groups(model)
+    assert "'excite'" in found["we"].blocked and not found["we"].gates

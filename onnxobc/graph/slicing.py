@@ -1,6 +1,6 @@
 """Removing channels through a layer group (graph/coupling.py), in place: the producer's rows and
-bias, the channels' values in every op on the way (BatchNormalization, per-channel constants of
-Mul/Add/Sub/Div, PRelu, a bias Add), the channels of depthwise Convs (and their `group`), and the
+bias (and those of a layer making a gate on them), the channels' values in every op on the way
+(BatchNormalization, per-channel constants of Mul/Add/Sub/Div, PRelu, a bias Add), the channels of depthwise Convs (and their `group`), and the
 consumers' weights, given as new, narrower tensors. The result is a smaller dense model: every
 runtime runs it faster, with no special kernel."""
 
@@ -14,15 +14,17 @@ from .nodes import consumers, node_name
 
 
 def take_channels(model: onnx.ModelProto, group, layers: dict, keep: np.ndarray) -> None:
-    """Keep only the channels `keep` (sorted indices) of `group` in its producer, the ops on the
-    way and its depthwise Convs; the consumers are left to set_consumer."""
+    """Keep only the channels `keep` (sorted indices) of `group` in its producer and the layers
+    that make a gate on them, the ops on the way and its depthwise Convs; the consumers are left
+    to set_consumer."""
     g = model.graph
     nodes = {node_name(n): n for n in g.node}
-    producer = layers[group.producer]
-    node = nodes[producer.nodes[0]]
-    _slice(g, producer.weight, producer.output_axis, keep, node)
-    if len(node.input) > 2 and node.input[2]:
-        _slice_channel_values(g, node, node.input[2], group.channels, keep, axis_from_end=1)
+    for weight in [group.producer] + group.gates:
+        producer = layers[weight]
+        node = nodes[producer.nodes[0]]
+        _slice(g, producer.weight, producer.output_axis, keep, node)
+        if len(node.input) > 2 and node.input[2]:
+            _slice_channel_values(g, node, node.input[2], group.channels, keep, axis_from_end=1)
     for name in group.through:
         op = nodes[name]
         aligned = next(group.aligned[x] for x in op.input if x in group.aligned)
