@@ -1,8 +1,9 @@
 """The start of every flow: load the model, evaluate the nodes that compute constants from
-constants (graph/constants.py), fold constant per-channel Mul/Add after a Conv/Gemm into it and fuse the activations spelled out element by element (graph/fuse.py), discover its
-layers, split the calibration data (a share held out to verify) (load), and capture each layer's
-Hessians and input means (and, for int8 activations, the ranges of the tensors that get Q/DQ)
-with onnxruntime (capture)."""
+constants (graph/constants.py), fold constant per-channel Mul/Add after a Conv/Gemm into it and
+fuse the activations spelled out element by element (graph/fuse.py), discover its layers, split
+the calibration data (a share held out to verify) (load), and capture each layer's Hessians and
+input means (and, for int8 activations, the ranges of the tensors that get Q/DQ) with
+onnxruntime (capture)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ class Prepared:
     range_choices: dict = dataclasses.field(default_factory=dict)  # with act_ranges "auto", when they differ:
     #                                                                 {"histogram": ranges, "output": ranges}
     smoothing: dict = dataclasses.field(default_factory=dict)  # tensor → α of the outliers moved into weights
-    folded: int = 0  # nodes the model lost without changing what it computes: constant per-channel
-    #                  Mul/Add/Sub/Div folded into the layer next to them, spelled-out activations fused
+    folded: int = 0  # nodes the model lost without changing what it computes: constants computed once,
+    #                  constant per-channel Mul/Add/Sub/Div folded into the layer next to them, spelled-out
+    #                  activations fused
     notes: list = dataclasses.field(default_factory=list)  # what the input had that was changed or left alone
 
 
