@@ -116,16 +116,10 @@ def smoothed(prep: Prepared, forms: list, progress=None, leave=frozenset()) -> P
     return dataclasses.replace(prep, model=model, layers=layers, smoothing={t: a for t, (a, _) in chosen.items()})
 
 
-def load(model_path, calib, options: Options, model: onnx.ModelProto | None = None) -> Prepared:
-    """The model loaded, folded, its activations fused and its layers discovered, the calibration
-    data split; no statistics captured yet (capture() adds them)."""
-    src = pathlib.Path(model_path)
-    if model is None:
-        model = load_model(src)
-    else:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = copy
+def rewrite(model: onnx.ModelProto) -> tuple:
+    """`model` rewritten in place to compute the same with fewer nodes, as every flow starts from
+    it: constants computed once, affine steps folded into the layers next to them, hard-swish
+    fused. Returns (the nodes removed, notes on what changed)."""
     notes = []
     promoted = inputs_to_constants(model)
     if promoted:
@@ -140,6 +134,20 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
         notes.append(f"{kinds} spelled out element by element (x · Clip(x + 3, 0, 6) / 6) were fused into "
                      f"HardSwish / HardSigmoid nodes{opset}: {fused['nodes']} nodes fewer, the same values")
     folded += fused["nodes"] + fold_input_affine(model)  # after the fusion, which needs the / 6 the fold would take
+    return folded, notes
+
+
+def load(model_path, calib, options: Options, model: onnx.ModelProto | None = None) -> Prepared:
+    """The model loaded, folded, its activations fused and its layers discovered, the calibration
+    data split; no statistics captured yet (capture() adds them)."""
+    src = pathlib.Path(model_path)
+    if model is None:
+        model = load_model(src)
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    folded, notes = rewrite(model)
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]
     layers, over = within_memory(layers, memory_budget(options.max_memory))

@@ -25,6 +25,23 @@ def test_inspect_lists_layers_shapes_and_flops(tmp_path):
     assert text.returncode == 0 and "2 × 3 × 18" in text.stdout and "0.014" in text.stdout
 
 
+def test_inspect_shows_the_channel_groups_compress_cuts(tmp_path):
+    """A squeeze-excitation block as Paddle2ONNX writes it: its biases added through Reshape fold
+    first, as compress folds them, and the gate's Conv is cut with the channels it scales."""
+    from test_channels import se_block
+
+    path = tmp_path / "se.onnx"
+    onnx.save(se_block()[0], path)
+    before = path.read_bytes()
+    found = json.loads(onnxobc("inspect", str(path), "--json").stdout)
+    assert found["folded_nodes"] == 4  # two Reshapes computed once, the two bias Adds folded into their Convs
+    (expand,) = [g for g in found["channel_groups"] if g["producer"] == "we"]
+    assert expand["blocked"] is None and expand["gates"] == ["w2"]
+    text = onnxobc("inspect", str(path)).stdout
+    assert "4 nodes folded" in text and "the gate made by w2" in text and "gate on the channels of 'we'" in text
+    assert path.read_bytes() == before
+
+
 def test_inspect_bad_input_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00garbage")

@@ -21,9 +21,11 @@ def inspect(args) -> int:
     from ..graph.layers import discover
     from ..graph.model import load_model
     from ..graph.nodes import node_name
+    from ..prepare import rewrite
 
     fixed = parse_input_shapes(args.input_shape)
     model = load_model(args.model)
+    folded, notes = rewrite(model)  # the model as compress sees it: its channel groups are those compress cuts
     layers, skipped = discover(model)
     shapes = output_shapes(model, fixed)
     outputs = {node_name(n): n.output[0] for n in model.graph.node}
@@ -35,12 +37,17 @@ def inspect(args) -> int:
                      "flops_per_sample": None if macs is None else 2 * macs})
     groups = layer_groups(model, layers)
     if args.json:
-        json.dump({"layers": rows, "skipped": [vars(s) for s in skipped],
+        json.dump({"folded_nodes": folded, "notes": notes, "layers": rows, "skipped": [vars(s) for s in skipped],
                    "channel_groups": [{k: v for k, v in dataclasses.asdict(g).items() if k != "aligned"}
                                       for g in groups]}, sys.stdout, indent=2)
         print()
         return 0
     print(f"{args.model}: {len(layers)} compressible layer(s), {len(skipped)} skipped")
+    if folded:
+        print(f"as compress sees it: {folded} nodes folded into the layers next to them, computed once or fused, "
+              "the same values")
+    for note in notes:
+        print(f"note: {note}")
     header = ("weight", "op", "nodes", "matrix (groups × rows × cols)", "params", "MFLOPs/sample")
     show.table(header, [(r["weight"], r["op"], str(len(r["nodes"])), f"{r['groups']} × {r['rows']} × {r['cols']}",
                          str(r["params"]),
@@ -57,7 +64,7 @@ def inspect(args) -> int:
         if g.blocked:
             print(f"  {g.producer} ({g.channels}): blocked, {g.blocked}")
         else:
-            via = g.through + [f"depthwise {w}" for w in g.depthwise]
+            via = g.through + [f"depthwise {w}" for w in g.depthwise] + [f"the gate made by {w}" for w in g.gates]
             print(f"  {g.producer} ({g.channels}): read by {', '.join(c.weight for c in g.consumers)}"
                   + (f" through {', '.join(via)}" if via else ""))
     return 0
