@@ -117,19 +117,21 @@ def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: boo
     removed. Layers whose inputs were all zero on the calibration data are not cut into."""
     progress = progress or (lambda *a: None)
     groups = removable_groups(prep.model, prep.layers)
-    cuts, notes = [], []
+    cuts = []
     progress("channels", 0, len(groups), "")
     for i, group in enumerate(groups):
         if not group.blocked and any(c.weight not in prep.hessians or dead_inputs(prep.hessians[c.weight])
                                      for c in group.consumers):
             group.blocked = "a layer that reads it is left as it is (skipped, or its inputs are all zero)"
-        if group.blocked:
-            notes.append(f"{group.unit} of {group.producer} kept: {group.blocked}")
-        else:
+        if not group.blocked:
             cut = plan_cut(prep, group, share, damp)
             if cut is not None:
                 cuts.append(cut)
         progress("channels", i + 1, len(groups), group.producer)
+    # a depthwise Conv's or a gate's channels are cut with the group they pass through or scale: not kept
+    inside = {w for g in groups if not g.blocked for w in g.members
+              if w != g.producer and w not in {c.weight for c in g.consumers}}
+    notes = [f"{g.unit} of {g.producer} kept: {g.blocked}" for g in groups if g.blocked and g.producer not in inside]
     model, rows_kept = apply_cuts(prep.model, prep.layers, cuts, bias_correction)
     return model, _rows(prep, cuts, rows_kept), notes
 

@@ -219,6 +219,14 @@ def test_keeping_every_channel_changes_nothing(tmp_path, pattern):
     np.testing.assert_allclose(run(model, {"x": x[:8]})[0], run(prep.model, {"x": x[:8]})[0], rtol=1e-6, atol=1e-6)
 
 
+def test_the_notes_name_the_channels_kept_and_not_those_cut_with_another_group(tmp_path):
+    prep, _ = prepared(tmp_path, se_block)
+    small, _, notes = remove_channels(prep, 0.5)
+    shapes = {t.name: tuple(t.dims) for t in small.graph.initializer}
+    assert shapes["wd"][0] == 8 and shapes["w2"][:2] == (8, 2)  # the depthwise and the gate's Conv cut with "we"
+    assert [n.split(":")[0] for n in notes] == ["channels of wp kept"]  # the residual
+
+
 def test_removed_counts_keep_multiples_of_eight():
     assert removed_count(64, 0.3) == 64 - 48  # 44.8 kept → 48
     assert removed_count(24, 0.5) == 24 - 16  # 12 kept → 16
