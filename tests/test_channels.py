@@ -97,6 +97,16 @@ def se_block():
                        arr("wp", 4, 16, 1, 1, seed=7)]), (4, 6, 6)
 
 
+def gated():
+    """a · Sigmoid(b), a and b Convs of the input (a gated linear unit), then a Conv: b's rows go with a's."""
+    nodes = [conv("a", "x", "wa", "ya", k=1, bias="ba"), conv("b", "x", "wb", "yb", k=1, bias="bb"),
+             helper.make_node("Sigmoid", ["yb"], ["s"], name="sig"), helper.make_node("Mul", ["ya", "s"], ["m"], name="glu"),
+             conv("out", "m", "wo", "y", k=3)]
+    return make_model(nodes, [vi("x", ["n", 4, 6, 6])], [vi("y", ["n", 3, 6, 6])],
+                      [arr("wa", 16, 4, 1, 1), arr("ba", 16), arr("wb", 16, 4, 1, 1, seed=1), arr("bb", 16, seed=2),
+                       arr("wo", 3, 16, 3, 3, seed=3)]), (4, 6, 6)
+
+
 def flatten_gemm():
     nodes = [conv("c1", "x", "w1", "a", bias="b1"), helper.make_node("Relu", ["a"], ["r"], name="relu"),
              helper.make_node("Flatten", ["r"], ["f"], name="flat", axis=1),
@@ -161,7 +171,7 @@ def mlp_gelu_smoothed():
 
 
 PATTERNS = {"conv-bn-relu-conv": conv_bn_relu_conv, "mlp-gelu": mlp_gelu, "mlp-gelu-smoothed": mlp_gelu_smoothed,
-            "mobilenet": mobilenet_block, "se-block": se_block,
+            "mobilenet": mobilenet_block, "se-block": se_block, "gated": gated,
             "flatten-gemm": flatten_gemm, "attention": attention, "attention-biases": attention_with_biases}
 
 

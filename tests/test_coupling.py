@@ -181,3 +181,16 @@ def test_what_a_gate_must_be(case):
     onnx.checker.check_model(model)
     found, _ = groups(model)
     assert "'excite'" in found["we"].blocked and not found["we"].gates
+
+
+def test_two_layers_gating_each_other_are_one_group():
+    """a · Sigmoid(b), a and b each a Conv of the input (a gated linear unit): one group, a's, with b
+    its gate."""
+    nodes = [conv("a", "x", "wa", "ya", k=1), conv("b", "x", "wb", "yb", k=1),
+             helper.make_node("Sigmoid", ["yb"], ["s"], name="sig"), helper.make_node("Mul", ["ya", "s"], ["m"], name="glu"),
+             conv("out", "m", "wo", "y", k=1)]
+    m = make_model(nodes, [vi("x", [1, 4, 6, 6])], [vi("y", [1, 3, 6, 6])],
+                   [arr("wa", 8, 4, 1, 1), arr("wb", 8, 4, 1, 1, seed=1), arr("wo", 3, 8, 1, 1, seed=2)])
+    g, _ = groups(m)
+    assert g["wa"].blocked is None and g["wa"].gates == ["wb"] and [c.weight for c in g["wa"].consumers] == ["wo"]
+    assert "gate on the channels of 'wa'" in g["wb"].blocked

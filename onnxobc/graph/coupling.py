@@ -105,7 +105,10 @@ def layer_groups(model, layers) -> list:
     graph = _Graph({n: l for l in layers for n in l.nodes}, {t.name: t for t in g.initializer}, output_shapes(model),
                    {o: n for n in g.node for o in n.output}, consumers(g), {o.name for o in g.output})
     groups = [_group(model, layer, graph) for layer in layers]
-    gating = {w: group.producer for group in groups if not group.blocked for w in group.gates}
+    gating = {}  # where two layers' outputs gate each other (a · σ(b)), the first one's group holds both
+    for group in groups:
+        if not group.blocked and group.producer not in gating:
+            gating.update({w: group.producer for w in group.gates})
     for group in groups:
         if group.producer in gating:
             group.blocked = f"its rows make a gate on the channels of {gating[group.producer]!r}: cut with them"
