@@ -194,3 +194,19 @@ def test_two_layers_gating_each_other_are_one_group():
     g, _ = groups(m)
     assert g["wa"].blocked is None and g["wa"].gates == ["wb"] and [c.weight for c in g["wa"].consumers] == ["wo"]
     assert "gate on the channels of 'wa'" in g["wb"].blocked
+
+
+@pytest.mark.parametrize("up_first", [True, False])
+def test_a_swiglu_mlp_is_one_group(up_first):
+    """up · SiLU(gate) → down, SiLU written g · Sigmoid(g): the two projections' rows go together,
+    whichever comes first."""
+    mm = lambda name, x, w, y: helper.make_node("MatMul", [x, w], [y], name=name)  # noqa: E731
+    projections = [mm("up", "x", "wu", "u"), mm("gate", "x", "wg", "g")]
+    nodes = (projections if up_first else projections[::-1]) + [
+        helper.make_node("Sigmoid", ["g"], ["s"], name="sig"), helper.make_node("Mul", ["g", "s"], ["silu"], name="silu"),
+        helper.make_node("Mul", ["u", "silu"], ["m"], name="glu"), mm("down", "m", "wd", "y")]
+    m = make_model(nodes, [vi("x", [2, 3, 8])], [vi("y", [2, 3, 8])],
+                   [arr("wu", 8, 16), arr("wg", 8, 16, seed=1), arr("wd", 16, 8, seed=2)])
+    g, _ = groups(m)
+    (free,) = [x for x in g.values() if not x.blocked]
+    assert sorted([free.producer] + free.gates) == ["wg", "wu"] and [c.weight for c in free.consumers] == ["wd"]
