@@ -14,7 +14,8 @@ channels on two paths (x · sigmoid(x), GELU's x · erf(x/√2)) stays aligned w
 A squeeze-excitation block multiplies the channels by a gate that another layer makes, one value
 per channel: x · HardSigmoid(Conv(Relu(Conv(GlobalAveragePool(x))))). The gate's Conv has a row
 per channel of x, so its rows go with the channels (a second producer of the group), and the
-first Conv, which reads the pooled channels, is a consumer like any other."""
+first Conv, which reads the pooled channels, is a consumer like any other. A gated linear unit
+(a · σ(b), SwiGLU's up · SiLU(gate)) is the same: two layers whose rows go together."""
 
 from __future__ import annotations
 
