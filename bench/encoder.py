@@ -131,7 +131,8 @@ def main():
             rows.append([k, f"{cosine:.4f}", f"{np.mean(neighbours(emb[k]) == ref):.3f}",
                          f"{sec[k] * 1e3:.1f}", f"{sec['dense'] / sec[k]:.2f}x",
                          f"{pathlib.Path(p).stat().st_size / pathlib.Path(dense).stat().st_size:.3f}",
-                         f"{seconds[k]:.0f}", "{:.2f}x / {:.2f}x / {:.2f}x".format(*predicted[k]) if k in predicted else "-"])
+                         f"{seconds[k]:.0f}",
+                         "{:.2f}x / {:.2f}x / {:.2f}x".format(*predicted[k]) if k in predicted else "-"])
     note(f"{MODELS[args.model]}, {args.calib} calibration texts (a quarter held "
          f"out by compress), metrics on {args.test} other texts of {encoder.SEQ} tokens (no padding), latency at batch "
          f"{args.batch} on onnxruntime CPU, all models timed in turns")

@@ -80,7 +80,8 @@ def se_block():
     expanded channel, so its rows go with them."""
     shape = lambda name, c: numpy_helper.from_array(np.array([1, c, 1, 1], np.int64), name)  # noqa: E731
     nodes = [conv("expand", "x", "we", "e", k=1, bias="be"), helper.make_node("Relu", ["e"], ["er"], name="relu_e"),
-             conv("dw", "er", "wd", "d", k=3, group=16, bias="bd"), helper.make_node("Relu", ["d"], ["dr"], name="relu_d"),
+             conv("dw", "er", "wd", "d", k=3, group=16, bias="bd"),
+             helper.make_node("Relu", ["d"], ["dr"], name="relu_d"),
              helper.make_node("GlobalAveragePool", ["dr"], ["pool"], name="pool"),
              conv("se1", "pool", "w1", "s1", k=1), helper.make_node("Reshape", ["b1", "c4"], ["rb1"], name="rb1"),
              helper.make_node("Add", ["s1", "rb1"], ["s1b"], name="se1.bias"),
@@ -100,7 +101,8 @@ def se_block():
 def gated():
     """a · Sigmoid(b), a and b Convs of the input (a gated linear unit), then a Conv: b's rows go with a's."""
     nodes = [conv("a", "x", "wa", "ya", k=1, bias="ba"), conv("b", "x", "wb", "yb", k=1, bias="bb"),
-             helper.make_node("Sigmoid", ["yb"], ["s"], name="sig"), helper.make_node("Mul", ["ya", "s"], ["m"], name="glu"),
+             helper.make_node("Sigmoid", ["yb"], ["s"], name="sig"),
+             helper.make_node("Mul", ["ya", "s"], ["m"], name="glu"),
              conv("out", "m", "wo", "y", k=3)]
     return make_model(nodes, [vi("x", ["n", 4, 6, 6])], [vi("y", ["n", 3, 6, 6])],
                       [arr("wa", 16, 4, 1, 1), arr("ba", 16), arr("wb", 16, 4, 1, 1, seed=1), arr("bb", 16, seed=2),

@@ -187,7 +187,8 @@ def test_two_layers_gating_each_other_are_one_group():
     """a · Sigmoid(b), a and b each a Conv of the input (a gated linear unit): one group, a's, with b
     its gate."""
     nodes = [conv("a", "x", "wa", "ya", k=1), conv("b", "x", "wb", "yb", k=1),
-             helper.make_node("Sigmoid", ["yb"], ["s"], name="sig"), helper.make_node("Mul", ["ya", "s"], ["m"], name="glu"),
+             helper.make_node("Sigmoid", ["yb"], ["s"], name="sig"),
+             helper.make_node("Mul", ["ya", "s"], ["m"], name="glu"),
              conv("out", "m", "wo", "y", k=1)]
     m = make_model(nodes, [vi("x", [1, 4, 6, 6])], [vi("y", [1, 3, 6, 6])],
                    [arr("wa", 8, 4, 1, 1), arr("wb", 8, 4, 1, 1, seed=1), arr("wo", 3, 8, 1, 1, seed=2)])
@@ -203,7 +204,8 @@ def test_a_swiglu_mlp_is_one_group(up_first):
     mm = lambda name, x, w, y: helper.make_node("MatMul", [x, w], [y], name=name)  # noqa: E731
     projections = [mm("up", "x", "wu", "u"), mm("gate", "x", "wg", "g")]
     nodes = (projections if up_first else projections[::-1]) + [
-        helper.make_node("Sigmoid", ["g"], ["s"], name="sig"), helper.make_node("Mul", ["g", "s"], ["silu"], name="silu"),
+        helper.make_node("Sigmoid", ["g"], ["s"], name="sig"),
+        helper.make_node("Mul", ["g", "s"], ["silu"], name="silu"),
         helper.make_node("Mul", ["u", "silu"], ["m"], name="glu"), mm("down", "m", "wd", "y")]
     m = make_model(nodes, [vi("x", [2, 3, 8])], [vi("y", [2, 3, 8])],
                    [arr("wu", 8, 16), arr("wg", 8, 16, seed=1), arr("wd", 16, 8, seed=2)])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx
 from onnx import numpy_helper
 
 from .flops import output_shapes
@@ -155,7 +154,7 @@ def _step(node, aligned: dict, graph: _Graph, group: LayerGroup) -> str | None:
     layer = graph.by_node.get(name)
     if layer is not None:
         return _consumer(node, name, layer, first, aligned, group)
-    if first is not None and _channelwise(node, first, graph.consts, group.channels):
+    if first is not None and _channelwise(node, node.input[0], first, graph.consts, group.channels):
         group.through.append(name)
         aligned[node.output[0]] = first
         return None
@@ -182,17 +181,18 @@ def _step(node, aligned: dict, graph: _Graph, group: LayerGroup) -> str | None:
     return f"{op} {name!r} mixes, joins or reshapes its channels"
 
 
-def _channelwise(node, x: Aligned, consts: dict, channels: int) -> bool:
-    """Whether `node`'s output channel c depends only on channel c of its first input (aligned as
-    `x`): a channel-wise op whose other inputs are constants, per channel or one value, or a
-    Mul/Add/Sub/Div of the first input with such a constant."""
-    others = [y for y in node.input[1:] if y]
+def _channelwise(node, source: str, x: Aligned, consts: dict, channels: int) -> bool:
+    """Whether `node`'s output channel c depends only on channel c of its input `source` (aligned
+    as `x`): a channel-wise op reading it first, its other inputs constants per channel or one
+    value, or a Mul/Add/Sub/Div of it, in either place, with such a constant."""
+    others = [y for y in node.input if y and y != source]
     if not all(y in consts for y in others):
         return False
-    if node.op_type == "BatchNormalization":
-        return True
-    return (node.op_type in CHANNELWISE or (node.op_type in BINARY and len(others) == 1)) and \
-        all(_broadcasts(consts[y], x, channels) for y in others)
+    if node.op_type in BINARY:
+        return len(others) == 1 and _broadcasts(consts[others[0]], x, channels)
+    if node.op_type not in CHANNELWISE or node.input[0] != source:
+        return False
+    return node.op_type == "BatchNormalization" or all(_broadcasts(consts[y], x, channels) for y in others)
 
 
 def _gate(tensor: str, to: Aligned, aligned: dict, graph: _Graph, group: LayerGroup) -> bool:
@@ -209,7 +209,7 @@ def _gate(tensor: str, to: Aligned, aligned: dict, graph: _Graph, group: LayerGr
         if layer is not None:
             break
         computed = [x for x in node.input if x and x not in graph.consts]
-        if len(computed) != 1 or not _channelwise(_first(node, computed[0]), to, graph.consts, group.channels):
+        if len(computed) != 1 or not _channelwise(node, computed[0], to, graph.consts, group.channels):
             return False
         way.append(node)
         tensor = computed[0]
@@ -223,16 +223,6 @@ def _gate(tensor: str, to: Aligned, aligned: dict, graph: _Graph, group: LayerGr
         group.through.append(node_name(step))
         aligned[step.output[0]] = to
     return True
-
-
-def _first(node, x: str):
-    """`node` with `x` as its first input: a Mul/Add/Sub/Div is channel-wise in either input."""
-    if node.input[0] == x or node.op_type not in BINARY:
-        return node
-    swapped = onnx.NodeProto()
-    swapped.CopyFrom(node)
-    swapped.input[:] = [x] + [y for y in node.input if y != x]
-    return swapped
 
 
 def _consumer(node, name: str, layer, first, aligned: dict, group: LayerGroup) -> str | None:

@@ -1,8 +1,9 @@
 """Removing channels through a layer group (graph/coupling.py), in place: the producer's rows and
 bias (and those of a layer making a gate on them), the channels' values in every op on the way
-(BatchNormalization, per-channel constants of Mul/Add/Sub/Div, PRelu, a bias Add), the channels of depthwise Convs (and their `group`), and the
-consumers' weights, given as new, narrower tensors. The result is a smaller dense model: every
-runtime runs it faster, with no special kernel."""
+(BatchNormalization, per-channel constants of Mul/Add/Sub/Div, PRelu, a bias Add), the channels
+of depthwise Convs (and their `group`), and the consumers' weights, given as new, narrower
+tensors. The result is a smaller dense model: every runtime runs it faster, with no special
+kernel."""
 
 from __future__ import annotations
 
