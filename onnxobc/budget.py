@@ -370,7 +370,7 @@ def _split(levels: list, kind: str) -> tuple:
 
 CORRECTIONS = 3  # re-plans at most
 SHORT = 0.97  # of the requested speedup: a plan measured below it is short
-OVER = 1.10  # of the requested speedup: a plan measured above it gives up more than asked, when a short one bounds it
+OVER = 1.10  # of the requested speedup: a plan measured above it gives up more than asked; a lower aim is tried
 
 
 def _corrected(prep, db, src, dst, options, kind, target, levels, planned, report, t0, extra, progress,
@@ -378,9 +378,10 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
     """Whole-plan correction: while every plan measures short of the requested speedup, ask the
     DP for more by the ratio the last plan's prediction missed by (the layers' times in the
     database do not add up exactly to the model's); where one measures short and another far
-    over, aim in between (geometrically). Each plan is stitched and measured; every attempt is
-    in the report's budget["attempts"], and the output is the one of least aim that met the
-    request (else the fastest measured)."""
+    over, aim in between (geometrically); where every plan is far over, aim lower by the ratio
+    the least aimed one went over (a plan that gives up less may meet the request too). Each plan
+    is stitched and measured; every attempt is in the report's budget["attempts"], and the output
+    is the one of least aim that met the request (else the fastest measured)."""
     requested = budget_factor(kind, target)
     dst = pathlib.Path(dst)
     tried = []  # (aim, plan, report, the copy of its files)
@@ -403,9 +404,11 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
             short = [t for t in tried if measured(t) < SHORT * requested]
             if met:
                 best = min(met, key=lambda t: t[0])
-                if measured(best) <= OVER * requested or not short:
+                if measured(best) <= OVER * requested:
                     break
-                aim = math.sqrt(max(t[0] for t in short) * best[0])
+                # far over: aim between it and a short plan, or, with none, lower by what it went over
+                aim = math.sqrt(max(t[0] for t in short) * best[0]) if short else \
+                    best[0] * requested / measured(best)
             else:
                 b = report["budget"]
                 aim *= b["predicted_speedup"] / b["measured_speedup"]

@@ -307,14 +307,9 @@ def test_deepsparse_speedup_writes_its_int8_form_and_measures_it(tmp_path):
     assert not ops & {"QLinearAdd", "MatMulNBits"}
 
 
-def test_the_correction_aims_between_a_short_plan_and_one_far_over(tmp_path, monkeypatch):
-    """Simulated measurements: 3x asked; aim 3 measures 2.25x (short), the corrected aim 4 measures
-    3.4x (more than 10 % over), aim √12 short again, aim √(√12 · 4) 3.16x: that one is written."""
-    from onnxobc import budget
-
-    def measured(aim):
-        return 0.75 * aim if aim < 3.5 else 0.85 * aim
-
+def _simulated(budget, monkeypatch, measured):
+    """budget's planning and stitching replaced: a plan is its aim, written to the output file,
+    and measures `measured(aim)`."""
     def plan(*args, aim=None, **kw):
         return {"plan": {"w": f"{aim:.6f}"}}
 
@@ -326,6 +321,15 @@ def test_the_correction_aims_between_a_short_plan_and_one_far_over(tmp_path, mon
 
     monkeypatch.setattr(budget, "make_plan", plan)
     monkeypatch.setattr(budget, "stitch", stitch)
+    return plan, stitch
+
+
+def test_the_correction_aims_between_a_short_plan_and_one_far_over(tmp_path, monkeypatch):
+    """Simulated measurements: 3x asked; aim 3 measures 2.25x (short), the corrected aim 4 measures
+    3.4x (more than 10 % over), aim √12 short again, aim √(√12 · 4) 3.16x: that one is written."""
+    from onnxobc import budget
+
+    plan, stitch = _simulated(budget, monkeypatch, lambda aim: 0.75 * aim if aim < 3.5 else 0.85 * aim)
     dst = tmp_path / "o.onnx"
     first = stitch(None, None, None, dst, None, plan(aim=3.0))
     report = budget._corrected(None, None, None, dst, None, "speedup", "3x", [], plan(aim=3.0), first, 0.0, {},
@@ -343,6 +347,35 @@ def test_the_correction_aims_between_a_short_plan_and_one_far_over(tmp_path, mon
                                lambda *a: None, None, None)
     assert [a["written"] for a in report["budget"]["attempts"]] == [False, True, False]
     assert float(dst.read_text()) == pytest.approx(4.0) and report["budget"]["measured_speedup"] == pytest.approx(3.4)
+
+
+def test_a_plan_far_over_the_request_is_followed_by_a_lower_aim(tmp_path, monkeypatch):
+    """Simulated: 2x asked, every plan measures 1.15 times its aim; aim 2 measures 2.3x (more than
+    10 % over, no short plan), so the next aims at 2 / 1.15 and measures 2x: that one, of less
+    aim, is written. Where the lower aim measures short, the next aims between the two."""
+    from onnxobc import budget
+
+    plan, stitch = _simulated(budget, monkeypatch, lambda aim: 1.15 * aim)
+    dst = tmp_path / "o.onnx"
+    first = stitch(None, None, None, dst, None, plan(aim=2.0))
+    report = budget._corrected(None, None, None, dst, None, "speedup", "2x", [], plan(aim=2.0), first, 0.0, {},
+                               lambda *a: None, None, None)
+    attempts = report["budget"]["attempts"]
+    assert [a["aimed_speedup"] for a in attempts] == pytest.approx([2.0, 2 / 1.15], rel=1e-5)
+    assert [a["written"] for a in attempts] == [False, True]
+    assert report["budget"]["measured_speedup"] == pytest.approx(2.0)
+    assert float(dst.read_text()) == pytest.approx(2 / 1.15, rel=1e-5)
+
+    dst.unlink()  # from aim 1.75 up 1.25 times the aim, below 0.9 times: aim 2 → 2.5x, 1.6 → 1.44x (short),
+    plan, stitch = _simulated(budget, monkeypatch, lambda aim: 1.25 * aim if aim >= 1.75 else 0.9 * aim)
+    first = stitch(None, None, None, dst, None, plan(aim=2.0))  # √3.2 → 2.24x, √(1.6 · √3.2) short
+    report = budget._corrected(None, None, None, dst, None, "speedup", "2x", [], plan(aim=2.0), first, 0.0, {},
+                               lambda *a: None, None, None)
+    attempts = report["budget"]["attempts"]
+    assert [a["aimed_speedup"] for a in attempts] == pytest.approx([2.0, 1.6, 3.2 ** 0.5, (1.6 * 3.2 ** 0.5) ** 0.5],
+                                                                   rel=1e-5)
+    assert [a["written"] for a in attempts] == [False, False, True, False]
+    assert float(dst.read_text()) == pytest.approx(3.2 ** 0.5, rel=1e-5)
 
 
 def test_a_measurement_far_below_the_prediction_is_taken_again(monkeypatch):
