@@ -135,10 +135,8 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     losses = [table.losses[i] for i in singles] + [[o[1] for o in opts] for opts in units]
     costs = [table.costs[i] for i in singles] + [[o[0] for o in opts] for opts in units]
     taken = None  # a uniform plan taken instead of the DP's (whole_plans.py)
-    try:
-        if budget <= 0:  # what no level changes already takes the whole target
-            raise dp.InfeasibleBudget(budget, sum(min(c) for c in costs))
-        choice = dp.solve(losses, costs, budget)
+    try:  # the budget may be negative: what no level changes takes the whole target, and only cuts that
+        choice = dp.solve(losses, costs, budget)  # save work outside their layers (negative costs) can meet it
     except dp.InfeasibleBudget as e:
         taken = min((w for w in wholes if w[1] <= budget), key=lambda w: w[0].loss, default=None)
         if taken is None:
@@ -151,12 +149,11 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
                 (src.stat().st_size - dense_layers, 1.0) if cost == "size" else (0.0, 1.0))
             near = ((base + unit * best) / BEST_EFFORT - base) / unit
             choice, least = None, math.inf  # unless a plan of the DP's comes that close, a uniform one does
-            if near > 0:
-                try:
-                    choice = dp.solve(losses, costs, near)
-                    least = sum(l[k] for l, k in zip(losses, choice))
-                except dp.InfeasibleBudget:
-                    pass
+            try:
+                choice = dp.solve(losses, costs, near)
+                least = sum(l[k] for l, k in zip(losses, choice))
+            except dp.InfeasibleBudget:
+                pass
             taken = min((w for w in wholes if w[1] <= near and w[0].loss < least), key=lambda w: w[0].loss,
                         default=None)
     if taken is not None:

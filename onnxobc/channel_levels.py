@@ -11,7 +11,10 @@ share with stand-in cuts (the last channels dropped), each narrowed layer is tim
 level, and the cut models are timed whole beside the others. A cut saves more inside the model than
 its layers alone (fewer heads' attention scores and softmax, fewer neurons' activations): that
 share of the whole-model saving over the layers' summed savings scales them, as a level's in-model
-factor scales its own (costs.in_model_factors).
+factor scales its own (costs.in_model_factors). A narrowed layer's cost is then below zero where
+its cut saves more outside it than it still takes, and the DP takes such costs: on an encoder
+whose attention and activations take most of the time, a target beyond what the layers alone
+can give is met by cuts.
 
 The loss of a cut is the model's calibration loss with that group alone cut by structured
 ExactOBS (channels.Removal: one greedy pass gives every share), a chain's with all its groups cut;

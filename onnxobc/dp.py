@@ -2,9 +2,12 @@
 OBC paper, after AdaQuant/SPDY): minimise Σ loss[l][k] subject to Σ cost[l][k] ≤ budget.
 Pure: lists of numbers in, one level index per layer out.
 
-Costs are discretised into `buckets` steps of budget / buckets, rounded up, so a plan that fits
-in buckets always fits the real budget; finer buckets lose less to the rounding. O(layers ×
-levels × buckets) time, O(layers × buckets) memory for the back-pointers.
+A cost may be negative (a channel cut that removes more work outside its layer than the
+narrowed layer still does) and so may the budget: each layer's costs are counted from its
+cheapest level, and the budget less the cheapest levels' sum is what the DP spends. That spare
+is discretised into `buckets` steps, costs rounded up, so a plan that fits in buckets always fits
+the real budget; finer buckets lose less to the rounding. O(layers × levels × buckets) time,
+O(layers × buckets) memory for the back-pointers.
 """
 
 from __future__ import annotations
@@ -23,18 +26,24 @@ class InfeasibleBudget(ValueError):
 def solve(losses, costs, budget: float, buckets: int = 10_000) -> list[int]:
     """The level index per layer of least total loss whose total cost is within `budget`.
     `losses[l][k]`, `costs[l][k]`: per layer l and level k (layers may have different numbers
-    of levels). Raises InfeasibleBudget when even the cheapest levels exceed the budget."""
+    of levels; costs of any sign). Raises InfeasibleBudget when even the cheapest levels exceed
+    the budget."""
     if len(losses) != len(costs) or any(len(a) != len(b) or not len(a) for a, b in zip(losses, costs)):
         raise ValueError("losses and costs need the same, non-empty, number of levels for every layer")
-    if any(c < 0 or not np.isfinite(c) for cs in costs for c in cs) or any(not np.isfinite(e) for es in losses
-                                                                          for e in es):
-        raise ValueError("costs must be finite and ≥ 0, losses finite")
-    if not budget > 0 or buckets < 1:
-        raise ValueError(f"the budget must be > 0 and buckets ≥ 1, got {budget} and {buckets}")
-    cheapest = float(sum(min(c) for c in costs))
-    if cheapest > budget * (1 + 1e-12):
+    if any(not np.isfinite(c) for cs in costs for c in cs) or any(not np.isfinite(e) for es in losses for e in es):
+        raise ValueError("costs and losses must be finite")
+    if not np.isfinite(budget) or buckets < 1:
+        raise ValueError(f"the budget must be finite and buckets ≥ 1, got {budget} and {buckets}")
+    lows = [min(c) for c in costs]
+    cheapest = float(sum(lows))
+    spare = budget - cheapest
+    if spare < -1e-12 * max(abs(budget), abs(cheapest)):
         raise InfeasibleBudget(budget, cheapest)
-    unit = budget / buckets
+    if spare <= 0:  # only the cheapest levels fit: of those, the least loss
+        return [min((k for k, c in enumerate(cs) if c == lo), key=lambda k: loss[k])
+                for loss, cs, lo in zip(losses, costs, lows)]
+    costs = [[c - lo for c in cs] for cs, lo in zip(costs, lows)]
+    unit = spare / buckets
     inf = np.inf
     best = np.full(buckets + 1, inf)  # best[b]: least loss with discretised cost exactly b
     best[0] = 0.0
@@ -52,8 +61,6 @@ def solve(losses, costs, budget: float, buckets: int = 10_000) -> list[int]:
             new[better], arg[better] = cand[better], k
         best = new
         back.append(arg)
-    if not np.isfinite(best).any():
-        raise InfeasibleBudget(budget, cheapest)  # fits in reals, not after rounding up: more buckets
     b = int(np.argmin(best))
     choice = []
     for l in range(len(losses) - 1, -1, -1):

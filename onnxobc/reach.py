@@ -234,9 +234,10 @@ def cut_costs(full: dict, narrow: dict, uniform: dict, scale: float, whole: list
         for share, layers in by_share.items():
             f = factors[share]["whole" if i in whole else "alone"]
             out[i][share] = {}
+            # a cost below 0: the cut saves more outside the layer (attention, activations) than the layer takes
             for w, t in layers.items():
-                base = max(0.0, full[w][dense] - f["dense"] * (full[w][dense] - t[dense]))
-                out[i][share][w] = {lv: base if lv.dense else max(0.0, base - f.get(lv.name, 1.0) * (t[dense] - v))
+                base = full[w][dense] - f["dense"] * (full[w][dense] - t[dense])
+                out[i][share][w] = {lv: base if lv.dense else base - f.get(lv.name, 1.0) * (t[dense] - v)
                                     for lv, v in t.items()}
     return out, factors
 

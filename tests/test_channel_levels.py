@@ -16,6 +16,7 @@ from test_channels import PATTERNS, prepared
 from onnxobc.budget import compress_to_budget, make_plan, stitch
 from onnxobc.channel_units import nesting, offered, units
 from onnxobc.channels import apply_cuts
+from onnxobc.costs import frame
 from onnxobc.db.build import build
 from onnxobc.db.levels import Level, level_set, parse
 from onnxobc.db.store import Database
@@ -113,9 +114,24 @@ def test_the_cost_model_predicts_each_timed_whole_model():
     assert cut["p"][a] + cut["q"][a] + r == pytest.approx(uniform[ca.name])
 
 
+def test_a_cut_saving_more_outside_its_layers_than_they_take_meets_a_target_beyond_the_layers():
+    d, c = Level(), parse("c0.500")
+    full = {"p": {d: 2.0}, "q": {d: 1.0}, "r": {d: 3.0}}  # 6 of the model's 10 in layers: 4 no level changes
+    narrow = {0: {0.5: {"p": {d: 1.0}, "q": {d: 0.5}}}}  # alone the cut saves 1.5; in the model, with
+    uniform = {"dense": 10.0, c.name: 5.0}  # attention and activations of the removed units, 5
+    costs, _ = cut_costs(full, narrow, uniform, scale=1.0, whole=[0])
+    cut = costs[0][0.5]
+    assert cut["p"][d] < 0 and cut["q"][d] < 0
+    fixed, scale = frame(uniform["dense"], sum(t[d] for t in full.values()))
+    assert fixed + scale * (cut["p"][d] + cut["q"][d] + full["r"][d]) == pytest.approx(uniform[c.name])
+    budget = (uniform["dense"] / 2 - fixed) / scale  # 2x: 1 for the layers, less than r alone takes
+    unit = [(0.0, 0.0), (cut["p"][d] + cut["q"][d], 0.1)]  # (cost, loss): uncut, cut
+    assert solve([[0.0], [e for _, e in unit]], [[full["r"][d]], [t for t, _ in unit]], budget) == [0, 1]
+
+
 def test_a_plan_that_cuts_writes_the_cut_model(tmp_path):
     opt = Options()
-    levels = [lv for lv in level_set("latency") if lv.name in ("dense", "w8a8")]
+    levels = [Level(), parse("w8a8")]  # named, not the machine's default set (w7a8 where the CPU lacks VNNI)
     prep = load(MODEL, CALIB, opt)
     out = tmp_path / "o.onnx"
     with Database(tmp_path / "db") as db:

@@ -20,23 +20,27 @@ def brute(losses, costs, budget):
     return best
 
 
-def instance(rng, layers, levels, integer):
-    costs = [rng.integers(0, 10, levels[l]).astype(float) if integer else rng.uniform(0, 10, levels[l])
+def instance(rng, layers, levels, integer, low=0):
+    costs = [rng.integers(low, 10, levels[l]).astype(float) if integer else rng.uniform(low, 10, levels[l])
              for l in range(layers)]
     losses = [rng.uniform(0, 5, levels[l]) for l in range(layers)]
     return losses, costs
 
 
+@pytest.mark.parametrize("low", [0, -10])  # costs and budgets of any sign (a cut saving work outside its layer)
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 4), st.integers(1, 4))
-def test_integer_costs_match_brute_force_exactly(seed, layers, max_levels):
+def test_integer_costs_match_brute_force_exactly(low, seed, layers, max_levels):
     rng = np.random.default_rng(seed)
-    losses, costs = instance(rng, layers, rng.integers(1, max_levels + 1, layers), integer=True)
-    budget = int(rng.integers(max(1, int(sum(min(c) for c in costs))), 10 * layers + 1))
-    choice = solve(losses, costs, budget, buckets=budget)  # one bucket per cost unit: no rounding
-    loss = sum(l[k] for l, k in zip(losses, choice))
+    losses, costs = instance(rng, layers, rng.integers(1, max_levels + 1, layers), integer=True, low=low)
+    cheapest = int(sum(min(c) for c in costs))
+    budget = int(rng.integers(max(1, cheapest) if low == 0 else cheapest, cheapest + 10 * layers + 1))
+    # one bucket per cost unit of what the budget leaves over the cheapest levels: no rounding
+    choice = solve(losses, costs, budget, buckets=max(1, budget - cheapest))
     assert sum(c[k] for c, k in zip(costs, choice)) <= budget
-    assert loss == pytest.approx(brute(losses, costs, budget)[0])
+    assert sum(l[k] for l, k in zip(losses, choice)) == pytest.approx(brute(losses, costs, budget)[0])
+    with pytest.raises(InfeasibleBudget):
+        solve(losses, costs, cheapest - 1)
 
 
 @settings(max_examples=60, deadline=None)
@@ -44,13 +48,15 @@ def test_integer_costs_match_brute_force_exactly(seed, layers, max_levels):
 def test_real_costs_are_feasible_and_lose_at_most_the_rounding(seed, layers):
     rng = np.random.default_rng(seed)
     losses, costs = instance(rng, layers, [3] * layers, integer=False)
-    budget = float(sum(min(c) for c in costs) + rng.uniform(0.5, 10))
+    cheapest = float(sum(min(c) for c in costs))
+    budget = cheapest + rng.uniform(0.5, 10)
     buckets = 500
     choice = solve(losses, costs, budget, buckets)
     loss = sum(l[k] for l, k in zip(losses, choice))
     assert sum(c[k] for c, k in zip(costs, choice)) <= budget * (1 + 1e-12)
     assert loss >= brute(losses, costs, budget)[0] - 1e-9
-    tighter = brute(losses, costs, budget - layers * budget / buckets)  # rounding costs ≤ one bucket per layer
+    # rounding costs ≤ one bucket (of what the budget leaves over the cheapest levels) per layer
+    tighter = brute(losses, costs, budget - layers * (budget - cheapest) / buckets)
     if tighter is not None:
         assert loss <= tighter[0] + 1e-9
 
@@ -61,8 +67,8 @@ def test_infeasible_budget_names_the_cheapest_total():
     assert e.value.best == 7 and "cheapest reaches 7" in str(e.value)
 
 
-@pytest.mark.parametrize("losses,costs,budget", [([[1]], [[1, 2]], 3), ([[1]], [[-1]], 3), ([[1]], [[1]], 0),
-                                                 ([[]], [[]], 1), ([[np.nan]], [[1]], 1)])
+@pytest.mark.parametrize("losses,costs,budget", [([[1]], [[1, 2]], 3), ([[1]], [[np.inf]], 3),
+                                                 ([[1]], [[1]], np.nan), ([[]], [[]], 1), ([[np.nan]], [[1]], 1)])
 def test_bad_input(losses, costs, budget):
     with pytest.raises(ValueError):
         solve(losses, costs, budget)
