@@ -14,6 +14,7 @@ from test_compress import onnxobc
 
 from onnxobc.options import Options
 from onnxobc.pipeline import compress
+from onnxobc.runtimes.onnxruntime import OnnxRuntime
 
 
 def vi(name, shape):
@@ -104,3 +105,13 @@ def test_dynamic_level_names_round_trip():
 
     assert parse("w8a8dyn") == Level(wbits=8, abits="dynamic") and parse("w7a8dyn").name == "w7a8dyn"
     assert parse("w8a8").abits == 8
+
+
+@pytest.mark.parametrize("wbits", [7, 8])
+def test_weights_wider_than_the_int8_kernels_take_are_noted(net, tmp_path, monkeypatch, wbits):
+    """As on a CPU without VNNI, where onnxruntime's int8 kernels saturate 8-bit weights."""
+    monkeypatch.setattr(OnnxRuntime, "int8_weight_bits", lambda self: 7)
+    path, calib = net
+    rep = compress(path, tmp_path / "d.onnx", calib, Options(wbits=wbits, abits="dynamic", slow_int8="keep"))
+    noted = [n for n in rep["notes"] if "saturate above 7-bit weights" in n]
+    assert len(noted) == (wbits == 8), rep["notes"]

@@ -51,6 +51,10 @@ class Runtime:
         """The names of the levels a speedup budget chooses from: what it runs faster than dense."""
         raise NotImplementedError
 
+    def int8_weight_bits(self) -> int:
+        """The most weight bits its int8 kernels multiply with int8 activations without saturating."""
+        return 8
+
     def conform(self, model):
         """`model` (a ModelProto, changed in place and returned) in versions the runtime reads."""
         if self.max_opset is None and self.max_ir is None:

@@ -63,10 +63,13 @@ class OnnxRuntime(Runtime):
                                rounds=rounds, repeats=repeats, progress=progress, seconds=seconds)
 
     def latency_levels(self) -> list:
-        # int8 with 7-bit weights where the CPU lacks VNNI: its U8S8 kernels saturate with 8-bit ones;
         # static int8 for Convs and Gemms, dynamic int8 for MatMuls (transformers)
-        w = "w8" if cpu_has_vnni() else "w7"
+        w = f"w{self.int8_weight_bits()}"
         return ["dense", f"{w}a8", f"{w}a8dyn", "w4", "lr0.500", "lr0.250"]
+
+    def int8_weight_bits(self) -> int:
+        # where the CPU lacks VNNI its U8S8 kernels add pairs of products in 16 bits, which 8-bit weights overflow
+        return 8 if cpu_has_vnni() else 7
 
 
 RUNTIME = OnnxRuntime()
