@@ -21,7 +21,7 @@ from .deadline import allot, mark
 from .export import write
 from .fidelity import output_errors
 from .options import Options
-from .prepare import prepare
+from .prepare import activations_quantized, prepare
 from .progress import duration, silent
 from .schedule import solve_all
 from .sequential import solve_sequentially
@@ -52,7 +52,8 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
             return finish(prep, model, dst, rows, options, t0)
         prep = prepare(src, calib, options, progress, model=model, hessians="independent" in modes, range_choices=True)
         prep.notes += notes
-    if options.abits is not None and (options.wbits or 0) > options.target.int8_weight_bits():
+    if (options.wbits or 0) > options.target.int8_weight_bits() and any(activations_quantized(l, options)
+                                                                        for l in prep.layers):
         prep.notes.append(f"{options.wbits}-bit weights with int8 activations: {options.target.label}'s int8 kernels "
                           f"on this CPU saturate above {options.target.int8_weight_bits()}-bit weights, which costs "
                           "accuracy that no solver sees; "
