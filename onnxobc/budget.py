@@ -135,8 +135,10 @@ def make_plan(prep, db: Database, src, options: Options, kind: str, target: str,
     losses = [table.losses[i] for i in singles] + [[o[1] for o in opts] for opts in units]
     costs = [table.costs[i] for i in singles] + [[o[0] for o in opts] for opts in units]
     taken = None  # a uniform plan taken instead of the DP's (whole_plans.py)
-    try:  # the budget may be negative: what no level changes takes the whole target, and only cuts that
-        choice = dp.solve(losses, costs, budget)  # save work outside their layers (negative costs) can meet it
+    # the budget may be negative: what no level changes takes the whole target, and only cuts that save work
+    # outside their layers (negative costs) can meet it
+    try:
+        choice = dp.solve(losses, costs, budget)
     except dp.InfeasibleBudget as e:
         taken = min((w for w in wholes if w[1] <= budget), key=lambda w: w[0].loss, default=None)
         if taken is None:

@@ -52,12 +52,11 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
             return finish(prep, model, dst, rows, options, t0)
         prep = prepare(src, calib, options, progress, model=model, hessians="independent" in modes, range_choices=True)
         prep.notes += notes
-    if (options.wbits or 0) > options.target.int8_weight_bits() and any(activations_quantized(l, options)
-                                                                        for l in prep.layers):
+    fit = options.target.int8_weight_bits()
+    if (options.wbits or 0) > fit and any(activations_quantized(l, options) for l in prep.layers):
         prep.notes.append(f"{options.wbits}-bit weights with int8 activations: {options.target.label}'s int8 kernels "
-                          f"on this CPU saturate above {options.target.int8_weight_bits()}-bit weights, which costs "
-                          "accuracy that no solver sees; "
-                          f"{options.target.int8_weight_bits()}-bit weights avoid it")
+                          f"on this CPU saturate above {fit}-bit weights, which costs accuracy that no solver sees; "
+                          f"{fit}-bit weights avoid it")
     allotment = allot(prep.layers, options)
     if allotment.fast:
         exact, total = len(prep.layers) - len(allotment.fast), sum(allotment.exact_seconds.values())

@@ -13,6 +13,7 @@ from onnx_models import make_model, run
 from test_channels import attention
 from test_compress import onnxobc
 
+from onnxobc import runtimes
 from onnxobc.budget import compress_to_budget
 from onnxobc.calib.smoothing import ALPHAS, WeightGrid, choose_smoothing, scales_for
 from onnxobc.channel_units import units
@@ -24,12 +25,10 @@ from onnxobc.graph.smooth import SUFFIX, smooth, smoothable
 from onnxobc.options import Options
 from onnxobc.pipeline import compress
 from onnxobc.prepare import load
-from onnxobc.runtimes.base import cpu_has_vnni
 from onnxobc.solver import fit_uniform_grid
 
-# without VNNI onnxruntime's int8 kernels saturate 8-bit weights (its default levels take 7 bits there), which
-# smoothing's error model does not mimic
-WBITS = 8 if cpu_has_vnni() else 7
+# 7 where onnxruntime's int8 kernels saturate 8-bit weights (no VNNI), which smoothing's error model does not mimic
+WBITS = runtimes.get("onnxruntime").int8_weight_bits()
 DYN = f"w{WBITS}a8dyn"
 OUTLIERS = (3, 11)  # input channels 30x larger than the others, as LayerNorm outputs in BERTs have
 
