@@ -90,7 +90,7 @@ def main():
     runs += [["--channels", str(c)] + dynamic for c in args.channels[:1]]
     runs += [["--speedup", f"{f:g}x"] for f in args.speedup]
     runs += ([static] if args.w8a8 else []) + ablations
-    rows, refused, predicted = [], [], {}
+    rows, refused, predicted, chosen = [], [], {}, []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         np.savez(tmp / "calib.npz", **encoder.feeds(args.calib))
@@ -109,7 +109,9 @@ def main():
             if r.returncode:
                 sys.exit(f"{name} failed: {r.stderr[-1000:]}")
             models[name], seconds[name] = out, time.perf_counter() - t
-            budget = json.loads((tmp / f"o{i}.json").read_text()).get("budget", {})
+            report = json.loads((tmp / f"o{i}.json").read_text())
+            chosen += [[name, n] for n in report.get("notes", []) if "(sequential auto)" in n]
+            budget = report.get("budget", {})
             if "predicted_speedup" in budget:  # the plan's prediction (corrected by the re-plans) and compress's
                 predicted[name] = (budget["predicted_speedup"], budget["corrected_speedup"],  # own measurement
                                    budget["measured_speedup"])
@@ -151,6 +153,8 @@ def main():
                  "file share", "s to make", "predicted / corrected / measured by compress"], rows)
     if refused:
         print_table(["refused", "message", "s to refuse"], refused)
+    if chosen:
+        print_table(["onnxobc run", "solved on the dense inputs or wave after wave (sequential auto)"], chosen)
 
 
 if __name__ == "__main__":

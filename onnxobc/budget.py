@@ -218,7 +218,7 @@ def stitch(prep, db: Database, src, dst, options: Options, planned: dict, t0: fl
     if channels is None and any(lv.channels for lv in plan.values()):
         raise OptionError("the plan removes channels: such a plan is made and written in one run of compress "
                           "with {speedup}")
-    work, members = channels.cut(prep, plan, options) if channels is not None else (prep, {})
+    work, members = channels.cut(prep, plan, options, progress) if channels is not None else (prep, {})
     chosen, errors = {}, {}
     for l in prep.layers:
         level = plan[l.weight].per_layer()

@@ -30,12 +30,13 @@ import numpy as np
 
 from . import families
 from .channel_units import nesting, offered
-from .channels import Removal, apply_cuts
+from .channels import Removal
 from .db.levels import Level
 from .dp import combine, pareto
 from .errors import OptionError
 from .fidelity import LossProbe
 from .graph.layers import discover, weight_array
+from .recut import made
 from .solve import Solved, dead_inputs, summary_row
 
 DEFAULT_SHARES = (0.125, 0.25, 0.375, 0.5)
@@ -137,7 +138,8 @@ class ChannelLevels:
             for g, k in zip(groups, counts):
                 if k:
                     if g.producer not in self.removals:
-                        self.removals[g.producer] = Removal(prep, g, steps[g.producer], options.damp)
+                        self.removals[g.producer] = Removal(prep, g, steps[g.producer], options.damp,
+                                                           options.bias_correction)
                     cuts.append(self.removals[g.producer].cut(k))
             readers = [w for cut in cuts for w in cut.full]
             if len(readers) > len(set(readers)):  # a layer reads two of the groups: their losses add up
@@ -215,10 +217,11 @@ class ChannelLevels:
                 raise ValueError(f"the plan cuts the {u.label} unevenly")
         return out
 
-    def cut(self, prep, plan: dict, options) -> tuple:
-        """(`prep` with the units cut at the shares `plan` (weight → Level) gives their members,
-        each narrowed member's Hessians restricted to its inputs left; {weight: (group, share,
-        channels kept, the unit's loss)} of the members)."""
+    def cut(self, prep, plan: dict, options, progress=None) -> tuple:
+        """(`prep` with the units cut at the shares `plan` (weight → Level) gives their members (as
+        recut.made makes cuts: with options.sequential, also wave after wave), each narrowed
+        member's Hessians restricted to its inputs left; {weight: (group, share, channels kept, the
+        unit's loss)} of the members)."""
         cuts, members = [], {}
         for i, j, s in self.decode(plan):
             u = self.units[i]
@@ -229,7 +232,7 @@ class ChannelLevels:
             for w in g.members:  # a layer between two groups of a chain is noted by the one it makes
                 if w not in readers or w not in members:
                     members[w] = (g, s, len(cut.keep), self.losses[i][s])
-        model, _ = apply_cuts(prep.model, prep.layers, cuts, options.bias_correction)
+        model, _, cuts, note = made(prep, cuts, options, progress)
         hessians = dict(prep.hessians)
         layers = {l.weight: l for l in prep.layers}
         for cut in cuts:
@@ -239,7 +242,8 @@ class ChannelLevels:
             for w in cut.group.members:
                 if layers[w].groups > 1:  # a depthwise Conv: one Hessian per channel
                     hessians[w] = [prep.hessians[w][k] for k in cut.keep]
-        return narrowed(prep, model, hessians), members
+        work = narrowed(prep, model, hessians)
+        return (dataclasses.replace(work, notes=work.notes + [note]) if note else work), members
 
 
 def member_row(prep, weight: str, solved: Solved | None, member: tuple) -> dict:

@@ -51,18 +51,24 @@ def removed_count(channels: int, share: float, align: bool = True) -> int:
 
 class Removal:
     """One structured ExactOBS pass over a group's consumers: the order in which its channels go
-    (the first `steps` of them), from which the cut of any count up to `steps` follows."""
+    (the first `steps` of them), from which the cut of any count up to `steps` follows. With
+    `bias_correction` the pass runs on the inputs' centred Hessian, as each consumer's bias takes its
+    mean shift: a channel that is nearly constant costs nearly nothing to remove. `fitted`: weight →
+    (W', accumulator of the inputs X̃) of consumers refitted to the inputs of a cut model (recut.py),
+    solved from W' on X̃; the others from their dense weight on the dense inputs."""
 
-    def __init__(self, prep, group, steps: int, damp: float):
+    def __init__(self, prep, group, steps: int, damp: float, bias_correction: bool = True, fitted=None):
         layers = {l.weight: l for l in prep.layers}
         self.group, self.problems, self.views = group, [], []
         for c in group.consumers:
             layer = layers[c.weight]
             (W,) = layer.matrices(weight_array(prep.model, layer.weight))
-            acc = prep.hessians[layer.weight][0]
-            Wp, H = solver.prepare(W, acc.hessian, damp)
+            dense = prep.hessians[layer.weight][0]
+            start, acc = (fitted or {}).get(layer.weight, (W, dense))
+            Wp, H = solver.prepare(start, solver.centered(acc.hessian, acc.mean) if bias_correction else acc.hessian,
+                                   damp)
             self.problems.append((Wp, H, layer.kind.input_columns(layer, c.per)))
-            self.views.append((layer, c, W, acc))
+            self.views.append((layer, c, W.astype(np.float64) @ dense.mean, acc.mean, solver.layer_loss(W, 0, dense.hessian)))
         self.order, _ = greedy_joint(self.problems, steps)
 
     def cut(self, count: int) -> Cut:
@@ -70,23 +76,23 @@ class Removal:
         removed = np.sort(self.order[:count])
         keep = np.setdiff1d(np.arange(self.group.channels), removed)
         cut = Cut(self.group, keep, {}, {}, {})
-        for (Wp, H, cols), (layer, c, W, acc) in zip(self.problems, self.views):
+        for (Wp, H, cols), (layer, c, out_mean, in_mean, energy) in zip(self.problems, self.views):
             gone = cols[removed].ravel()
             W_hat = without_columns(Wp, H, gone)
             kept_cols = np.setdiff1d(np.arange(layer.cols), gone)
             narrow = layer.kind.with_inputs(layer, len(keep), c.per)
             cut.weights[layer.weight] = narrow.weight_from([W_hat[:, kept_cols].astype(np.float32)])
             cut.full[layer.weight] = layer.weight_from([W_hat.astype(np.float32)])
-            cut.shifts[layer.weight] = (W.astype(np.float64) - W_hat) @ acc.mean
-            cut.losses[layer.weight] = (solver.layer_loss(Wp, W_hat, H), solver.layer_loss(Wp, 0, H))
+            cut.shifts[layer.weight] = out_mean - W_hat @ in_mean  # the dense output mean, kept
+            cut.losses[layer.weight] = (solver.layer_loss(Wp, W_hat, H), energy)
         return cut
 
 
-def plan_cut(prep, group, share: float, damp: float) -> Cut | None:
+def plan_cut(prep, group, share: float, damp: float, bias_correction: bool = True) -> Cut | None:
     """The channels of `group` to remove (removed_count of them) and what that does to its
     consumers; None when none goes."""
     k = removed_count(group.channels, share, align=group.align)
-    return Removal(prep, group, k, damp).cut(k) if k >= 1 else None
+    return Removal(prep, group, k, damp, bias_correction).cut(k) if k >= 1 else None
 
 
 def stand_in_cut(prep, group, count: int) -> Cut:
@@ -112,9 +118,9 @@ def removable_groups(model, layers) -> list:
     return [g for g in layer_groups(model, layers) if g.producer not in in_heads] + heads
 
 
-def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: bool = True, progress=None) -> tuple:
-    """(smaller model, summary rows, notes): `share` of the channels of every group that can be cut
-    removed. Layers whose inputs were all zero on the calibration data are not cut into."""
+def plan_cuts(prep, share: float, damp: float = 0.01, bias_correction: bool = True, progress=None) -> tuple:
+    """(cuts, notes): `share` of the channels of every group that can be cut, solved on the dense
+    model's inputs. Layers whose inputs were all zero on the calibration data are not cut into."""
     progress = progress or (lambda *a: None)
     groups = removable_groups(prep.model, prep.layers)
     cuts = []
@@ -124,21 +130,20 @@ def remove_channels(prep, share: float, damp: float = 0.01, bias_correction: boo
                                      for c in group.consumers):
             group.blocked = "a layer that reads it is left as it is (skipped, or its inputs are all zero)"
         if not group.blocked:
-            cut = plan_cut(prep, group, share, damp)
+            cut = plan_cut(prep, group, share, damp, bias_correction)
             if cut is not None:
                 cuts.append(cut)
         progress("channels", i + 1, len(groups), group.producer)
     # a depthwise Conv's or a gate's channels are cut with the group they pass through or scale: not kept
     inside = {w for g in groups if not g.blocked for w in g.members
               if w != g.producer and w not in {c.weight for c in g.consumers}}
-    notes = [f"{g.unit} of {g.producer} kept: {g.blocked}" for g in groups if g.blocked and g.producer not in inside]
-    model, rows_kept = apply_cuts(prep.model, prep.layers, cuts, bias_correction)
-    return model, _rows(prep, cuts, rows_kept), notes
+    return cuts, [f"{g.unit} of {g.producer} kept: {g.blocked}" for g in groups if g.blocked and g.producer not in inside]
 
 
-def apply_cuts(model, layers: list, cuts: list, bias_correction: bool = True) -> tuple:
+def apply_cuts(model, layers: list, cuts: list, bias_correction: bool = True, shifts: dict | None = None) -> tuple:
     """(a copy of `model` with every cut of `cuts` made, weight → the output rows each layer that
-    lost some keeps); with `bias_correction` each consumer's mean shift is folded into its bias."""
+    lost some keeps); with `bias_correction` each consumer's mean shift is folded into its bias, as
+    are `shifts` (weight → a shift of each of its output channels at full width) of other layers."""
     layers = {l.weight: l for l in layers}
     model = _copy(model)
     for cut in cuts:  # the consumers' new columns first (all rows), then rows and channels go
@@ -149,13 +154,12 @@ def apply_cuts(model, layers: list, cuts: list, bias_correction: bool = True) ->
         cut.group.cut(model, layers, cut.keep)
         rows_kept.update(cut.group.rows_kept(cut.keep))
     if bias_correction:
-        for cut in cuts:
-            for name, shift in cut.shifts.items():
-                layer = layers[name]
-                if name in rows_kept:  # the consumer lost output channels of its own
-                    shift = shift[rows_kept[name]]
-                    layer = _with_rows(layer, len(shift))
-                add_output_shift(model, layer, shift)
+        for name, shift in [kv for cut in cuts for kv in cut.shifts.items()] + list((shifts or {}).items()):
+            layer = layers[name]
+            if name in rows_kept:  # the layer lost output channels of its own
+                shift = shift[rows_kept[name]]
+                layer = _with_rows(layer, len(shift))
+            add_output_shift(model, layer, shift)
     return model, rows_kept
 
 
@@ -171,7 +175,7 @@ def _with_rows(layer, rows: int):
     return dataclasses.replace(layer, weight_shape=tuple(shape))
 
 
-def _rows(prep, cuts: list, rows_kept: dict) -> list:
+def channel_rows(prep, cuts: list, rows_kept: dict) -> list:
     """A summary row per layer the removal changed."""
     losses = {name: v for cut in cuts for name, v in cut.losses.items()}
     out = []

@@ -16,13 +16,13 @@ import dataclasses
 import time
 
 from . import families
-from .channels import remove_channels
 from .deadline import allot, mark
 from .export import write
 from .fidelity import output_errors
 from .options import Options
 from .prepare import activations_quantized, prepare
 from .progress import duration, silent
+from .recut import remove_channels
 from .schedule import solve_all
 from .sequential import solve_sequentially
 from .slow_int8 import keep_float_where_slower
@@ -45,7 +45,7 @@ def compress(model_path, out_path, calib, options: Options, progress=None) -> di
                    range_choices=True)
     rows = []
     if options.channels is not None:
-        model, rows, notes = remove_channels(prep, options.channels, options.damp, options.bias_correction, progress)
+        model, rows, notes = remove_channels(prep, options.channels, options, progress)
         options = dataclasses.replace(options, **families.per_layer(options))
         if not families.compresses(options):
             prep = dataclasses.replace(prep, notes=prep.notes + notes)

@@ -13,7 +13,7 @@ import time
 
 from . import families
 from .atomic import atomic_path
-from .channels import remove_channels
+from .recut import remove_channels
 from .db.build import build, from_arrays, level_options, model_key, settings_key
 from .db.levels import check_storable, parse, split_channels
 from .db.store import Database
@@ -71,7 +71,7 @@ def tradeoff(model_path, calib, out_dir, options: Options, levels: list | None =
                 solved = {w: s for w, s in solved.items() if s.row.get("applied", True)}
                 model = write(prep, solved, {w: level_options(options, lv) for w in solved})
             else:
-                model, solved, _ = remove_channels(prep, lv.channels, options.damp, options.bias_correction)
+                model, solved, _ = remove_channels(prep, lv.channels, options)
             check(model)
             errors = relative_errors(reference, outputs(model, prep.held, options.batch_size, options.custom_ops))
             path = out_dir / f"{lv.name}.onnx"

@@ -26,6 +26,7 @@ from onnxobc.fidelity import MAX_SAMPLES
 from onnxobc.options import Options
 from onnxobc.prepare import capture, load
 from onnxobc.reach import ALONE, cut_costs, reachable
+from onnxobc.recut import made
 from onnxobc.solver import HessianAccumulator
 from onnxobc.verify import outputs
 
@@ -130,7 +131,7 @@ def test_a_cut_saving_more_outside_its_layers_than_they_take_meets_a_target_beyo
 
 
 def test_a_plan_that_cuts_writes_the_cut_model(tmp_path):
-    opt = Options()
+    opt = Options(sequential="off")  # the cuts as solved for the plan (recut.made); "on" below
     levels = [Level(), parse("w8a8")]  # named, not the machine's default set (w7a8 where the CPU lacks VNNI)
     prep = load(MODEL, CALIB, opt)
     out = tmp_path / "o.onnx"
@@ -144,11 +145,11 @@ def test_a_plan_that_cuts_writes_the_cut_model(tmp_path):
         unit, chain = channels.units  # fc0's group alone (fc0 → fc1), and the chain fc0 → fc1 → fc2
         data = {k: v[:64] for k, v in full.calib.items()}
 
-        def writes(members, cuts):  # a plan cutting `members` by half writes the model `cuts` make
+        def writes(members, cuts, opt=opt):  # a plan cutting `members` by half writes the model `cuts` make
             plain = {l.weight for l in full.layers} - set(members)
             planned["plan"].update({**{w: "c0.500" for w in members}, **{w: "dense" for w in plain}})
             report = stitch(full, db, MODEL, out, opt, planned, 0.0, channels=channels)
-            cut_model, _ = apply_cuts(full.model, full.layers, cuts)
+            cut_model = made(full, cuts, opt)[0]
             a, b = outputs(out, data, 32), outputs(cut_model, data, 32)  # nothing else compressed: the cut model
             for k in a:
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
@@ -156,8 +157,9 @@ def test_a_plan_that_cuts_writes_the_cut_model(tmp_path):
 
         (g,) = unit.groups
         writes(unit.members, [channels.removals[g.producer].cut(unit.counts[0.5][0])])
-        report = writes(chain.members, [channels.removals[h.producer].cut(k)
-                                        for h, k in zip(chain.groups, chain.counts[0.5])])
+        chain_cuts = [channels.removals[h.producer].cut(k) for h, k in zip(chain.groups, chain.counts[0.5])]
+        writes(chain.members, chain_cuts, Options(sequential="on"))  # the chain cut again wave after wave
+        report = writes(chain.members, chain_cuts)
         assert [(i, j) for i, j, _ in channels.decode({w: parse(n) for w, n in planned["plan"].items()})] == \
             [(1, 0), (1, 1)]  # the chain whole: both its groups
         with pytest.raises(ValueError, match="unevenly"):  # fc2 narrowed while fc1 keeps its outputs

@@ -13,13 +13,16 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_models import gelu, make_model, run
 from test_compress import onnxobc
 
-from onnxobc.channels import plan_cut, remove_channels, removable_groups, removed_count
+from onnxobc.channels import plan_cut, removable_groups, removed_count
 from onnxobc.graph.bias import add_output_shift
 from onnxobc.graph.layers import discover
 from onnxobc.graph.smooth import SUFFIX, smooth, smoothable
 from onnxobc.graph.slicing import set_weight
 from onnxobc.options import Options
 from onnxobc.prepare import prepare
+from onnxobc.recut import remove_channels
+
+OFF = Options(sequential="off")  # the cuts as solved on the dense model's inputs
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 
@@ -198,7 +201,7 @@ def widened(layer, narrow, keep, per):
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_sliced_model_computes_what_the_masked_one_does(tmp_path, pattern):
     prep, x = prepared(tmp_path, PATTERNS[pattern])
-    small, rows, notes = remove_channels(prep, 0.5)
+    small, rows, notes = remove_channels(prep, 0.5, OFF)
     onnx.checker.check_model(small)
     layers = {l.weight: l for l in prep.layers}
     masked = onnx.ModelProto()
@@ -233,7 +236,7 @@ def test_keeping_every_channel_changes_nothing(tmp_path, pattern):
 
 def test_the_notes_name_the_channels_kept_and_not_those_cut_with_another_group(tmp_path):
     prep, _ = prepared(tmp_path, se_block)
-    small, _, notes = remove_channels(prep, 0.5)
+    small, _, notes = remove_channels(prep, 0.5, OFF)
     shapes = {t.name: tuple(t.dims) for t in small.graph.initializer}
     assert shapes["wd"][0] == 8 and shapes["w2"][:2] == (8, 2)  # the depthwise and the gate's Conv cut with "we"
     assert [n.split(":")[0] for n in notes] == ["channels of wp kept"]  # the residual
@@ -271,17 +274,17 @@ def test_bias_correction_keeps_the_consumers_output_mean(tmp_path):
     """The consumer's output, averaged over the calibration samples, is the dense model's: the
     removed channels' mean contribution (W − Ŵ)·E[x] went into its bias."""
     prep, _ = prepared(tmp_path, conv_bn_relu_conv)
-    small, _, _ = remove_channels(prep, 0.5)
+    small, _, _ = remove_channels(prep, 0.5, OFF)
     calib = {"x": prep.calib["x"]}
     dense, cut = run(prep.model, calib)[0], run(small, calib)[0]
     np.testing.assert_allclose(cut.mean(axis=(0, 2, 3)), dense.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)
-    uncorrected, _, _ = remove_channels(prep, 0.5, bias_correction=False)
+    uncorrected, _, _ = remove_channels(prep, 0.5, Options(sequential="off", bias_correction=False))
     assert np.abs(run(uncorrected, calib)[0].mean(axis=(0, 2, 3)) - dense.mean(axis=(0, 2, 3))).max() > 1e-3
 
 
 def test_heads_go_from_every_projection_and_shape(tmp_path):
     prep, x = prepared(tmp_path, attention)
-    small, rows, _ = remove_channels(prep, 0.5)
+    small, rows, _ = remove_channels(prep, 0.5, OFF)
     shapes = {t.name: numpy_helper.to_array(t) for t in small.graph.initializer}
     assert all(shapes[f"w{t}"].shape == (16, 8) and shapes[f"b{t}"].shape == (8,) for t in "qkv")
     assert shapes["wo"].shape == (8, 16)

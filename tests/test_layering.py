@@ -14,7 +14,7 @@ ORDER = [
     {"families"},  # the compression families: solving (through solver) and writing (through graph)
     {"options", "solve"},
     {"prepare", "export", "verify", "cluster", "channels", "fidelity", "deadline"},
-    {"schedule", "sequential", "timing"},
+    {"schedule", "sequential", "recut", "timing"},
     {"slow_int8"},
     {"pipeline", "db", "channel_units"},
     {"costs", "channel_levels"},

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from oracles import closed_form_loss, greedy_groups_from_scratch, make_problem
 
-from onnxobc.solver import layer_loss
-from onnxobc.solver.structured import greedy_groups, prune_groups
+from onnxobc.solver import centered, layer_loss
+from onnxobc.solver.structured import greedy_groups, prune_groups, without_columns
 
 
 def conv_groups(c_in, k):
@@ -88,3 +88,34 @@ def test_joint_removal_over_several_consumers():
         assert inc[: step + 1].sum() == pytest.approx(total(q), rel=1e-6)
         removed.append(q)
         left.remove(q)
+
+
+def test_on_the_centred_hessian_the_bias_is_solved_too():
+    """Inputs with means far from zero: the columns kept solved on centered(H, μ), with the bias
+    shift (W − Ŵ)·μ, give the least-squares fit of the dense outputs by the kept inputs and a
+    constant (numpy's lstsq on the samples), at that fit's residual as their loss, below what the
+    solve on H itself leaves after the same shift. An input that is constant costs nothing there
+    and goes first."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 10)) * rng.uniform(0.5, 2, 10) + rng.normal(size=10) * 3
+    W = rng.normal(size=(6, 10))
+    H, mu = 2 * X.T @ X / len(X), X.mean(0)
+    Hc = centered(H, mu)
+    removed, keep = np.array([2, 7]), np.setdiff1d(np.arange(10), [2, 7])
+    A = np.hstack([X[:, keep], np.ones((len(X), 1))])
+    fit, *_ = np.linalg.lstsq(A, X @ W.T, rcond=None)
+    residual = ((X @ W.T - A @ fit) ** 2).sum() / len(X)
+
+    W_hat = without_columns(W, Hc, removed)
+    np.testing.assert_allclose(W_hat[:, keep], fit[:-1].T, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose((W - W_hat) @ mu, fit[-1], rtol=1e-6, atol=1e-8)
+    assert layer_loss(W, W_hat, Hc) == pytest.approx(residual, rel=1e-6)
+    plain = without_columns(W, H, removed)
+    assert residual < 0.99 * layer_loss(W, plain, Hc)  # the plain solve's error once its shift is folded
+
+    X[:, 3] = 5.0
+    H, mu = 2 * X.T @ X / len(X), X.mean(0)
+    Hc = centered(H, mu)
+    order, inc = greedy_groups(W, Hc + 0.01 * np.mean(np.diag(Hc)) * np.eye(10), np.arange(10)[:, None], 1)
+    assert order[0] == 3 and inc[0] < 0.01 * layer_loss(W, 0, Hc)  # (only the dampening)
+    assert greedy_groups(W, H, np.arange(10)[:, None], 1)[0][0] != 3

@@ -144,6 +144,14 @@ def prepare(W, H, damp: float = 0.01):
     return W, H
 
 
+def centered(H, mean) -> np.ndarray:
+    """H of the inputs around their mean, 2·E[(x − μ)(x − μ)ᵀ] = H − 2μμᵀ: the layer loss left once
+    each output's bias takes the mean shift (W − Ŵ)·μ, which a solve on it may then move freely."""
+    mean = np.asarray(mean, np.float64)
+    Hc = np.asarray(H, np.float64) - 2.0 * np.outer(mean, mean)
+    return (Hc + Hc.T) / 2
+
+
 def layer_loss(W, W_hat, H) -> float:
     """‖(W − Ŵ)X‖² = tr(ΔW H ΔWᵀ)/2 for H = 2XXᵀ, computed in float64."""
     return float(row_losses(W, W_hat, H).sum())

@@ -1,0 +1,91 @@
+"""Channel cuts made wave after wave (sequential.py's idea carried to structured removal): in the
+graph's order, each layer is refitted to the inputs X̃ it receives from the model cut so far, its
+outputs brought closest to the dense model's (argmin ‖W'(X̃ − μ̃) − W(X − μ)‖², the bias taking the
+mean: Wμ − W'μ̃), and the consumers of a group that is cut are solved from that refitted weight
+on the centred Hessian of X̃, so that errors that compound through the model are compensated
+where they arise instead of unseen. How many channels each group keeps stays as given (the plan's
+time was measured on those shapes); which go, the greedy decides again on the new inputs. One
+pass of the dense and the cut model over the calibration samples per wave."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from . import solver
+from .calib.capture import capture_paired
+from .channels import Removal, apply_cuts, channel_rows, plan_cuts
+from .graph.layers import weight_array
+from .graph.order import waves
+from .graph.slicing import set_weight
+from .solve import dead_inputs
+from .verify import least_error
+
+
+def cut_sequentially(prep, cuts: list, options, progress=None) -> tuple:
+    """(model, rows kept, the cuts made): the groups of `cuts` cut to the same widths, every
+    layer refitted in the graph's order and each group's consumers solved on the inputs of the
+    model cut so far. Layers with one weight grid per channel (depthwise) are left as they are."""
+    progress = progress or (lambda *a: None)
+    layers = {l.weight: l for l in prep.layers}
+    group_of = {c.weight: cut for cut in cuts for c in cut.group.consumers}
+    model, shifts, made, done = onnx.ModelProto(), {}, [], set()
+    model.CopyFrom(prep.model)
+    order = waves(prep.model, prep.layers)
+    for i, wave in enumerate(order):
+        now = {id(group_of[l.weight]): group_of[l.weight] for l in wave if l.weight in group_of and l.weight not in done}
+        readers = [layers[c.weight] for cut in now.values() for c in cut.group.consumers]
+        plain = [l for l in wave if l.weight not in group_of and l.groups == 1 and l.weight not in done]
+        todo = [l for l in {l.weight: l for l in readers + plain}.values() if l.weight in prep.hessians
+                and not dead_inputs(prep.hessians[l.weight])]
+        if not todo:
+            continue
+        progress("recut", i, len(order), f"wave {i + 1} of {len(order)}: {len(todo)} layers on the cut model's inputs")
+        current = apply_cuts(model, prep.layers, made, options.bias_correction, shifts)[0]
+        hessians, cross = capture_paired(prep.model, current, todo, prep.calib, options.batch_size,
+                                         options.custom_ops, device=options.device)
+        fitted = {}
+        for l in todo:
+            (W,) = l.matrices(weight_array(prep.model, l.weight))
+            acc, C, mean = hessians[l.weight][0], cross[l.weight][0].cross, prep.hessians[l.weight][0].mean
+            if options.bias_correction:
+                H, C = solver.centered(acc.hessian, acc.mean), C - 2.0 * np.outer(acc.mean, mean)
+            else:
+                H = acc.hessian
+            fitted[l.weight] = (solver.refit(W, H, C, options.damp), acc)
+            done.add(l.weight)
+            if l.weight not in group_of:
+                set_weight(model, l.weight, l.weight_from([fitted[l.weight][0].astype(np.float32)]))
+                if options.bias_correction:
+                    shifts[l.weight] = W.astype(np.float64) @ mean - fitted[l.weight][0] @ acc.mean
+        for cut in now.values():
+            count = cut.group.channels - len(cut.keep)
+            made.append(Removal(prep, cut.group, count, options.damp, options.bias_correction, fitted).cut(count))
+    progress("recut", len(order), len(order), "")
+    out, rows_kept = apply_cuts(model, prep.layers, made, options.bias_correction, shifts)
+    return out, rows_kept, made
+
+
+
+def made(prep, cuts: list, options, progress=None) -> tuple:
+    """(model, rows kept, the cuts made, note or None): `cuts` made as solved on the dense model's
+    inputs (options.sequential "off"), made again wave after wave ("on"), or both, the model of
+    lower held-out output error kept ("auto")."""
+    model, rows_kept = apply_cuts(prep.model, prep.layers, cuts, options.bias_correction)
+    if options.sequential in ("off", False) or not cuts:
+        return model, rows_kept, cuts, None
+    again = cut_sequentially(prep, cuts, options, progress)
+    if options.sequential in ("on", True):
+        return (*again, None)
+    best, errors = least_error(prep.src, {"independent": model, "sequential": again[0]}, prep.held,
+                               options.batch_size, options.custom_ops)
+    note = (f"channels cut {best}ly (sequential auto): held-out output error "
+            + ", ".join(f"{e:.4g} {m}" for m, e in errors.items()))
+    return (*(again if best == "sequential" else (model, rows_kept, cuts)), note)
+
+
+def remove_channels(prep, share: float, options, progress=None) -> tuple:
+    """(smaller model, summary rows, notes): channels.plan_cuts at `share`, made as `made` makes them."""
+    cuts, notes = plan_cuts(prep, share, options.damp, options.bias_correction, progress)
+    model, rows_kept, cuts, note = made(prep, cuts, options, progress)
+    return model, channel_rows(prep, cuts, rows_kept), notes + ([note] if note else [])
