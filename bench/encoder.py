@@ -7,7 +7,8 @@ the dense model alone), file size. onnxobc runs: --channels at each share given,
 weights; with and without --smooth), both, and --speedup at each factor given (a target out of
 reach is a row with the time it took to say so); with --w8a8, static int8 activations too, beside
 onnxruntime's quantize_static. --lean leaves out the ablations (--smooth off, each --act-ranges)
-for a model where every run takes many minutes; --no-dynamic the dynamic int8 run.
+for a model where every run takes many minutes; --no-dynamic the dynamic int8 run. Where
+compress solved (or cut) both ways (sequential auto), a last table says which way it kept.
 
     python bench/encoder.py [--model minilm|mpnet] [--channels 0.25 0.5] [--speedup 2 4] [--calib 256]
                             [--test 300] [--batch 32] [--w8a8] [--lean] [--no-dynamic]
