@@ -145,7 +145,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "compressed so far gives it, its weight first refitted to them (the OBC paper's sequential "
                         "mode; fixed levels only); off: every layer on the dense model's inputs; auto (default): "
                         "with --abits 8 or --wbits of 4 or fewer and the exact method, both, and the model of lower "
-                        "held-out output error kept")
+                        "held-out output error kept. Channel cuts (--channels, and those of --speedup) are made "
+                        "again wave after wave with on and auto (auto: the better kept), not with off")
     _add_ray(c)
     c.add_argument("--report", help="also write the summary as JSON here")
     _add_config(c)
