@@ -81,7 +81,7 @@ class ChannelLevels:
     factors: dict  # share → "whole" / "alone" → how much more (or less) a cut saves in the model than alone
     losses: dict = dataclasses.field(default_factory=dict)  # unit index → {share: calibration loss}
     removals: dict = dataclasses.field(default_factory=dict)  # a group's producer → channels.Removal
-    made: dict = dataclasses.field(default_factory=dict)  # the cuts' (producer, count)s → recut.made's result
+    made: dict = dataclasses.field(default_factory=dict)  # how and what was cut → recut.made's result
 
     def offered(self) -> list:
         return offered(self.units)
@@ -233,7 +233,8 @@ class ChannelLevels:
             for w in g.members:  # a layer between two groups of a chain is noted by the one it makes
                 if w not in readers or w not in members:
                     members[w] = (g, s, len(cut.keep), self.losses[i][s])
-        key = tuple(sorted((c.group.producer, len(c.keep)) for c in cuts))
+        key = (options.sequential, options.bias_correction, options.damp,
+               *sorted((c.group.producer, len(c.keep)) for c in cuts))
         if key not in self.made:  # a re-plan that cuts alike (budget._corrected) reuses the model
             self.made[key] = made(prep, cuts, options, progress)
         model, _, cuts, note = self.made[key]

@@ -1,7 +1,12 @@
 """What one compressed layer does to the model's output: the calibration loss of the whole model
 with only that layer compressed (the OBC paper's per-level loss, which the budgets' DP adds up):
-Σ over outputs of ‖y − y_dense‖² / ‖y_dense‖² on calibration samples, from one onnxruntime
-session of the probe model (graph/probe.py), where a swap is a different feed. For
+Σ over outputs of ‖y − y_dense‖² / ‖y_dense‖² on the held-out calibration samples (those no solve
+saw, where the calibration data has a share held out), from one onnxruntime session of the probe
+model (graph/probe.py), where a swap is a different feed. On the samples the Hessians came from, a
+level that refits many weights looks far better than it is, and others do not: on
+all-MiniLM-L6-v2 a quarter of the heads and neurons cut measured a relative error of 0.157 there
+and 0.339 on held-out texts, dynamic int8 0.123 and 0.124, so the DP took cuts for cheaper than
+quantization where they cost twice as much. For
 int8-activation levels only the weights (and bias shift) are swapped: the activation rounding
 is not in this loss."""
 
@@ -21,8 +26,7 @@ class LossProbe:
     def __init__(self, prep, options):
         self.prep, self.options = prep, options
         self.sess = session(probe_model(prep.model, prep.layers), custom_ops=options.custom_ops)
-        n = len(next(iter(prep.calib.values())))
-        self.data = {k: v[: min(n, MAX_SAMPLES)] for k, v in prep.calib.items()}
+        self.data = {k: v[:MAX_SAMPLES] for k, v in prep.held.items()}
         self.base = {}
         for l in prep.layers:
             self.base[l.weight] = weight_array(prep.model, l.weight)

@@ -74,7 +74,7 @@ def test_a_cuts_loss_is_the_loss_of_the_model_cut(tmp_path, pattern):
         channels = reachable(prep, db, prep.src, [Level()], opt, shares=(0.25, 0.5))["channels"]
     assert channels.units
     channels.measure_losses(prep, opt)
-    data = {k: v[:MAX_SAMPLES] for k, v in prep.calib.items()}
+    data = {k: v[:MAX_SAMPLES] for k, v in prep.held.items()}
     dense = outputs(prep.model, data, 8)
 
     for i, unit in enumerate(channels.units):  # a chain's with all its groups cut

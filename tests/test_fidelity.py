@@ -35,7 +35,7 @@ def test_output_error_alone_is_the_swapped_models_error(fields):
     prep = prepare(MODEL, CALIB, opt)
     solved = {l.weight: solve_layer(problem(prep, l), opt) for l in prep.layers}
     errors = output_errors(prep, solved, opt)
-    data = {k: v[:MAX_SAMPLES] for k, v in prep.calib.items()}
+    data = {k: v[:MAX_SAMPLES] for k, v in prep.held.items()}
     assert set(errors) == {l.weight for l in prep.layers}
     for layer in prep.layers:
         assert errors[layer.weight] == pytest.approx(by_hand(prep.model, layer, solved[layer.weight], data), rel=1e-4)

@@ -34,11 +34,11 @@ def settings_key(prep, options: Options) -> str:
     """What the stored results depend on besides model, layer and level ("v2": the layers'
     weights include the per-channel affine steps folded into them; "v3": bytes are measured from
     the written form; "v4": additive parts and quantized factors are stored; "v5": exact
-    quantization keeps each row's better of OBQ and GPTQ); the smoothing the weights took, where
-    any)."""
+    quantization keeps each row's better of OBQ and GPTQ; "v6": losses are measured on the held-out
+    samples); the smoothing the weights took, where any)."""
     o = options
     smoothed = [f"{t}:{a}" for t, a in sorted(prep.smoothing.items())]
-    return fingerprint("v5", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
+    return fingerprint("v6", o.method, o.damp, o.symmetric, o.bias_correction, o.variance_correction, o.runtime,
                        o.holdout, *[prep.calib[k] for k in sorted(prep.calib)], *smoothed)
 
 
