@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx
 
 from . import solver
 from .graph.bias import add_output_shift
@@ -19,6 +18,7 @@ from .graph.coupling import layer_groups
 from .graph.heads import head_groups
 from .graph.layers import weight_array
 from .graph.slicing import set_weight
+from .protos import copy
 from .solve import dead_inputs, summary_row
 from .solver.structured import greedy_joint, without_columns
 
@@ -145,7 +145,7 @@ def apply_cuts(model, layers: list, cuts: list, bias_correction: bool = True, sh
     lost some keeps); with `bias_correction` each consumer's mean shift is folded into its bias, as
     are `shifts` (weight → a shift of each of its output channels at full width) of other layers."""
     layers = {l.weight: l for l in layers}
-    model = _copy(model)
+    model = copy(model)
     for cut in cuts:  # the consumers' new columns first (all rows), then rows and channels go
         for name, value in cut.weights.items():
             set_weight(model, name, value)
@@ -161,12 +161,6 @@ def apply_cuts(model, layers: list, cuts: list, bias_correction: bool = True, sh
                 layer = _with_rows(layer, len(shift))
             add_output_shift(model, layer, shift)
     return model, rows_kept
-
-
-def _copy(model):
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def _with_rows(layer, rows: int):

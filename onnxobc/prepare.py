@@ -28,6 +28,7 @@ from .graph.smooth import smooth, smoothable
 from .memory import memory_budget, within_memory
 from .options import Options
 from .progress import counter, silent
+from .protos import copy
 from .solve import Problem
 
 
@@ -104,8 +105,7 @@ def smoothed(prep: Prepared, forms: list, progress=None, leave=frozenset()) -> P
     if not chosen:
         prep.notes.append(f"smoothing: none of the {len(readers)} tensors that MatMul/Gemm layers read gained from it")
         return prep
-    model = onnx.ModelProto()
-    model.CopyFrom(prep.model)
+    model = copy(prep.model)
     layers = [dataclasses.replace(l, activations=list(l.activations)) for l in prep.layers]
     by_weight = {l.weight: l for l in layers}
     smooth(model, {t: [by_weight[l.weight] for l in readers[t]] for t in chosen},
@@ -144,9 +144,7 @@ def load(model_path, calib, options: Options, model: onnx.ModelProto | None = No
     if model is None:
         model = load_model(src)
     else:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = copy
+        model = copy(model)
     folded, notes = rewrite(model)
     layers, skipped = discover(model)
     layers = [l for l in layers if l.weight not in options.skip and not set(l.nodes) & set(options.skip)]

@@ -15,6 +15,13 @@ LARGE = 1_800_000_000  # bytes: a model above this is written with external data
 ALIGN = 4096  # tensor data offsets, as onnx's own writer aligns them for memory mapping
 
 
+def copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy of `model` (protobuf's CopyFrom)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 def is_large(model: onnx.ModelProto) -> bool:
     """Past LARGE bytes, summed part by part (protobuf cannot size a message past its limit whole)."""
     g = model.graph

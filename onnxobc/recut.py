@@ -10,14 +10,13 @@ pass of the dense and the cut model over the calibration samples per wave."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from . import solver
-from .calib.capture import capture_paired
 from .channels import Removal, apply_cuts, channel_rows, plan_cuts
 from .graph.layers import weight_array
-from .graph.order import waves
 from .graph.slicing import set_weight
+from .protos import copy
+from .sequential import paired_waves
 from .solve import dead_inputs
 from .verify import least_error
 
@@ -29,42 +28,41 @@ def cut_sequentially(prep, cuts: list, options, progress=None) -> tuple:
     progress = progress or (lambda *a: None)
     layers = {l.weight: l for l in prep.layers}
     group_of = {c.weight: cut for cut in cuts for c in cut.group.consumers}
-    model, shifts, made, done = onnx.ModelProto(), {}, [], set()
-    model.CopyFrom(prep.model)
-    order = waves(prep.model, prep.layers)
-    for i, wave in enumerate(order):
-        now = {id(group_of[l.weight]): group_of[l.weight] for l in wave if l.weight in group_of and l.weight not in done}
-        readers = [layers[c.weight] for cut in now.values() for c in cut.group.consumers]
-        plain = [l for l in wave if l.weight not in group_of and l.groups == 1 and l.weight not in done]
-        todo = [l for l in {l.weight: l for l in readers + plain}.values() if l.weight in prep.hessians
-                and not dead_inputs(prep.hessians[l.weight])]
-        if not todo:
-            continue
-        progress("recut", i, len(order), f"wave {i + 1} of {len(order)}: {len(todo)} layers on the cut model's inputs")
-        current = apply_cuts(model, prep.layers, made, options.bias_correction, shifts)[0]
-        hessians, cross = capture_paired(prep.model, current, todo, prep.calib, options.batch_size,
-                                         options.custom_ops, device=options.device)
+    model, shifts, made, done = copy(prep.model), {}, [], set()
+
+    def chosen(wave):
+        readers = [layers[c.weight] for l in wave if l.weight in group_of for c in group_of[l.weight].group.consumers]
+        plain = [l for l in wave if l.weight not in group_of and l.groups == 1]
+        return [l for l in {l.weight: l for l in readers + plain}.values() if l.weight not in done
+                and l.weight in prep.hessians and not dead_inputs(prep.hessians[l.weight])]
+
+    def announce(i, count, todo):
+        progress("recut", i, count, f"wave {i + 1} of {count}: {len(todo)} layers on the cut model's inputs")
+
+    def current():
+        return apply_cuts(model, prep.layers, made, options.bias_correction, shifts)[0]
+
+    for todo, hessians, cross in paired_waves(prep, options, chosen, current, announce):
         fitted = {}
         for l in todo:
             (W,) = l.matrices(weight_array(prep.model, l.weight))
             acc, C, mean = hessians[l.weight][0], cross[l.weight][0].cross, prep.hessians[l.weight][0].mean
             if options.bias_correction:
-                H, C = solver.centered(acc.hessian, acc.mean), C - 2.0 * np.outer(acc.mean, mean)
+                Wf, shift = solver.refit_with_bias(W, acc.hessian, acc.mean, C, mean, options.damp)
             else:
-                H = acc.hessian
-            fitted[l.weight] = (solver.refit(W, H, C, options.damp), acc)
+                Wf, shift = solver.refit(W, acc.hessian, C, options.damp), None
+            fitted[l.weight] = (Wf, acc)
             done.add(l.weight)
             if l.weight not in group_of:
-                set_weight(model, l.weight, l.weight_from([fitted[l.weight][0].astype(np.float32)]))
-                if options.bias_correction:
-                    shifts[l.weight] = W.astype(np.float64) @ mean - fitted[l.weight][0] @ acc.mean
-        for cut in now.values():
+                set_weight(model, l.weight, l.weight_from([Wf.astype(np.float32)]))
+                if shift is not None:
+                    shifts[l.weight] = shift
+        for cut in {id(group_of[w]): group_of[w] for w in fitted if w in group_of}.values():
             count = cut.group.channels - len(cut.keep)
             made.append(Removal(prep, cut.group, count, options.damp, options.bias_correction, fitted).cut(count))
-    progress("recut", len(order), len(order), "")
+    progress("recut", 1, 1, "")
     out, rows_kept = apply_cuts(model, prep.layers, made, options.bias_correction, shifts)
     return out, rows_kept, made
-
 
 
 def made(prep, cuts: list, options, progress=None) -> tuple:

@@ -20,17 +20,35 @@ from .graph.order import waves
 from .solve import Problem, dead_inputs, solve_settings
 
 
+def paired_waves(prep, options, chosen, current, announce):
+    """Wave after wave of `prep`'s layers in the graph's order: (those `chosen(wave)` picks, their
+    Hessians and cross terms on the inputs the model `current()` gives them at that moment, paired
+    with the dense model's); `announce(wave number, waves, layers)` before each capture. Waves
+    where nothing is chosen are passed without a capture."""
+    order = waves(prep.model, prep.layers)
+    for i, wave in enumerate(order):
+        layers = chosen(wave)
+        if not layers:
+            continue
+        announce(i, len(order), layers)
+        hessians, cross = capture_paired(prep.model, current(), layers, prep.calib, options.batch_size,
+                                         options.custom_ops, device=options.device)
+        yield layers, hessians, cross
+
+
 def solve_sequentially(prep, settings: dict, options, progress) -> dict:
     """weight → Solved for every layer of `prep` at `settings[weight]`, wave after wave."""
     solved = {}
-    order = waves(prep.model, prep.layers)
-    for i, wave in enumerate(order):
+
+    def current():
         copies = {w: s.with_own_row() for w, s in solved.items()}  # write() fills rows: the final write's are reported
-        current = write(prep, copies, {w: settings[w] for w in solved}) if solved else prep.model
-        progress("solve", len(solved), len(prep.layers), f"wave {i + 1} of {len(order)}: the inputs of "
+        return write(prep, copies, {w: settings[w] for w in solved}) if solved else prep.model
+
+    def announce(i, count, wave):
+        progress("solve", len(solved), len(prep.layers), f"wave {i + 1} of {count}: the inputs of "
                  f"{len(wave)} layers through the model compressed so far")
-        hessians, cross = capture_paired(prep.model, current, wave, prep.calib, options.batch_size,
-                                         options.custom_ops, device=options.device)
+
+    for wave, hessians, cross in paired_waves(prep, options, list, current, announce):
         for layer in wave:
             W = weight_array(prep.model, layer.weight)
             H, C = hessians[layer.weight], cross[layer.weight]
@@ -42,4 +60,3 @@ def solve_sequentially(prep, settings: dict, options, progress) -> dict:
             solved[layer.weight] = s
             progress("solve", len(solved), len(prep.layers), layer.weight)
     return solved
-

@@ -18,7 +18,7 @@ from onnxobc.channel_units import nesting, offered, units
 from onnxobc.channels import apply_cuts
 from onnxobc.costs import frame
 from onnxobc.db.build import build
-from onnxobc.db.levels import Level, level_set, parse
+from onnxobc.db.levels import Level, parse
 from onnxobc.db.store import Database
 from onnxobc.dp import combine, solve
 from onnxobc.errors import OptionError

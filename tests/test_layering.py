@@ -14,8 +14,8 @@ ORDER = [
     {"families"},  # the compression families: solving (through solver) and writing (through graph)
     {"options", "solve"},
     {"prepare", "export", "verify", "cluster", "channels", "fidelity", "deadline"},
-    {"schedule", "sequential", "recut", "timing"},
-    {"slow_int8"},
+    {"schedule", "sequential", "timing"},
+    {"slow_int8", "recut"},  # recut: sequential.py's waves carried to channel cuts
     {"pipeline", "db", "channel_units"},
     {"costs", "channel_levels"},
     {"reach", "whole_plans"},

@@ -43,6 +43,30 @@ def test_refit_is_the_least_squares_map_from_compressed_inputs_to_dense_outputs(
     np.testing.assert_allclose(solver.refit(W, H0.hessian, C0.cross), W, atol=1e-12)  # the dense inputs: W back
 
 
+def test_refit_with_bias_is_the_least_squares_map_with_a_free_intercept():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 5)) + rng.uniform(1, 3, 5)  # means far from zero
+    X_tilde = 0.7 * X + 0.4 + 0.2 * rng.standard_normal((300, 5))
+    W = rng.standard_normal((3, 5))
+    H, C, H0 = solver.HessianAccumulator(5), solver.CrossAccumulator(5), solver.HessianAccumulator(5)
+    H.add_batch(X_tilde)
+    C.add_batch(X_tilde, X)
+    H0.add_batch(X)
+    fitted, shift = solver.refit_with_bias(W, H.hessian, H.mean, C.cross, H0.mean, damp=0.0)
+    A = np.hstack([X_tilde, np.ones((300, 1))])
+    coef = np.linalg.lstsq(A, X @ W.T, rcond=None)[0].T  # [W' | shift]
+    np.testing.assert_allclose(fitted, coef[:, :5], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(shift, coef[:, 5], rtol=1e-7, atol=1e-9)
+    plain = solver.refit(W, H.hessian, C.cross, damp=0.0)
+    with_bias = np.linalg.norm(X_tilde @ fitted.T + shift - X @ W.T)
+    assert with_bias < np.linalg.norm(X_tilde @ plain.T - X @ W.T)
+    C0 = solver.CrossAccumulator(5)
+    C0.add_batch(X, X)
+    back, none = solver.refit_with_bias(W, H0.hessian, H0.mean, C0.cross, H0.mean)  # the dense inputs
+    np.testing.assert_allclose(back, W, atol=1e-10)
+    np.testing.assert_allclose(none, 0.0, atol=1e-10)
+
+
 def two_layers(tmp_path):
     rng = np.random.default_rng(1)
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),

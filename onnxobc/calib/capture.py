@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from ..graph.layers import weight_array
+from ..protos import copy
 from ..sessions import session
 from ..solver import CrossAccumulator, HessianAccumulator
 from .feeds import batches, model_inputs
@@ -18,8 +19,7 @@ from .ranges import FedError, Histogram
 
 
 def exposing(model: onnx.ModelProto, names) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = copy(model)
     have = {o.name for o in m.graph.output}
     for n in names:
         if n not in have:

@@ -7,6 +7,7 @@ import math
 import onnx
 
 from ..errors import OptionError
+from ..protos import copy
 
 
 def _dims(value_info):
@@ -55,8 +56,7 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _with_input_shapes(model, input_shapes):
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = copy(model)
     inputs = {i.name: i for i in fixed.graph.input}
     for name, dims in input_shapes.items():
         if name not in inputs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from ..protos import copy
 from .nodes import node_name
 
 
@@ -15,8 +16,7 @@ def shift_input(layer, k: int) -> str:
 
 
 def probe_model(model: onnx.ModelProto, layers) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = copy(model)
     g = m.graph
     names = {l.weight for l in layers}
     keep = [t for t in g.initializer if t.name not in names]

@@ -9,14 +9,13 @@ import onnx
 from onnx import numpy_helper
 
 from ..atomic import atomic_path
-from ..protos import is_large, save
+from ..protos import copy, is_large, save
 from .nodes import subgraphs
 
 
 def set_weights(model: onnx.ModelProto, weights: dict) -> onnx.ModelProto:
     """A copy of `model` with the initializers named in `weights` replaced (same name, dtype, shape)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy(model)
     for t in out.graph.initializer:
         if t.name in weights:
             new = numpy_helper.from_array(weights[t.name].astype(numpy_helper.to_array(t).dtype), t.name)

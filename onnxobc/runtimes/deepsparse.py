@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from ..errors import OptionError
+from ..protos import copy
 from .base import Int8Form, Runtime
 
 HOME = pathlib.Path(__file__).resolve().parents[2] / "runtimes" / "deepsparse"
@@ -67,8 +68,7 @@ class DeepSparse(Runtime):
             paths = []
             for i, m in enumerate(models.values()):
                 if isinstance(m, onnx.ModelProto):  # conform() changes it: a copy, not the caller's
-                    model = onnx.ModelProto()
-                    model.CopyFrom(m)
+                    model = copy(m)
                 else:
                     model = onnx.load(str(m))
                 paths.append(str(pathlib.Path(tmp) / f"m{i}.onnx"))

@@ -13,7 +13,7 @@ from .additive import ROUNDS as additive_rounds
 from .additive import additive, low_rank_part, quantized_part, sparse_part
 from .codebook import codebook, quantize_fitted, sign_grid
 from .grids import UniformGrid, ValueGrid, fit_uniform_grid
-from .hessian import CrossAccumulator, HessianAccumulator, centered, inverse, layer_loss, prepare, refit, variance_ratio
+from .hessian import CrossAccumulator, HessianAccumulator, centered, inverse, layer_loss, prepare, refit, refit_with_bias, variance_ratio
 from .lowrank import low_rank, quantized_low_rank, rank_for
 from .prune import prune_blocks, prune_nm, prune_unstructured, sparsity_grid
 from .quant import quantize
@@ -23,6 +23,6 @@ from .structured import prune_groups
 __all__ = [
     "CrossAccumulator", "HessianAccumulator", "Result", "centered", "UniformGrid", "ValueGrid", "additive", "additive_rounds", "codebook", "fit_uniform_grid",
     "inverse", "layer_loss", "low_rank", "low_rank_part", "prepare", "prune_blocks", "prune_groups", "prune_nm",
-    "prune_unstructured", "quantize", "quantize_fitted", "quantized_low_rank", "quantized_part", "rank_for", "refit",
+    "prune_unstructured", "quantize", "quantize_fitted", "quantized_low_rank", "quantized_part", "rank_for", "refit", "refit_with_bias",
     "sign_grid", "sparse_part", "sparsity_grid", "variance_ratio",
 ]

@@ -122,6 +122,15 @@ def refit(W, H_tilde, C, damp: float = 0.01) -> np.ndarray:
     return W + np.linalg.solve(Hd, rhs).T
 
 
+def refit_with_bias(W, H_tilde, mean_tilde, C, mean, damp: float = 0.01) -> tuple:
+    """`refit` with a free bias: (W', shift) minimising ‖W'X̃ + b' − (WX + b)‖² with
+    b' = b + shift, shift = Wμ − W'μ̃. Centring both sides turns it into `refit` on the centred
+    H̃ − 2μ̃μ̃ᵀ and cross term C − 2μ̃μᵀ (C = 2X̃Xᵀ/N, H̃ = 2X̃X̃ᵀ/N, μ̃ and μ the input means)."""
+    mean_tilde, mean = np.asarray(mean_tilde, np.float64), np.asarray(mean, np.float64)
+    fitted = refit(W, centered(H_tilde, mean_tilde), np.asarray(C, np.float64) - 2.0 * np.outer(mean_tilde, mean), damp)
+    return fitted, np.asarray(W, np.float64) @ mean - fitted @ mean_tilde
+
+
 def prepare(W, H, damp: float = 0.01):
     """Make a layer problem solvable: returns (W, H) as float32 / float64 copies where
 
