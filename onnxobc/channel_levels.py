@@ -51,6 +51,17 @@ def narrowed(prep, model, hessians: dict | None = None):
                                hessians=prep.hessians if hessians is None else hessians)
 
 
+def non_decreasing(losses: dict) -> dict:
+    """share → loss, each at least that of every smaller share: a deeper cut removes a superset of
+    the channels (one greedy pass), so where the probe's few held-out samples measure it cheaper,
+    the DP would take it for nothing."""
+    out, worst = {}, 0.0
+    for share in sorted(losses):
+        worst = max(worst, losses[share])
+        out[share] = worst
+    return out
+
+
 def with_share(level: Level, share: float) -> Level | None:
     """`level` on a layer of a unit cut at `share`, or None where its families do not combine
     with channel removal."""
@@ -118,7 +129,8 @@ class ChannelLevels:
         """Each unit's loss at each share: the model's calibration loss with only that unit cut
         (the consumers' columns zero, the rest updated, their mean shift folded in; a chain's
         groups all at once, as their errors compound; the sum of its groups' where one layer reads
-        two of them). Units a consumer of which saw only zero inputs are left uncut."""
+        two of them), made non-decreasing in the share. Units a consumer of which saw only zero
+        inputs are left uncut."""
         progress = progress or (lambda *a: None)
         probe = LossProbe(prep, options)
         layers = {l.weight: l for l in prep.layers}
@@ -150,7 +162,7 @@ class ChannelLevels:
         for i, u in enumerate(self.units):
             if any(dead_inputs(prep.hessians[c.weight]) for g in u.groups for c in g.consumers):
                 continue
-            self.losses[i] = {s: loss(u.groups, counts) for s, counts in u.counts.items()}
+            self.losses[i] = non_decreasing({s: loss(u.groups, counts) for s, counts in u.counts.items()})
             progress("channels", i + 1, len(self.units), f"{u.label}: each share's loss")
 
     def options(self, i: int, table_levels: dict, table_losses: dict, table_costs: dict) -> list:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_channels import PATTERNS, prepared
 
 from onnxobc.budget import compress_to_budget, make_plan, stitch
+from onnxobc.channel_levels import non_decreasing
 from onnxobc.channel_units import nesting, offered, units
 from onnxobc.channels import apply_cuts
 from onnxobc.costs import frame
@@ -78,6 +79,7 @@ def test_a_cuts_loss_is_the_loss_of_the_model_cut(tmp_path, pattern):
     dense = outputs(prep.model, data, 8)
 
     for i, unit in enumerate(channels.units):  # a chain's with all its groups cut
+        measured = {}
         for share, counts in unit.counts.items():
             cuts = [channels.removals[g.producer].cut(k) for g, k in zip(unit.groups, counts) if k]
             model, _ = apply_cuts(prep.model, prep.layers, cuts)
@@ -85,7 +87,15 @@ def test_a_cuts_loss_is_the_loss_of_the_model_cut(tmp_path, pattern):
             got = outputs(model, data, 8)
             loss = sum(np.sum((got[k].astype(np.float64) - d) ** 2) / np.sum(d.astype(np.float64) ** 2)
                        for k, d in dense.items())
+            measured[share] = loss
+        for share, loss in non_decreasing(measured).items():
             assert channels.losses[i][share] == pytest.approx(loss, rel=1e-3, abs=1e-9)
+
+
+def test_losses_never_fall_as_the_cut_deepens():
+    assert non_decreasing({0.5: 0.2, 0.125: 0.01, 0.375: 0.05, 0.25: 0.07}) == \
+        {0.125: 0.01, 0.25: 0.07, 0.375: 0.07, 0.5: 0.2}
+    assert non_decreasing({0.25: 0.0}) == {0.25: 0.0}
 
 
 def test_groups_that_share_a_layer_are_a_chain_beside_the_groups_alone(tmp_path):
