@@ -8,14 +8,16 @@ import re
 import numpy as np
 import onnx
 import pytest
-from onnx_models import run
-from test_channels import PATTERNS, prepared
+from onnx import helper
+from onnx_models import make_model, run
+from test_channels import PATTERNS, arr, prepared, vi
 
 from onnxobc.calib.capture import exposing
 from onnxobc.channels import plan_cuts
 from onnxobc.options import Options
 from onnxobc.prepare import prepare
-from onnxobc.recut import cut_sequentially, made
+from onnxobc.recut import Checkpoints, cut_sequentially, made
+from onnxobc.verify import least_error
 
 DIGITS = pathlib.Path(__file__).parents[1] / "models" / "digits"
 
@@ -72,3 +74,83 @@ def test_auto_keeps_the_model_of_lower_held_out_error():
     chosen = note.split(" ")[2][:-2]  # "independently" / "sequentially"
     assert len(errors) == 2 and errors[chosen] == min(errors.values())
     assert made(prep, cuts, Options(sequential="on"))[3] is None
+
+
+def deep_mlp(tmp_path, layers=5):
+    """x (8) → four hidden ReLU layers of 24 → 4: four groups of neurons, cut one after another."""
+    nodes, inits, prev, width = [], [], "x", 8
+    for i in range(layers):
+        out = 24 if i < layers - 1 else 4
+        inits += [arr(f"w{i}", width, out, seed=i, scale=1 / np.sqrt(width)), arr(f"b{i}", out, seed=10 + i)]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"fc{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"fc{i}.bias")]
+        prev, width = f"a{i}", out
+        if i < layers - 1:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"relu{i}"))
+            prev = f"r{i}"
+    model = make_model(nodes, [vi("x", ["n", 8])], [vi(prev, ["n", 4])], inits)
+    onnx.save(model, tmp_path / "deep.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", x=x)
+    options = Options(channels=0.5)
+    prep = prepare(tmp_path / "deep.onnx", str(tmp_path / "c.npz"), options)
+    return prep, plan_cuts(prep, 0.5, options.damp)[0], options
+
+
+def test_checkpoints_give_the_cut_made_again_up_only_where_it_is_behind_at_each(tmp_path):
+    """Four groups: one checkpoint, at the second. The model with those two groups cut
+    independently is level with itself (go on, and no comparing after); a model far off (its
+    weights zero) is behind (stop); the errors compared are least_error's on the held-out samples."""
+    prep, cuts, options = deep_mlp(tmp_path)
+    assert len(cuts) == 4
+    watch = Checkpoints(prep, cuts, options)
+    assert watch.marks == [2]
+    first_two = cuts[:2]
+    same = lambda: made(prep, first_two, Options(sequential="off"))[0]  # noqa: E731
+    assert watch(same, first_two[:1])  # before the checkpoint: nothing compared
+    assert watch.compared == []
+    assert watch(same, first_two) and len(watch.compared) == 1
+    _, e = watch.compared[0]
+    assert e["sequential"] == e["independent"] > 0
+    assert watch(lambda: pytest.fail("compared again"), cuts[:3])
+
+    far = onnx.ModelProto()
+    far.CopyFrom(same())
+    for init in far.graph.initializer:
+        if init.name.startswith("w"):
+            init.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(onnx.numpy_helper.to_array(init)), init.name))
+    behind = Checkpoints(prep, cuts, options)
+    assert not behind(lambda: far, first_two)
+    _, errors = least_error(prep.src, {"independent": same(), "sequential": far}, prep.held, options.batch_size)
+    assert behind.compared == [(2, errors)] and errors["sequential"] > errors["independent"]
+    assert "at 2 of 4 groups" in behind.note()
+
+
+def test_cut_sequentially_stops_where_told_and_is_unchanged_where_not(tmp_path):
+    prep, cuts, options = deep_mlp(tmp_path)
+    seen = []
+
+    def stop_at_first(current, so_far):
+        seen.append(len(so_far))
+        onnx.checker.check_model(current())
+        return False
+
+    assert cut_sequentially(prep, cuts, options, keep_going=stop_at_first) is None
+    assert seen == [1]
+    counts = []
+    model, _, again = cut_sequentially(prep, cuts, options, keep_going=lambda c, so_far: counts.append(len(so_far)) or True)
+    assert counts == [1, 2, 3, 4]
+    plain, _, plain_cuts = cut_sequentially(prep, cuts, options)
+    x = {"x": prep.calib["x"][:8]}
+    np.testing.assert_array_equal(run(model, x)[0], run(plain, x)[0])
+    assert [c.keep.tolist() for c in again] == [c.keep.tolist() for c in plain_cuts]
+
+
+def test_auto_keeps_the_independent_cut_where_the_checkpoints_give_the_other_up(tmp_path, monkeypatch):
+    prep, cuts, options = deep_mlp(tmp_path)
+    monkeypatch.setattr(Checkpoints, "__call__", lambda self, current, so_far: False)
+    model, _, kept, note = made(prep, cuts, options)
+    independent = made(prep, cuts, Options(sequential="off"))[0]
+    x = {"x": prep.calib["x"][:8]}
+    np.testing.assert_array_equal(run(model, x)[0], run(independent, x)[0])
+    assert kept is cuts and note.startswith("channels cut independently (sequential auto)") and "given up" in note
