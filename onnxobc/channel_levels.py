@@ -51,14 +51,17 @@ def narrowed(prep, model, hessians: dict | None = None):
                                hessians=prep.hessians if hessians is None else hessians)
 
 
-def non_decreasing(losses: dict) -> dict:
-    """share → loss, each at least that of every smaller share: a deeper cut removes a superset of
-    the channels (one greedy pass), so where the probe's few held-out samples measure it cheaper,
-    the DP would take it for nothing."""
-    out, worst = {}, 0.0
+def convex_envelope(losses: dict, removed: dict) -> dict:
+    """share → loss, each at least the loss of every smaller share scaled by the channels removed
+    (`removed`: share → how many): the greedy takes the cheapest channels first, so each further
+    one costs at least as much as the average of those before it, and a deeper cut loses more.
+    Where the probe's few held-out samples measure a deeper cut as cheap as, or cheaper than, a
+    shallower one, the DP would take it for nothing, and a plan would cut further than its budget
+    asks."""
+    out, last = {}, None
     for share in sorted(losses):
-        worst = max(worst, losses[share])
-        out[share] = worst
+        out[share] = losses[share] if last is None else max(losses[share], out[last] * removed[share] / removed[last])
+        last = share
     return out
 
 
@@ -129,7 +132,7 @@ class ChannelLevels:
         """Each unit's loss at each share: the model's calibration loss with only that unit cut
         (the consumers' columns zero, the rest updated, their mean shift folded in; a chain's
         groups all at once, as their errors compound; the sum of its groups' where one layer reads
-        two of them), made non-decreasing in the share. Units a consumer of which saw only zero
+        two of them), bounded below by convex_envelope. Units a consumer of which saw only zero
         inputs are left uncut."""
         progress = progress or (lambda *a: None)
         probe = LossProbe(prep, options)
@@ -162,7 +165,8 @@ class ChannelLevels:
         for i, u in enumerate(self.units):
             if any(dead_inputs(prep.hessians[c.weight]) for g in u.groups for c in g.consumers):
                 continue
-            self.losses[i] = non_decreasing({s: loss(u.groups, counts) for s, counts in u.counts.items()})
+            self.losses[i] = convex_envelope({s: loss(u.groups, counts) for s, counts in u.counts.items()},
+                                             {s: sum(counts) for s, counts in u.counts.items()})
             progress("channels", i + 1, len(self.units), f"{u.label}: each share's loss")
 
     def options(self, i: int, table_levels: dict, table_losses: dict, table_costs: dict) -> list:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_channels import PATTERNS, prepared
 
 from onnxobc.budget import compress_to_budget, make_plan, stitch
-from onnxobc.channel_levels import non_decreasing
+from onnxobc.channel_levels import convex_envelope
 from onnxobc.channel_units import nesting, offered, units
 from onnxobc.channels import apply_cuts
 from onnxobc.costs import frame
@@ -88,14 +88,18 @@ def test_a_cuts_loss_is_the_loss_of_the_model_cut(tmp_path, pattern):
             loss = sum(np.sum((got[k].astype(np.float64) - d) ** 2) / np.sum(d.astype(np.float64) ** 2)
                        for k, d in dense.items())
             measured[share] = loss
-        for share, loss in non_decreasing(measured).items():
+        removed = {share: sum(counts) for share, counts in unit.counts.items()}
+        for share, loss in convex_envelope(measured, removed).items():
             assert channels.losses[i][share] == pytest.approx(loss, rel=1e-3, abs=1e-9)
 
 
-def test_losses_never_fall_as_the_cut_deepens():
-    assert non_decreasing({0.5: 0.2, 0.125: 0.01, 0.375: 0.05, 0.25: 0.07}) == \
-        {0.125: 0.01, 0.25: 0.07, 0.375: 0.07, 0.5: 0.2}
-    assert non_decreasing({0.25: 0.0}) == {0.25: 0.0}
+def test_a_deeper_cut_loses_at_least_in_proportion_to_the_channels_it_removes():
+    removed = {0.125: 2, 0.25: 4, 0.375: 6, 0.5: 8}
+    got = convex_envelope({0.5: 0.2, 0.125: 0.01, 0.375: 0.05, 0.25: 0.07}, removed)
+    assert got == pytest.approx({0.125: 0.01, 0.25: 0.07, 0.375: 0.105, 0.5: 0.2})
+    assert convex_envelope({0.25: 0.0, 0.5: 0.0}, {0.25: 8, 0.5: 16}) == {0.25: 0.0, 0.5: 0.0}
+    measured = {0.125: 0.01, 0.25: 0.03, 0.5: 0.09}  # already convex: unchanged
+    assert convex_envelope(measured, {0.125: 1, 0.25: 2, 0.5: 4}) == measured
 
 
 def test_groups_that_share_a_layer_are_a_chain_beside_the_groups_alone(tmp_path):
