@@ -376,11 +376,13 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
                only, channels, whole=None) -> dict:
     """Whole-plan correction: while every plan measures short of the requested speedup, ask the
     DP for more by the ratio the last plan's prediction missed by (the layers' times in the
-    database do not add up exactly to the model's); where one measures short and another far
+    database do not add up exactly to the model's; where that aim is out of reach, the plan of
+    least loss close to the fastest, as a best effort makes it); where one measures short and another far
     over, aim in between (geometrically); where every plan is far over, aim lower by the ratio
     the least aimed one went over (a plan that gives up less may meet the request too). Each plan
     is stitched and measured; every attempt is in the report's budget["attempts"], and the output
-    is the one of least aim that met the request (else the fastest measured)."""
+    is the one of least aim that met the request (else the fastest measured; budget["met"] says
+    which)."""
     requested = budget_factor(kind, target)
     dst = pathlib.Path(dst)
     tried = []  # (aim, plan, report, the copy of its files)
@@ -415,7 +417,11 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
                 again = make_plan(prep, db, src, options, kind, target, levels, False, progress, measure=False,
                                   aim=aim, only=only, channels=channels, whole=whole)
             except ValueError:
-                break  # the corrected aim is out of reach: keep what was measured
+                if met:
+                    break  # the corrected aim is out of reach: keep what was measured
+                # every plan short and the corrected aim out of reach: the plan of least loss close to the fastest
+                again = make_plan(prep, db, src, options, kind, target, levels, True, progress, measure=False,
+                                  aim=aim, only=only, channels=channels, whole=whole)
             if any(again["plan"] == t[1] for t in tried):
                 if met:
                     break  # nothing between the two plans
@@ -434,6 +440,7 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
         report["budget"]["attempts"] = [{**{k: t[2]["budget"][k] for k in ("aimed_speedup", "predicted_speedup",
                                                                             "corrected_speedup", "measured_speedup")},
                                          "written": t is chosen} for t in tried]
+        report["budget"]["met"] = measured(chosen) >= SHORT * requested
     finally:
         for t in tried:
             for suffix in ("", ".data"):

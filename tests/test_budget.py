@@ -380,6 +380,39 @@ def test_a_plan_far_over_the_request_is_followed_by_a_lower_aim(tmp_path, monkey
     assert float(dst.read_text()) == pytest.approx(3.2 ** 0.5, rel=1e-5)
 
 
+def test_where_the_corrected_aim_is_out_of_reach_the_fastest_plan_is_tried(tmp_path, monkeypatch):
+    """Simulated: 2x asked, every plan measures 0.8 times its aim, and the DP reaches 2.2x at most
+    (an aim above it is refused unless as a best effort, which plans 2.2x). Aim 2 → 1.6x; the
+    corrected aim 2.5 is out of reach, so the fastest plan is tried: 1.76x, still short, and written
+    (the fastest measured), the report saying the request was not met."""
+    from onnxobc import budget
+
+    plan, stitch = _simulated(budget, monkeypatch, lambda aim: 0.8 * aim)
+
+    def reaching(*args, aim=None, **kw):
+        best_effort = args[7] if len(args) > 7 else kw.get("best_effort", False)
+        if aim > 2.2 and not best_effort:
+            raise ValueError("out of reach")
+        return plan(aim=min(aim, 2.2))
+
+    monkeypatch.setattr(budget, "make_plan", reaching)
+    dst = tmp_path / "o.onnx"
+    first = stitch(None, None, None, dst, None, plan(aim=2.0))
+    report = budget._corrected(None, None, None, dst, None, "speedup", "2x", [], plan(aim=2.0), first, 0.0, {},
+                               lambda *a: None, None, None)
+    attempts = report["budget"]["attempts"]
+    assert [a["aimed_speedup"] for a in attempts] == pytest.approx([2.0, 2.2], rel=1e-5)
+    assert [a["written"] for a in attempts] == [False, True] and report["budget"]["met"] is False
+    assert float(dst.read_text()) == pytest.approx(2.2, rel=1e-5)
+
+    monkeypatch.setattr(budget, "make_plan", plan)  # met at once: said so
+    dst.unlink()
+    first = stitch(None, None, None, dst, None, plan(aim=2.5))
+    report = budget._corrected(None, None, None, dst, None, "speedup", "2x", [], plan(aim=2.5), first, 0.0, {},
+                               lambda *a: None, None, None)
+    assert report["budget"]["met"] is True
+
+
 def test_a_measurement_far_below_the_prediction_is_taken_again(monkeypatch):
     """A burst of load that slows the output model's turns alone (simulated: the first measurement
     at half speed) is not what decides the re-plan: the budget times again and the median counts;
@@ -396,3 +429,15 @@ def test_a_measurement_far_below_the_prediction_is_taken_again(monkeypatch):
     assert got["measurements"] == pytest.approx([1 / 0.55]) and got["dense_model_seconds"] == 1.0
     runs = iter([(1.0, 1.0), (1.0, 0.98), (1.0, 1.01)])  # short every time: the shortfall is real
     assert budget.measure(None, None, "in", "out", predicted=2.0)["measured_speedup"] == pytest.approx(1.0)
+
+
+def test_the_summary_says_when_the_written_model_is_short_of_the_request(capsys):
+    from onnxobc.cli.show import budget as show
+
+    b = {"cost": "latency", "target": "2x", "predicted_speedup": 2.2, "measured_speedup": 1.76,
+         "dense_model_seconds": 0.01, "output_model_seconds": 0.0057, "layer_sum_over_model": 0.8, "met": False}
+    show(b)
+    err = capsys.readouterr().err
+    assert "NOT MET" in err and "1.76x" in err and "2x asked" in err
+    show(dict(b, met=True, measured_speedup=2.05))
+    assert "NOT MET" not in capsys.readouterr().err
