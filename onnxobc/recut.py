@@ -105,8 +105,8 @@ class Checkpoints:
         return self.ahead or due < len(self.marks)
 
     def note(self) -> str:
-        return ", ".join(f"{e['sequential']:.4g} against {e['independent']:.4g} at {k} of {len(self.cuts)} groups"
-                         for k, e in self.compared)
+        return ", ".join(f"{e['sequential']:.4g} made again against {e['independent']:.4g} independently at {k} "
+                         f"of {len(self.cuts)} groups cut" for k, e in self.compared)
 
 
 def made(prep, cuts: list, options, progress=None) -> tuple:
@@ -124,8 +124,8 @@ def made(prep, cuts: list, options, progress=None) -> tuple:
     again = cut_sequentially(prep, cuts, options, progress, watch)
     if again is None:
         progress("recut", 1, 1, "given up: behind the independent cut at every checkpoint")
-        return model, rows_kept, cuts, ("channels cut independently (sequential auto): made again wave after wave, "
-                                        f"held-out output error {watch.note()} cut independently; given up there")
+        return model, rows_kept, cuts, ("channels cut independently (sequential auto): held-out output error "
+                                        f"{watch.note()}; the cut made again given up there")
     best, errors = least_error(prep.src, {"independent": model, "sequential": again[0]}, prep.held,
                                options.batch_size, options.custom_ops)
     note = (f"channels cut {best}ly (sequential auto): held-out output error "
