@@ -413,15 +413,11 @@ def _corrected(prep, db, src, dst, options, kind, target, levels, planned, repor
             else:
                 b = report["budget"]
                 aim *= b["predicted_speedup"] / b["measured_speedup"]
-            try:
-                again = make_plan(prep, db, src, options, kind, target, levels, False, progress, measure=False,
+            try:  # every plan short: where the aim is out of reach, the plan of least loss close to the fastest
+                again = make_plan(prep, db, src, options, kind, target, levels, not met, progress, measure=False,
                                   aim=aim, only=only, channels=channels, whole=whole)
             except ValueError:
-                if met:
-                    break  # the corrected aim is out of reach: keep what was measured
-                # every plan short and the corrected aim out of reach: the plan of least loss close to the fastest
-                again = make_plan(prep, db, src, options, kind, target, levels, True, progress, measure=False,
-                                  aim=aim, only=only, channels=channels, whole=whole)
+                break  # the corrected aim is out of reach: keep what was measured
             if any(again["plan"] == t[1] for t in tried):
                 if met:
                     break  # nothing between the two plans

@@ -32,7 +32,7 @@ def cut_sequentially(prep, cuts: list, options, progress=None, keep_going=None) 
     progress = progress or (lambda *a: None)
     layers = {l.weight: l for l in prep.layers}
     group_of = {c.weight: cut for cut in cuts for c in cut.group.consumers}
-    model, shifts, made, done, counted = copy(prep.model), {}, [], set(), 0
+    model, shifts, made, done = copy(prep.model), {}, [], set()
 
     def chosen(wave):
         readers = [layers[c.weight] for l in wave if l.weight in group_of for c in group_of[l.weight].group.consumers]
@@ -61,12 +61,12 @@ def cut_sequentially(prep, cuts: list, options, progress=None, keep_going=None) 
                 set_weight(model, l.weight, l.weight_from([Wf.astype(np.float32)]))
                 if shift is not None:
                     shifts[l.weight] = shift
+        before = len(made)
         for cut in {id(group_of[w]): group_of[w] for w in fitted if w in group_of}.values():
             count = cut.group.channels - len(cut.keep)
             made.append(Removal(prep, cut.group, count, options.damp, options.bias_correction, fitted).cut(count))
-        if keep_going is not None and len(made) > counted and not keep_going(current, made):
+        if keep_going is not None and len(made) > before and not keep_going(current, made):
             return None
-        counted = len(made)
     progress("recut", 1, 1, "")
     out, rows_kept = apply_cuts(model, prep.layers, made, options.bias_correction, shifts)
     return out, rows_kept, made

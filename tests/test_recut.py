@@ -16,6 +16,7 @@ from onnxobc.calib.capture import exposing
 from onnxobc.channels import plan_cuts
 from onnxobc.options import Options
 from onnxobc.prepare import prepare
+from onnxobc.protos import copy
 from onnxobc.recut import Checkpoints, cut_sequentially, made
 from onnxobc.verify import least_error
 
@@ -114,8 +115,7 @@ def test_checkpoints_give_the_cut_made_again_up_only_where_it_is_behind_at_each(
     assert e["sequential"] == e["independent"] > 0
     assert watch(lambda: pytest.fail("compared again"), cuts[:3])
 
-    far = onnx.ModelProto()
-    far.CopyFrom(same())
+    far = copy(same())
     for init in far.graph.initializer:
         if init.name.startswith("w"):
             init.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(onnx.numpy_helper.to_array(init)), init.name))
